@@ -1,0 +1,3 @@
+from finch.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""The `finch` command: thin verbs that parse options, call into the package and print."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from finch.config import Settings, env_name, load_settings
+from finch.errors import ConfigError
+
+
+def _option(name: str, **kwargs: Any) -> Any:
+    """A --name option that also reads FINCH_NAME; None when unset, so config.toml can fill it."""
+    flag = "--" + name.replace("_", "-")
+    return click.option(flag, name, envvar=env_name(name), show_envvar=True, default=None, **kwargs)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.version_option(package_name="finch")
+def main() -> None:
+    """finch: a local proxy in front of the Claude API that learns to answer part of its traffic.
+
+    Point any Anthropic client at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8787
+    """
+
+
+@main.command()
+@_option("host", help="Address to bind. Default 127.0.0.1 (loopback only).")
+@_option("port", type=int, help="Port to listen on. Default 8787.")
+@_option("upstream_url", help="Where forwarded requests go. Default https://api.anthropic.com.")
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(host: str | None, port: int | None, upstream_url: str | None, home: Path | None, log_level: str) -> None:
+    """Run the proxy."""
+    from finch.server.app import build_app
+    from finch.server.runner import serve_forever
+
+    settings = _settings(host=host, port=port, upstream_url=upstream_url, home=home)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not _is_loopback(settings.host):
+        click.secho(
+            f"WARNING: finch is listening on {settings.host}, reachable from other machines. Anyone who can reach"
+            " it can spend your API key. Set FINCH_CLIENT_TOKEN to require a token.",
+            fg="red",
+            bold=True,
+            err=True,
+        )
+    click.echo(f"finch on http://{settings.host}:{settings.port} -> {settings.upstream_url} (home {settings.home})")
+    click.echo(f"  export ANTHROPIC_BASE_URL=http://{settings.host}:{settings.port}")
+    serve_forever(build_app(settings), settings.host, settings.port, log_level)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="FINCH_TEACHER_HOST", show_envvar=True)
+@click.option("--port", default=8788, show_default=True, type=int, envvar="FINCH_TEACHER_PORT", show_envvar=True)
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="FINCH_TEACHER_DATA",
+              help="JSONL of {\"question\", \"answer\"}. Default: the chatterbot-corpus English set.")
+@click.option("--first-token-delay", default=0.0, show_default=True, help="Seconds before the first token.")
+@click.option("--token-delay", default=0.0, show_default=True, help="Seconds between streamed tokens.")
+@click.option("--reword/--no-reword", default=False, show_default=True, help="Vary answers' wording.")
+@click.option("--fault", multiple=True, metavar="KIND=RATE",
+              help="Random fault rate, e.g. --fault 429=0.05. Kinds: 400 401 429 500 503 529 hang drop.")
+@click.option("--no-auth", is_flag=True, help="Accept requests without an API key.")
+@click.option("--seed", default=0, show_default=True)
+def teacher(host: str, port: int, data: Path | None, first_token_delay: float, token_delay: float, reword: bool,
+            fault: tuple[str, ...], no_auth: bool, seed: int) -> None:
+    """Run the teacher simulator: a Messages API server answering from a question/answer set."""
+    from finch.server.runner import serve_forever
+    from finch.teacher.corpus import load_default, load_jsonl
+    from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
+
+    rates = {}
+    for item in fault:
+        kind, _, rate = item.partition("=")
+        try:
+            rates[kind] = float(rate)
+        except ValueError as exc:
+            raise click.BadParameter(f"{item!r} is not KIND=RATE", param_hint="--fault") from exc
+    corpus = load_jsonl(data) if data else load_default()
+    config = TeacherConfig(first_token_delay=first_token_delay, token_delay=token_delay, reword=reword,
+                           require_auth=not no_auth, rates=rates, seed=seed)
+    click.echo(f"teacher on http://{host}:{port} with {len(corpus)} questions")
+    serve_forever(build_teacher_app(Teacher(corpus, config)), host, port, "warning")
+
+
+@main.command()
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+@click.option("--days", default=14, show_default=True, help="How many days to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def stats(home: Path | None, days: int, as_json: bool) -> None:
+    """Show requests, routes, tokens and dollars, in total and by day."""
+    from finch.store import queries
+
+    db = _settings(home=home).db_path
+    report = {"totals": queries.totals(db), "by_day": queries.by_day(db, days), "by_reason": queries.by_reason(db)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    columns = ["day", "requests", "forwarded", "local", "errors", "input_tokens", "output_tokens", "cost_usd", "saved_usd"]
+    rows = [*report["by_day"], {"day": "total", **report["totals"]}]
+    click.echo(format_table(rows, columns))
+    if report["by_reason"]:
+        click.echo()
+        click.echo(format_table(report["by_reason"], ["route", "reason", "requests"]))
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8787", show_default=True, envvar="ANTHROPIC_BASE_URL", show_envvar=True)
+@click.option("--model", default="claude-haiku-4-5", show_default=True, envvar="FINCH_CHAT_MODEL", show_envvar=True)
+@click.option("--max-tokens", default=1024, show_default=True)
+def chat(url: str, model: str, max_tokens: int) -> None:
+    """Talk through finch; each answer shows where it came from and how long it took."""
+    from finch.chat import ChatSession
+
+    ChatSession(url, model, max_tokens).loop(input_fn=lambda: click.prompt("you", prompt_suffix="> "), echo=click.echo)
+
+
+@main.command()
+@click.option("--requests", "n", default=200, show_default=True, help="How many questions to replay.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--home", type=click.Path(path_type=Path), default=None, help="Keep finch's data here (default: a temp dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def demo(n: int, seed: int, home: Path | None, as_json: bool) -> None:
+    """Start a teacher and finch on free ports, replay questions through finch, summarise."""
+    from finch.demo import run_demo
+
+    started = time.perf_counter()
+    with click.progressbar(length=n, label="replaying", file=sys.stderr) as bar:
+
+        def progress(items):  # noqa: ANN001, ANN202
+            for item in items:
+                yield item
+                bar.update(1)
+
+        result = run_demo(n=n, seed=seed, home=home, progress=progress)
+    elapsed = time.perf_counter() - started
+    if as_json:
+        click.echo(json.dumps({"by_quarter": result.by_quarter, "totals": result.totals, "seconds": elapsed}, indent=2))
+        return
+    click.echo(format_table(result.by_quarter, ["quarter", "requests", "forward_rate", "local_share"]))
+    t = result.totals
+    click.echo(
+        f"\n{t['requests']} requests in {elapsed:.1f}s: {t['forwarded']} forwarded, {t['local']} answered locally;"
+        f" teacher saw {result.teacher_requests}. Spent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}."
+    )
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 100 else f"{value:,.2f}"
+        return str(value)
+
+    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

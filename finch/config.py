@@ -1,0 +1,125 @@
+"""Settings: defaults < FINCH_HOME/config.toml < environment < CLI flags, in one frozen dataclass.
+
+Every field is a key of the same name in config.toml and an environment variable
+(``FINCH_<NAME>``, upper case); the API key also reads ``ANTHROPIC_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finch.errors import ConfigError
+
+DEFAULT_HOME = Path("~/.finch")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = DEFAULT_HOME
+    host: str = "127.0.0.1"  # loopback: a proxy holding API keys should not face the network by default
+    port: int = 8787
+    upstream_url: str = "https://api.anthropic.com"
+    # Used only when a client sends no key of its own. Never logged, stored or shown.
+    api_key: str | None = field(default=None, repr=False)
+    # When set, every client must send it in the x-finch-token header.
+    client_token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 32 * 1024 * 1024  # the Messages API's own request limit
+    max_retries: int = 2  # retried only before the first byte reaches the client
+    connect_timeout: float = 5.0  # a dead upstream should fail fast
+    read_timeout: float = 600.0  # long generations stream for minutes
+    # Per-model prices in dollars per million tokens, merged over the built-in table:
+    # {"claude-sonnet-4": {"input": 3.0, "output": 15.0}}
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "finch.db"
+
+
+_ENV_ALIASES = {"api_key": ("FINCH_API_KEY", "ANTHROPIC_API_KEY")}
+_SECRET_FIELDS = {"api_key", "client_token"}
+
+
+def env_name(name: str) -> str:
+    return f"FINCH_{name.upper()}"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings from every layer. ``overrides`` holds CLI flags; None values are ignored."""
+    environ = os.environ if environ is None else environ
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    home_raw = cli.get("home") or environ.get(env_name("home")) or str(DEFAULT_HOME)
+    home = Path(home_raw).expanduser()
+
+    values: dict[str, Any] = {}
+    values.update(_read_toml(home / "config.toml"))
+    values.update(_read_env(environ))
+    values.update(cli)
+    values["home"] = home
+    return _build(values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name in ("home", "prices"):
+            continue
+        for name in (env_name(f.name), *_ENV_ALIASES.get(f.name, ())):
+            if environ.get(name):
+                found[f.name] = environ[name]
+                break
+    return found
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    known = {f.name: f for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = known[name].default
+        try:
+            if isinstance(default, bool):
+                kwargs[name] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                kwargs[name] = int(value)
+            elif isinstance(default, float):
+                kwargs[name] = float(value)
+            elif name == "prices":
+                kwargs[name] = _parse_prices(value)
+            elif name == "home":
+                kwargs[name] = Path(value)
+            else:
+                kwargs[name] = None if value is None else str(value)
+        except (TypeError, ValueError) as exc:
+            shown = "<hidden>" if name in _SECRET_FIELDS else repr(value)
+            raise ConfigError(f"setting {name!r} has an invalid value {shown}") from exc
+    settings = Settings(**kwargs)
+    if settings.port < 0 or settings.port > 65535:
+        raise ConfigError(f"port {settings.port} is out of range")
+    if not settings.upstream_url.startswith(("http://", "https://")):
+        raise ConfigError(f"upstream_url must start with http:// or https://, got {settings.upstream_url!r}")
+    return settings
+
+
+def _parse_prices(value: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(value, Mapping):
+        raise ValueError("prices must be a table of model -> {input, output}")
+    return {str(model): {k: float(v) for k, v in dict(p).items()} for model, p in value.items()}

@@ -1,0 +1,42 @@
+"""A plain-text conversation: the form in which a request can be learned from or answered locally."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Conversation:
+    system: str
+    turns: tuple[tuple[str, str], ...]  # (role, text), in order
+
+    def to_json(self) -> str:
+        return json.dumps({"system": self.system, "turns": [list(t) for t in self.turns]}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Conversation:
+        data = json.loads(raw)
+        return cls(system=data["system"], turns=tuple((r, t) for r, t in data["turns"]))
+
+    @property
+    def last_user_text(self) -> str:
+        for role, text in reversed(self.turns):
+            if role == "user":
+                return text
+        return ""
+
+
+def text_of(content: Any) -> str | None:
+    """The text of a message's content, or None when it holds anything but text blocks."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    parts = []
+    for block in content:
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            return None
+        parts.append(block["text"])
+    return "".join(parts)

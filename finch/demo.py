@@ -1,0 +1,80 @@
+"""`finch demo`: a teacher and finch on free loopback ports, a stream of questions replayed through
+finch, and a summary of what happened. Needs no API key and no network."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from finch.config import load_settings
+from finch.server.app import build_app
+from finch.server.runner import running
+from finch.store import queries
+from finch.teacher.corpus import Corpus, load_default
+from finch.teacher.server import Teacher, build_teacher_app
+
+DEMO_MODEL = "claude-haiku-4-5"
+
+
+def question_stream(corpus: Corpus, n: int, seed: int = 0) -> list[str]:
+    """Questions with a Zipf-like popularity, so some come back often, as in real traffic."""
+    rng = random.Random(seed)
+    pool = list(corpus.questions)
+    rng.shuffle(pool)
+    pool = pool[: max(10, min(len(pool), n // 3))]
+    weights = [1 / (rank + 1) for rank in range(len(pool))]
+    return rng.choices(pool, weights=weights, k=n)
+
+
+@dataclass
+class DemoResult:
+    requests: int
+    by_quarter: list[dict[str, float]]
+    totals: dict[str, Any]
+    teacher_requests: int
+    home: Path
+
+
+def run_demo(
+    n: int = 200, seed: int = 0, home: Path | None = None, progress: Callable[[Iterator[str]], Iterator[str]] | None = None
+) -> DemoResult:
+    with tempfile.TemporaryDirectory(prefix="finch-demo-") as scratch:
+        home = home or Path(scratch)
+        corpus = load_default()
+        teacher = Teacher(corpus)
+        with running(build_teacher_app(teacher)) as upstream:
+            settings = load_settings({"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key"}, environ={})
+            app = build_app(settings)
+            with running(app) as proxy, httpx.Client(base_url=proxy.url, timeout=60) as client:
+                questions = question_stream(corpus, n, seed)
+                routes = []
+                for question in progress(iter(questions)) if progress else questions:
+                    body = {"model": DEMO_MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": question}]}
+                    response = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+                    routes.append(response.headers.get("x-finch-source", "error"))
+                app.state.proxy.store.flush()
+                totals = queries.totals(settings.db_path)
+        return DemoResult(
+            requests=n,
+            by_quarter=_by_quarter(routes),
+            totals=totals,
+            teacher_requests=teacher.requests,
+            home=home,
+        )
+
+
+def _by_quarter(routes: list[str]) -> list[dict[str, float]]:
+    quarters = []
+    size = max(1, len(routes) // 4)
+    for q in range(4):
+        part = routes[q * size : (q + 1) * size if q < 3 else len(routes)]
+        if part:
+            local = sum(r == "local" for r in part) / len(part)
+            quarters.append({"quarter": q + 1, "requests": len(part), "forward_rate": 1 - local, "local_share": local})
+    return quarters

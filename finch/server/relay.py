@@ -1,0 +1,112 @@
+"""Relaying an upstream response to the client as it arrives, byte for byte.
+
+``RelayResponse`` is an ASGI response: it sends the upstream's status and headers, then every raw
+body chunk the moment it is read (SSE events are never held back), keeps a copy for the request
+log when the path is one finch learns from, and hands the record to the store once done. If the
+client goes away, the upstream stream is closed; if the upstream goes away midway through an SSE
+stream, the client gets a proper ``error`` event to end it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from finch.errors import sse_error_event
+from finch.store.db import RequestRecord, Store
+from finch.upstream.client import UpstreamResponse
+
+# Not forwarded in either direction: they describe one hop, not the message.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_KEEP_MAX = 8 * 1024 * 1024  # beyond this a response is relayed but not kept for the log
+
+
+class RelayResponse:
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        record: RequestRecord,
+        store: Store,
+        started: float,
+        extra_headers: list[tuple[bytes, bytes]],
+        keep_body: bool,
+    ) -> None:
+        self.upstream = upstream
+        self.record = record
+        self.store = store
+        self.started = started
+        self.keep_body = keep_body
+        response = upstream.response
+        self.headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP] + extra_headers
+        content_type = response.headers.get("content-type", "")
+        record.is_sse = content_type.startswith("text/event-stream")
+        record.content_encoding = response.headers.get("content-encoding")
+        record.upstream_request_id = response.headers.get("request-id")
+        record.status = response.status_code
+        record.attempts = upstream.attempts
+        self._done = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tasks:
+
+            async def relay_then_stop() -> None:
+                await self._relay(send)
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(relay_then_stop)
+            await _wait_for_disconnect(receive)
+            if not self._done:
+                self.record.error_type = self.record.error_type or "client_disconnected"
+            tasks.cancel_scope.cancel()
+
+    async def _relay(self, send: Send) -> None:
+        response = self.upstream.response
+        record = self.record
+        kept = 0
+        try:
+            await send({"type": "http.response.start", "status": response.status_code, "headers": self.headers})
+            async for chunk in response.aiter_raw():
+                if record.ttfb_ms is None:
+                    record.ttfb_ms = (time.perf_counter() - self.started) * 1000
+                if self.keep_body and kept < _KEEP_MAX:
+                    record.chunks.append(chunk)
+                    kept += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self._done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            record.error_type = "upstream_disconnected"
+            if record.is_sse:
+                # The status line is long gone; an SSE error event is how the API reports this.
+                message = f"upstream connection lost mid-stream ({type(exc).__name__})"
+                self._done = True
+                await send({"type": "http.response.body", "body": sse_error_event("api_error", message), "more_body": False})
+            # A JSON body cut short is left unfinished: the server closes the connection and the
+            # client sees the failure, as it would have talking to the upstream directly.
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            record.latency_ms = (time.perf_counter() - self.started) * 1000
+            self.store.submit(record)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

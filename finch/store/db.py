@@ -1,0 +1,222 @@
+"""The request log and training examples, in SQLite (WAL), written by one background thread.
+
+The request path only calls ``Store.submit``, which puts a record on a bounded queue and returns.
+The writer thread turns records into rows (parsing usage and answer text out of the raw response),
+commits them in small batches and tells its listeners (metrics, later the learner) what it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finch.conversation import Conversation
+from finch.pricing import PriceTable
+from finch.sse import ResponseSummary, decode_body, summarize_response
+from finch.store.migrations import migrate
+
+log = logging.getLogger(__name__)
+
+_QUEUE_SIZE = 10_000  # about a minute of heavy traffic; beyond that, logging must not hold requests
+_BATCH = 200
+
+
+@dataclass
+class RequestRecord:
+    """What the request path knows about one request; the writer derives the rest."""
+
+    id: str
+    ts: float
+    method: str
+    path: str
+    route: str
+    reason: str
+    status: int
+    model: str | None = None
+    stream: bool = False
+    latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    attempts: int = 0
+    error_type: str | None = None
+    upstream_request_id: str | None = None
+    is_sse: bool = False
+    content_encoding: str | None = None
+    chunks: list[bytes] = field(default_factory=list, repr=False)  # the response as relayed
+    conversation: Conversation | None = field(default=None, repr=False)  # set when eligible
+
+
+Listener = Callable[[RequestRecord, ResponseSummary, float], None]
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating 0600) and migrate the database; WAL keeps committed rows across a kill."""
+    ensure_private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across process crashes
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrate(conn)
+    return conn
+
+
+class Store:
+    def __init__(self, path: Path, prices: PriceTable | None = None) -> None:
+        self.path = path
+        self.prices = prices or PriceTable()
+        self.dropped = 0
+        self._listeners: list[Listener] = []
+        self._queue: queue.Queue[RequestRecord | None] = queue.Queue(maxsize=_QUEUE_SIZE)
+        self._conn = connect(path)
+        self._thread: threading.Thread | None = None
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="finch-store-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, record: RequestRecord) -> None:
+        """Never blocks: when the writer is far behind, the record is dropped and counted."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted record is committed (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._conn.close()
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            records = [r for r in batch if r is not None]
+            try:
+                self._write(records)
+            except Exception:  # the writer must outlive any one bad record
+                log.exception("could not write %d request records", len(records))
+            for _ in batch:
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, records: list[RequestRecord]) -> None:
+        written = []
+        self._conn.execute("BEGIN")
+        try:
+            for record in records:
+                summary, cost = self._summarize(record)
+                self._conn.execute(_INSERT_REQUEST, _request_row(record, summary, cost))
+                if record.conversation is not None and summary.text and record.status == 200:
+                    self._conn.execute(
+                        "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
+                        (record.id, record.ts, record.model, record.conversation.to_json(), summary.text),
+                    )
+                written.append((record, summary, cost))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        for record, summary, cost in written:
+            for listener in self._listeners:
+                try:
+                    listener(record, summary, cost)
+                except Exception:
+                    log.exception("store listener failed")
+
+    def _summarize(self, record: RequestRecord) -> tuple[ResponseSummary, float]:
+        if not record.chunks or record.path != "/v1/messages":
+            return ResponseSummary(error_type=record.error_type), 0.0
+        body = decode_body(record.chunks, record.content_encoding)
+        summary = summarize_response(body, record.is_sse)
+        summary.error_type = summary.error_type or record.error_type
+        cost = 0.0
+        if record.route == "forward" and record.model:
+            cost = self.prices.cost(
+                record.model,
+                summary.input_tokens,
+                summary.output_tokens,
+                summary.cache_creation_input_tokens,
+                summary.cache_read_input_tokens,
+            )
+        return summary, cost
+
+    # -- reads (any thread; each opens its own connection) ---------------------------------------
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return read_rows(self.path, sql, params)
+
+
+_INSERT_REQUEST = (
+    "INSERT OR REPLACE INTO requests (id, ts, method, path, model, stream, route, reason, status, latency_ms,"
+    " ttfb_ms, attempts, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,"
+    " cost_usd, saved_usd, error_type, upstream_request_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.ts,
+        record.method,
+        record.path,
+        record.model,
+        int(record.stream),
+        record.route,
+        record.reason,
+        record.status,
+        record.latency_ms,
+        record.ttfb_ms,
+        record.attempts,
+        summary.input_tokens,
+        summary.output_tokens,
+        summary.cache_creation_input_tokens,
+        summary.cache_read_input_tokens,
+        cost,
+        0.0,
+        summary.error_type,
+        record.upstream_request_id,
+    )
+
+
+def read_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()
