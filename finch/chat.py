@@ -36,7 +36,11 @@ class ChatSession:
         data = response.json()
         if response.status_code != 200:
             self.messages.pop()
-            return f"error {response.status_code}: {data.get('error', {}).get('message', data)}", route, elapsed
+            return (
+                f"error {response.status_code}: {data.get('error', {}).get('message', data)}",
+                route,
+                elapsed,
+            )
         answer = "".join(b.get("text", "") for b in data.get("content", []) if b.get("type") == "text")
         self.messages.append({"role": "assistant", "content": answer})
         return answer, route, elapsed

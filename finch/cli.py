@@ -43,7 +43,9 @@ def main() -> None:
 @_option("port", type=int, help="Port to listen on. Default 8787.")
 @_option("upstream_url", help="Where forwarded requests go. Default https://api.anthropic.com.")
 @_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def serve(host: str | None, port: int | None, upstream_url: str | None, home: Path | None, log_level: str) -> None:
     """Run the proxy."""
     from finch.server.app import build_app
@@ -67,17 +69,34 @@ def serve(host: str | None, port: int | None, upstream_url: str | None, home: Pa
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="FINCH_TEACHER_HOST", show_envvar=True)
 @click.option("--port", default=8788, show_default=True, type=int, envvar="FINCH_TEACHER_PORT", show_envvar=True)
-@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="FINCH_TEACHER_DATA",
-              help="JSONL of {\"question\", \"answer\"}. Default: the chatterbot-corpus English set.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="FINCH_TEACHER_DATA",
+    help='JSONL of {"question", "answer"}. Default: the chatterbot-corpus English set.',
+)
 @click.option("--first-token-delay", default=0.0, show_default=True, help="Seconds before the first token.")
 @click.option("--token-delay", default=0.0, show_default=True, help="Seconds between streamed tokens.")
 @click.option("--reword/--no-reword", default=False, show_default=True, help="Vary answers' wording.")
-@click.option("--fault", multiple=True, metavar="KIND=RATE",
-              help="Random fault rate, e.g. --fault 429=0.05. Kinds: 400 401 429 500 503 529 hang drop.")
+@click.option(
+    "--fault",
+    multiple=True,
+    metavar="KIND=RATE",
+    help="Random fault rate, e.g. --fault 429=0.05. Kinds: 400 401 429 500 503 529 hang drop.",
+)
 @click.option("--no-auth", is_flag=True, help="Accept requests without an API key.")
 @click.option("--seed", default=0, show_default=True)
-def teacher(host: str, port: int, data: Path | None, first_token_delay: float, token_delay: float, reword: bool,
-            fault: tuple[str, ...], no_auth: bool, seed: int) -> None:
+def teacher(
+    host: str,
+    port: int,
+    data: Path | None,
+    first_token_delay: float,
+    token_delay: float,
+    reword: bool,
+    fault: tuple[str, ...],
+    no_auth: bool,
+    seed: int,
+) -> None:
     """Run the teacher simulator: a Messages API server answering from a question/answer set."""
     from finch.server.runner import serve_forever
     from finch.teacher.corpus import load_default, load_jsonl
@@ -91,8 +110,14 @@ def teacher(host: str, port: int, data: Path | None, first_token_delay: float, t
         except ValueError as exc:
             raise click.BadParameter(f"{item!r} is not KIND=RATE", param_hint="--fault") from exc
     corpus = load_jsonl(data) if data else load_default()
-    config = TeacherConfig(first_token_delay=first_token_delay, token_delay=token_delay, reword=reword,
-                           require_auth=not no_auth, rates=rates, seed=seed)
+    config = TeacherConfig(
+        first_token_delay=first_token_delay,
+        token_delay=token_delay,
+        reword=reword,
+        require_auth=not no_auth,
+        rates=rates,
+        seed=seed,
+    )
     click.echo(f"teacher on http://{host}:{port} with {len(corpus)} questions")
     serve_forever(build_teacher_app(Teacher(corpus, config)), host, port, "warning")
 
@@ -106,11 +131,25 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
     from finch.store import queries
 
     db = _settings(home=home).db_path
-    report = {"totals": queries.totals(db), "by_day": queries.by_day(db, days), "by_reason": queries.by_reason(db)}
+    report = {
+        "totals": queries.totals(db),
+        "by_day": queries.by_day(db, days),
+        "by_reason": queries.by_reason(db),
+    }
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    columns = ["day", "requests", "forwarded", "local", "errors", "input_tokens", "output_tokens", "cost_usd", "saved_usd"]
+    columns = [
+        "day",
+        "requests",
+        "forwarded",
+        "local",
+        "errors",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "saved_usd",
+    ]
     rows = [*report["by_day"], {"day": "total", **report["totals"]}]
     click.echo(format_table(rows, columns))
     if report["by_reason"]:
@@ -119,7 +158,9 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--url", default="http://127.0.0.1:8787", show_default=True, envvar="ANTHROPIC_BASE_URL", show_envvar=True)
+@click.option(
+    "--url", default="http://127.0.0.1:8787", show_default=True, envvar="ANTHROPIC_BASE_URL", show_envvar=True
+)
 @click.option("--model", default="claude-haiku-4-5", show_default=True, envvar="FINCH_CHAT_MODEL", show_envvar=True)
 @click.option("--max-tokens", default=1024, show_default=True)
 def chat(url: str, model: str, max_tokens: int) -> None:
@@ -132,7 +173,12 @@ def chat(url: str, model: str, max_tokens: int) -> None:
 @main.command()
 @click.option("--requests", "n", default=200, show_default=True, help="How many questions to replay.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--home", type=click.Path(path_type=Path), default=None, help="Keep finch's data here (default: a temp dir).")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep finch's data here (default: a temp dir).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 def demo(n: int, seed: int, home: Path | None, as_json: bool) -> None:
     """Start a teacher and finch on free ports, replay questions through finch, summarise."""

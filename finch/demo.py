@@ -42,20 +42,29 @@ class DemoResult:
 
 
 def run_demo(
-    n: int = 200, seed: int = 0, home: Path | None = None, progress: Callable[[Iterator[str]], Iterator[str]] | None = None
+    n: int = 200,
+    seed: int = 0,
+    home: Path | None = None,
+    progress: Callable[[Iterator[str]], Iterator[str]] | None = None,
 ) -> DemoResult:
     with tempfile.TemporaryDirectory(prefix="finch-demo-") as scratch:
         home = home or Path(scratch)
         corpus = load_default()
         teacher = Teacher(corpus)
         with running(build_teacher_app(teacher)) as upstream:
-            settings = load_settings({"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key"}, environ={})
+            settings = load_settings(
+                {"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key"}, environ={}
+            )
             app = build_app(settings)
             with running(app) as proxy, httpx.Client(base_url=proxy.url, timeout=60) as client:
                 questions = question_stream(corpus, n, seed)
                 routes = []
                 for question in progress(iter(questions)) if progress else questions:
-                    body = {"model": DEMO_MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": question}]}
+                    body = {
+                        "model": DEMO_MODEL,
+                        "max_tokens": 256,
+                        "messages": [{"role": "user", "content": question}],
+                    }
                     response = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
                     routes.append(response.headers.get("x-finch-source", "error"))
                 app.state.proxy.store.flush()

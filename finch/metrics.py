@@ -16,18 +16,33 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("finch_requests", "Requests by route, reason and status.", ["route", "reason", "status"], registry=r)
+        self.requests = Counter(
+            "finch_requests",
+            "Requests by route, reason and status.",
+            ["route", "reason", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "finch_request_latency_seconds", "Whole-request latency.", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+            "finch_request_latency_seconds",
+            "Whole-request latency.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttfb = Histogram(
-            "finch_time_to_first_byte_seconds", "Time to the first response byte.", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+            "finch_time_to_first_byte_seconds",
+            "Time to the first response byte.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream_attempts = Counter("finch_upstream_attempts", "Upstream attempts, retries included.", registry=r)
         self.tokens = Counter("finch_tokens", "Tokens by direction and route.", ["direction", "route"], registry=r)
         self.cost = Counter("finch_cost_dollars", "Estimated dollars spent upstream.", registry=r)
         self.saved = Counter("finch_saved_dollars", "Estimated dollars saved by local answers.", registry=r)
-        self.log_dropped = Gauge("finch_log_dropped", "Request records dropped because the writer fell behind.", registry=r)
+        self.log_dropped = Gauge(
+            "finch_log_dropped", "Request records dropped because the writer fell behind.", registry=r
+        )
 
     def observe(self, record, summary: ResponseSummary, cost: float) -> None:  # noqa: ANN001 - RequestRecord
         """Store listener: count one written request."""

@@ -46,7 +46,12 @@ class ResponseSummary:
         """Take the fields present; in SSE, message_delta carries running totals, so later wins."""
         if not isinstance(usage, dict):
             return
-        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ):
             value = usage.get(name)
             if isinstance(value, int):
                 setattr(self, name, value)

@@ -40,7 +40,10 @@ def _first_non_text_kind(content: Any) -> str:
         for block in content:
             kind = block.get("type") if isinstance(block, dict) else None
             if kind != "text":
-                return {"image": "image", "document": "document", "tool_use": "tools", "tool_result": "tools"}.get(
-                    kind, "content"
-                )
+                return {
+                    "image": "image",
+                    "document": "document",
+                    "tool_use": "tools",
+                    "tool_result": "tools",
+                }.get(kind, "content")
     return "content"

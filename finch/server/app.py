@@ -112,7 +112,9 @@ class Proxy:
                 if record.conversation is not None:
                     record.reason = "cold_start"  # no local model yet: every eligible request teaches
             headers = self._upstream_headers(request)
-            upstream = await self.upstream.send(request.method, record.path, request.scope["query_string"], headers, body)
+            upstream = await self.upstream.send(
+                request.method, record.path, request.scope["query_string"], headers, body
+            )
         except ApiError as exc:
             return self._reject(record, exc, started)
         extra = [(b"x-finch-request-id", record.id.encode()), (b"x-finch-source", b"upstream")]
@@ -166,7 +168,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return Response(error_body("not_found_error", f"{request.method} is not supported on {request.url.path}"), 405, media_type=_JSON)
+    return Response(
+        error_body("not_found_error", f"{request.method} is not supported on {request.url.path}"),
+        405,
+        media_type=_JSON,
+    )
 
 
 def build_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:

@@ -95,7 +95,13 @@ class RelayResponse:
                 # The status line is long gone; an SSE error event is how the API reports this.
                 message = f"upstream connection lost mid-stream ({type(exc).__name__})"
                 self._done = True
-                await send({"type": "http.response.body", "body": sse_error_event("api_error", message), "more_body": False})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse_error_event("api_error", message),
+                        "more_body": False,
+                    }
+                )
             # A JSON body cut short is left unfinished: the server closes the connection and the
             # client sees the failure, as it would have talking to the upstream directly.
         finally:

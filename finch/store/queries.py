@@ -31,8 +31,7 @@ def by_day(db: Path, days: int = 30) -> list[dict[str, Any]]:
         return []
     return read_rows(
         db,
-        f"SELECT date(ts, 'unixepoch') AS day, {_SUMMARY_COLUMNS} FROM requests"
-        " GROUP BY day ORDER BY day DESC LIMIT ?",
+        f"SELECT date(ts, 'unixepoch') AS day, {_SUMMARY_COLUMNS} FROM requests GROUP BY day ORDER BY day DESC LIMIT ?",
         (days,),
     )
 
@@ -41,7 +40,8 @@ def by_reason(db: Path) -> list[dict[str, Any]]:
     if not db.exists():
         return []
     return read_rows(
-        db, "SELECT route, reason, COUNT(*) AS requests FROM requests GROUP BY route, reason ORDER BY requests DESC"
+        db,
+        "SELECT route, reason, COUNT(*) AS requests FROM requests GROUP BY route, reason ORDER BY requests DESC",
     )
 
 

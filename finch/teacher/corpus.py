@@ -96,7 +96,7 @@ def load_jsonl(path: Path) -> Corpus:
                 row = json.loads(line)
                 pairs.append((str(row["question"]), str(row["answer"])))
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{line_no}: expected {{\"question\": ..., \"answer\": ...}}") from exc
+                raise ValueError(f'{path}:{line_no}: expected {{"question": ..., "answer": ...}}') from exc
     return Corpus(pairs)
 
 

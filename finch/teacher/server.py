@@ -34,7 +34,7 @@ from finch.errors import error_body
 from finch.sse import sse_event
 from finch.teacher.corpus import Corpus, reword
 
-MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001", "claude-opus-4-5-20251101")
+MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-5")
 _FAULT_STATUS = {
     "400": (400, "invalid_request_error"),
     "401": (401, "authentication_error"),
@@ -220,7 +220,8 @@ class Teacher:
         if self.config.first_token_delay:
             await asyncio.sleep(self.config.first_token_delay)
         yield sse_event(
-            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         )
         yield sse_event("ping", {"type": "ping"})
         for i, piece in enumerate(pieces):
@@ -228,7 +229,11 @@ class Teacher:
                 raise InjectedDrop("connection dropped mid-stream (injected)")
             if i and self.config.token_delay:
                 await asyncio.sleep(self.config.token_delay)
-            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+            delta = {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            }
             yield sse_event("content_block_delta", delta)
         if drop:
             raise InjectedDrop("connection dropped mid-stream (injected)")

@@ -64,12 +64,19 @@ class UpstreamClient:
             request = self._client.build_request(method, url, headers=headers, content=body)
             try:
                 response = await self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+            ) as exc:
                 # Nothing came back, so nothing reached the client: safe to try again.
                 if attempt <= self.max_retries:
                     await self._sleep(self._backoff(attempt))
                     continue
-                raise UpstreamUnreachable(f"upstream unreachable after {attempt} attempt(s): {type(exc).__name__}") from exc
+                raise UpstreamUnreachable(
+                    f"upstream unreachable after {attempt} attempt(s): {type(exc).__name__}"
+                ) from exc
             except httpx.TimeoutException as exc:
                 raise UpstreamTimeout("upstream did not answer within the read timeout") from exc
             if attempt <= self.max_retries and _should_retry(response):
@@ -111,5 +118,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

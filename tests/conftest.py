@@ -1,0 +1,103 @@
+"""Shared fixtures: a teacher simulator and finch, both real servers on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from finch.config import load_settings
+from finch.server.app import build_app
+from finch.server.runner import ServerThread
+from finch.teacher.corpus import Corpus
+from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
+
+TEST_KEY = "sk-ant-test-SECRET-4f9a17c2"  # grepped for in FINCH_HOME: it must never be stored
+
+QA = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    (
+        "How do I reset my password?",
+        "Open Settings, choose Security, then Reset password and follow the email link.",
+    ),
+    ("What is two plus two?", "Two plus two is four."),
+    ("Tell me a long story", " ".join(f"word{i}" for i in range(40)) + "."),
+]
+
+
+@dataclass
+class Running:
+    server: ServerThread
+    app: Any
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture
+def corpus() -> Corpus:
+    return Corpus(QA)
+
+
+@pytest.fixture
+def start_teacher(corpus: Corpus) -> Iterator[Callable[..., Running]]:
+    started: list[ServerThread] = []
+
+    def start(**config: Any) -> Running:
+        teacher = Teacher(corpus, TeacherConfig(**{"retry_after": 0.0, **config}))
+        app = build_teacher_app(teacher)
+        server = ServerThread(app).start()
+        started.append(server)
+        return Running(server, app)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def teacher(start_teacher: Callable[..., Running]) -> Running:
+    return start_teacher()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "finch-home"
+
+
+@pytest.fixture
+def start_finch(home: Path) -> Iterator[Callable[..., Running]]:
+    started: list[ServerThread] = []
+
+    def start(upstream_url: str, **overrides: Any) -> Running:
+        settings = load_settings({"home": str(home), "upstream_url": upstream_url, **overrides}, environ={})
+        app = build_app(settings)
+        server = ServerThread(app).start()
+        started.append(server)
+        return Running(server, app)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def finch(start_finch: Callable[..., Running], teacher: Running) -> Running:
+    return start_finch(teacher.url)
+
+
+def teacher_stats(teacher: Running) -> dict[str, Any]:
+    return httpx.get(teacher.url + "/_teacher/stats").json()
+
+
+def queue_faults(teacher: Running, *faults: str) -> None:
+    httpx.post(teacher.url + "/_teacher/faults", json={"queue": list(faults)}).raise_for_status()
+
+
+def flush(finch: Running) -> None:
+    finch.app.state.proxy.store.flush()

@@ -1,0 +1,61 @@
+import sqlite3
+import time
+
+from finch.conversation import Conversation
+from finch.sse import sse_event
+from finch.store import queries
+from finch.store.db import RequestRecord, Store, connect
+
+
+def test_migrations_apply_once_and_wal_is_on(tmp_path):
+    db = tmp_path / "finch.db"
+    connect(db).close()
+    conn = connect(db)  # second open: nothing re-applied
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations")]
+    assert names == ["0001_requests.sql"]
+    conn.close()
+
+
+def test_writer_commits_rows_and_examples_off_the_caller(tmp_path):
+    store = Store(tmp_path / "finch.db")
+    seen = []
+    store.add_listener(lambda record, summary, cost: seen.append((record.id, summary.output_tokens, cost)))
+    store.start()
+    stream = sse_event("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 1000}}})
+    stream += sse_event(
+        "content_block_delta",
+        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "answer"}},
+    )
+    stream += sse_event(
+        "message_delta",
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 200}},
+    )
+    conversation = Conversation(system="", turns=(("user", "question"),))
+    for i in range(50):
+        store.submit(
+            RequestRecord(
+                id=f"r{i}",
+                ts=time.time(),
+                method="POST",
+                path="/v1/messages",
+                route="forward",
+                reason="cold_start",
+                status=200,
+                model="claude-haiku-4-5",
+                stream=True,
+                is_sse=True,
+                chunks=[stream[:30], stream[30:]],
+                conversation=conversation,
+            )
+        )
+    store.flush()
+    store.close()
+    assert len(seen) == 50
+    assert seen[0][1] == 200 and abs(seen[0][2] - (1000 * 1 + 200 * 5) / 1e6) < 1e-12
+    totals = queries.totals(tmp_path / "finch.db")
+    assert totals["requests"] == 50 and totals["output_tokens"] == 50 * 200
+    assert queries.example_count(tmp_path / "finch.db") == 50
+    conn = sqlite3.connect(tmp_path / "finch.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT answer FROM examples LIMIT 1").fetchone()[0] == "answer"

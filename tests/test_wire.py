@@ -1,0 +1,128 @@
+"""Request checks, eligibility, response summaries and prices: the pure parts of the proxy."""
+
+import gzip
+import json
+
+import pytest
+
+from finch.errors import InvalidRequest
+from finch.policy.eligibility import eligibility
+from finch.pricing import PriceTable
+from finch.server.schema import parse_messages_request
+from finch.sse import decode_body, sse_event, summarize_response
+
+
+def body(**extra):
+    return {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def test_valid_request_keeps_every_field():
+    parsed = parse_messages_request(json.dumps(body(stream=True, thinking={"type": "enabled"})).encode())
+    assert parsed.stream and parsed.model == "m" and parsed.body["thinking"] == {"type": "enabled"}
+
+
+def test_invalid_request_message_names_the_field():
+    with pytest.raises(InvalidRequest, match="max_tokens"):
+        parse_messages_request(b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}')
+
+
+@pytest.mark.parametrize(
+    ("request_body", "reason"),
+    [
+        (body(), "eligible"),
+        (body(system="be nice"), "eligible"),
+        (body(tools=[{"name": "t"}]), "ineligible:tools"),
+        (body(messages=[{"role": "user", "content": [{"type": "image", "source": {}}]}]), "ineligible:image"),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}]),
+            "ineligible:document",
+        ),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x"}]}]),
+            "ineligible:tools",
+        ),
+        (
+            body(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "prefill"}]),
+            "ineligible:prefill",
+        ),
+    ],
+)
+def test_eligibility(request_body, reason):
+    conversation, why = eligibility(request_body)
+    assert why == reason
+    assert (conversation is not None) == (reason == "eligible")
+
+
+def test_whole_conversation_is_kept():
+    conversation, _ = eligibility(
+        body(
+            system="sys",
+            messages=[
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "a1"},
+                {"role": "user", "content": [{"type": "text", "text": "q"}, {"type": "text", "text": "2"}]},
+            ],
+        )
+    )
+    assert conversation.system == "sys"
+    assert conversation.turns == (("user", "q1"), ("assistant", "a1"), ("user", "q2"))
+
+
+def _sse(*pieces, stop="end_turn"):
+    events = [
+        sse_event(
+            "message_start",
+            {"type": "message_start", "message": {"usage": {"input_tokens": 11, "output_tokens": 1}}},
+        ),
+        sse_event("content_block_start", {"type": "content_block_start", "content_block": {"type": "text"}}),
+    ]
+    events += [
+        sse_event("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": p}})
+        for p in pieces
+    ]
+    if stop:
+        events.append(
+            sse_event(
+                "message_delta",
+                {"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 7}},
+            )
+        )
+    return b"".join(events)
+
+
+def test_sse_summary_reads_usage_and_text():
+    summary = summarize_response(_sse("Hello", " world"), is_sse=True)
+    assert (summary.input_tokens, summary.output_tokens, summary.text) == (11, 7, "Hello world")
+
+
+def test_sse_summary_of_a_cut_stream_has_no_text():
+    assert summarize_response(_sse("Hel", stop=None), is_sse=True).text is None
+
+
+def test_sse_summary_with_crlf_line_endings():
+    raw = _sse("a", "b").replace(b"\n", b"\r\n")
+    assert summarize_response(raw, is_sse=True).text == "ab"
+
+
+def test_json_summary_and_gzip():
+    message = {
+        "content": [{"type": "text", "text": "hi"}],
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+        "stop_reason": "end_turn",
+    }
+    raw = gzip.compress(json.dumps(message).encode())
+    summary = summarize_response(decode_body([raw[:10], raw[10:]], "gzip"), is_sse=False)
+    assert (summary.text, summary.input_tokens) == ("hi", 3)
+
+
+def test_tool_use_answers_are_not_examples():
+    message = {"content": [{"type": "tool_use", "id": "x"}], "usage": {"input_tokens": 3, "output_tokens": 1}}
+    assert summarize_response(json.dumps(message).encode(), is_sse=False).text is None
+
+
+def test_prices_match_longest_prefix_and_overrides():
+    table = PriceTable({"claude-haiku-4-5": {"input": 2.0, "output": 4.0}})
+    assert table.price("claude-opus-4-1-20250805") == {"input": 15.0, "output": 75.0}
+    assert table.cost("claude-haiku-4-5-20251001", 1_000_000, 1_000_000) == pytest.approx(6.0)
+    assert table.cost("claude-sonnet-4-5", 0, 0, cache_read_input_tokens=1_000_000) == pytest.approx(0.3)
+    assert table.cost("unknown-model", 1_000_000, 0) == pytest.approx(3.0)
