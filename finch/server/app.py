@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from finch.config import Settings
 from finch.errors import ApiError, RequestTooLarge, Unauthorized, error_body
@@ -175,18 +176,37 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
-def build_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+class FinchApp:
+    """The ASGI entry point. ``/v1/`` traffic goes straight to the proxy, skipping Starlette's
+    router and middleware (a measurable share of the forward path); the rest is a Starlette app."""
+
+    def __init__(self, proxy: Proxy, admin: Starlette) -> None:
+        self.proxy = proxy
+        self.admin = admin
+        self.state = admin.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.admin(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.proxy.forward(request)
+        except Exception as exc:
+            response = await _internal_error(request, exc)
+        await response(scope, receive, send)
+
+
+def build_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> FinchApp:
     proxy = Proxy(settings, transport)
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-    app = Starlette(
+    admin = Starlette(
         routes=[
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/metrics", proxy.metrics_route, methods=["GET"]),
             Route("/finch/stats", proxy.stats, methods=["GET"]),
-            Route("/v1/{rest:path}", proxy.forward, methods=methods),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _internal_error},
         lifespan=proxy.lifespan,
     )
-    app.state.proxy = proxy
-    return app
+    admin.state.proxy = proxy
+    return FinchApp(proxy, admin)

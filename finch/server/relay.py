@@ -9,6 +9,7 @@ stream, the client gets a proper ``error`` event to end it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import anyio
@@ -60,19 +61,30 @@ class RelayResponse:
         record.status = response.status_code
         record.attempts = upstream.attempts
         self._done = False
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tasks:
+        # Relay in this task; a watcher cancels it if the client hangs up, which closes the
+        # upstream stream so an abandoned generation stops costing tokens.
+        relay_task = asyncio.current_task()
+        assert relay_task is not None
+        watcher = asyncio.create_task(self._watch_disconnect(receive, relay_task))
+        try:
+            await self._relay(send)
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            relay_task.uncancel()
+        finally:
+            watcher.cancel()
 
-            async def relay_then_stop() -> None:
-                await self._relay(send)
-                tasks.cancel_scope.cancel()
-
-            tasks.start_soon(relay_then_stop)
-            await _wait_for_disconnect(receive)
-            if not self._done:
-                self.record.error_type = self.record.error_type or "client_disconnected"
-            tasks.cancel_scope.cancel()
+    async def _watch_disconnect(self, receive: Receive, relay_task: asyncio.Task) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._done:
+            self._client_gone = True
+            self.record.error_type = self.record.error_type or "client_disconnected"
+            relay_task.cancel()
 
     async def _relay(self, send: Send) -> None:
         response = self.upstream.response
@@ -109,10 +121,3 @@ class RelayResponse:
                 await response.aclose()
             record.latency_ms = (time.perf_counter() - self.started) * 1000
             self.store.submit(record)
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _QUEUE_SIZE = 10_000  # about a minute of heavy traffic; beyond that, logging must not hold requests
 _BATCH = 200
+_LINGER = 0.05  # seconds a row may wait before it is committed
 
 
 @dataclass
@@ -117,9 +118,12 @@ class Store:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < _BATCH:
+            # Linger briefly so a busy server commits many rows at once and this thread wakes
+            # (and takes the GIL from the event loop) far less often.
+            deadline = time.monotonic() + _LINGER
+            while len(batch) < _BATCH and batch[-1] is not None:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             stop = None in batch
