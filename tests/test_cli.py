@@ -1,0 +1,51 @@
+import json
+
+from click.testing import CliRunner
+
+from finch.cli import _is_loopback, main
+
+
+def test_demo_runs_offline_and_its_log_is_readable_by_stats(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["demo", "--requests", "24", "--home", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["totals"]["requests"] == 24
+    assert sum(q["requests"] for q in report["by_quarter"]) == 24
+
+    stats = runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["totals"]["forwarded"] == 24
+    table = runner.invoke(main, ["stats", "--home", str(tmp_path)])
+    assert "total" in table.stdout and "cold_start" in table.stdout
+
+
+def test_stats_on_an_empty_home(tmp_path):
+    result = CliRunner().invoke(main, ["stats", "--home", str(tmp_path / "nothing"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["totals"]["requests"] == 0
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    (tmp_path / "config.toml").write_text("port = 'eighty'")
+    result = CliRunner().invoke(main, ["stats", "--home", str(tmp_path)])
+    assert result.exit_code != 0 and "port" in result.output
+
+
+def test_loopback_detection():
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.4")
+
+
+def test_chat_sends_turns_through_finch_and_shows_the_route(start_finch, teacher):
+    from finch.chat import ChatSession
+    from tests.conftest import QA, TEST_KEY
+
+    finch = start_finch(teacher.url, api_key=TEST_KEY)
+    lines = iter([QA[2][0], "/stats", "/help", "/new", "/quit"])
+    out: list[str] = []
+    session = ChatSession(finch.url, "claude-haiku-4-5", 100)
+    session.loop(input_fn=lambda: next(lines), echo=out.append)
+    assert QA[2][1] in out
+    assert any(line.startswith("  [upstream,") for line in out)
+    assert any("/quit" in line for line in out)  # the help text
+    assert session.messages == []  # /new cleared the conversation
