@@ -12,8 +12,9 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
+
+from finch.bundled import chatterbot_pairs
 
 GENERIC_ANSWER = "I'm not sure I can help with that. Could you tell me a little more about what you need?"
 _MIN_SIMILARITY = 0.5  # below this, a neighbour's answer would more likely mislead than help
@@ -102,15 +103,4 @@ def load_jsonl(path: Path) -> Corpus:
 
 def load_default() -> Corpus:
     """The English conversations of the ``chatterbot-corpus`` package: small, offline, real."""
-    import yaml
-
-    root = resources.files("chatterbot_corpus").joinpath("data", "english")
-    pairs = []
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if not entry.name.endswith(".yml"):
-            continue
-        data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
-        for conversation in data.get("conversations") or []:
-            turns = [str(t) for t in conversation if isinstance(t, str | int | float)]
-            pairs.extend(zip(turns, turns[1:], strict=False))
-    return Corpus(pairs)
+    return Corpus(chatterbot_pairs())
