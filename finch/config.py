@@ -36,6 +36,16 @@ class Settings:
     # Per-model prices in dollars per million tokens, merged over the built-in table:
     # {"claude-sonnet-4": {"input": 3.0, "output": 15.0}}
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # -- learning -----------------------------------------------------------------------------
+    learning: bool = True  # false: a plain recording proxy, nothing answered locally
+    preset: str = "small"  # model sizes: tiny (tests), small (CPU), base (GPU)
+    max_bad_local: float = 0.02  # the bound on the rate of bad local answers
+    judge_threshold: float = 0.15  # divergence under which a local answer agrees with Claude's
+    cold_start: int = 50  # examples learned before anything is answered locally
+    conservative_until: int = 200  # until then, local needs router and validator both > 0.95
+    local_budget_s: float = 2.0  # a local attempt slower than this is abandoned (forwarded)
+    save_every: int = 50  # learning events between checkpoints
+    seed: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -114,6 +124,10 @@ def _build(values: dict[str, Any]) -> Settings:
     settings = Settings(**kwargs)
     if settings.port < 0 or settings.port > 65535:
         raise ConfigError(f"port {settings.port} is out of range")
+    if settings.preset not in ("tiny", "small", "base"):
+        raise ConfigError(f"preset must be tiny, small or base, got {settings.preset!r}")
+    if not 0 < settings.max_bad_local < 1:
+        raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
     if not settings.upstream_url.startswith(("http://", "https://")):
         raise ConfigError(f"upstream_url must start with http:// or https://, got {settings.upstream_url!r}")
     return settings

@@ -39,42 +39,51 @@ class DemoResult:
     totals: dict[str, Any]
     teacher_requests: int
     home: Path
+    learning: dict[str, Any]  # the learning loop's own view: phase, threshold, audited bad-local rate
+    local_wrong: int  # local answers the judge finds disagreeing with the teacher's answer
 
 
 def run_demo(
-    n: int = 200,
+    n: int = 400,
     seed: int = 0,
     home: Path | None = None,
     progress: Callable[[Iterator[str]], Iterator[str]] | None = None,
+    preset: str = "tiny",
 ) -> DemoResult:
+    """Replay ``n`` questions. After each answer the demo waits for the trainer to learn from it, as
+    if requests came a few seconds apart, so the run shows what finch learns rather than how fast
+    a two-core machine can train."""
     with tempfile.TemporaryDirectory(prefix="finch-demo-") as scratch:
         home = home or Path(scratch)
         corpus = load_default()
         teacher = Teacher(corpus)
         with running(build_teacher_app(teacher)) as upstream:
-            settings = load_settings(
-                {"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key"}, environ={}
-            )
-            app = build_app(settings)
+            overrides = {"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key", "preset": preset}
+            app = build_app(load_settings(overrides, environ={}))
             with running(app) as proxy, httpx.Client(base_url=proxy.url, timeout=60) as client:
+                loop = app.state.proxy.learning
+                routes, wrong = [], 0
                 questions = question_stream(corpus, n, seed)
-                routes = []
                 for question in progress(iter(questions)) if progress else questions:
-                    body = {
-                        "model": DEMO_MODEL,
-                        "max_tokens": 256,
-                        "messages": [{"role": "user", "content": question}],
-                    }
+                    body = {"model": DEMO_MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": question}]}
                     response = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
-                    routes.append(response.headers.get("x-finch-source", "error"))
-                app.state.proxy.store.flush()
-                totals = queries.totals(settings.db_path)
+                    route = response.headers.get("x-finch-source", "error")
+                    routes.append(route)
+                    if route == "local":
+                        answer = response.json()["content"][0]["text"]
+                        wrong += not loop.ensemble.judge.agrees(answer, corpus.answer(question))[0]
+                    app.state.proxy.store.flush()
+                    loop.trainer.drain()
+                totals = queries.totals(app.state.proxy.settings.db_path)
+                learning = loop.status()
         return DemoResult(
             requests=n,
             by_quarter=_by_quarter(routes),
             totals=totals,
             teacher_requests=teacher.requests,
             home=home,
+            learning=learning,
+            local_wrong=wrong,
         )
 
 

@@ -40,6 +40,15 @@ class Metrics:
         self.tokens = Counter("finch_tokens", "Tokens by direction and route.", ["direction", "route"], registry=r)
         self.cost = Counter("finch_cost_dollars", "Estimated dollars spent upstream.", registry=r)
         self.saved = Counter("finch_saved_dollars", "Estimated dollars saved by local answers.", registry=r)
+        self.learning_dropped = Gauge(
+            "finch_learning_dropped", "Learning events dropped because the trainer fell behind.", registry=r
+        )
+        self.learned = Gauge("finch_learned_examples", "Examples the models have learned from.", registry=r)
+        self.bad_local = Gauge(
+            "finch_bad_local_rate", "Audited bad-local rate: estimate and 95% interval.", ["stat"], registry=r
+        )
+        self.audits = Gauge("finch_audits", "Audited would-be-local answers, by verdict.", ["verdict"], registry=r)
+        self.threshold = Gauge("finch_validator_threshold", "The validator's operating point (-1: none).", registry=r)
         self.log_dropped = Gauge(
             "finch_log_dropped", "Request records dropped because the writer fell behind.", registry=r
         )
@@ -54,7 +63,7 @@ class Metrics:
         self.upstream_attempts.inc(record.attempts)
         self.tokens.labels("input", record.route).inc(summary.input_tokens)
         self.tokens.labels("output", record.route).inc(summary.output_tokens)
-        self.cost.inc(cost)
+        (self.saved if record.route == "local" else self.cost).inc(cost)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -75,6 +75,7 @@ def start_finch(home: Path) -> Iterator[Callable[..., Running]]:
     started: list[ServerThread] = []
 
     def start(upstream_url: str, **overrides: Any) -> Running:
+        overrides = {"preset": "tiny", **overrides}
         settings = load_settings({"home": str(home), "upstream_url": upstream_url, **overrides}, environ={})
         app = build_app(settings)
         server = ServerThread(app).start()

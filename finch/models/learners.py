@@ -29,7 +29,7 @@ from finch.models.tokenizer import FinchTokenizer
 CLASSIFIER_TRAIN = TrainConfig(lr=3e-4)
 # Measured on Banking77 (BENCHMARKS.md): at 1e-4 the generator needs hundreds of steps per answer;
 # at 1e-3 with two steps per example it reproduces an answer after a handful of sightings.
-GENERATOR_TRAIN = TrainConfig(lr=1e-3, steps_per_example=2)
+GENERATOR_TRAIN = TrainConfig(lr=1e-3, steps_per_example=2, replay_per_step=5)
 
 
 class OnlineClassifier(OnlineLearner):

@@ -9,12 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from finch.conversation import Conversation, text_of
+from finch.policy.safety import sensitive_topic
 
 _ROLES = ("user", "assistant", "system")
 
 
-def eligibility(body: dict[str, Any]) -> tuple[Conversation | None, str]:
-    """(conversation, "eligible") for a plain-text request, else (None, "ineligible:<why>")."""
+def eligibility(body: dict[str, Any], max_chars: int | None = None) -> tuple[Conversation | None, str]:
+    """(conversation, "eligible") for a plain-text request, else (None, "ineligible:<why>").
+
+    ``max_chars`` bounds the conversation's length (the local models' context, in characters).
+    """
     if body.get("tools") or body.get("tool_choice"):
         return None, "ineligible:tools"
     system = body.get("system", "")
@@ -32,7 +36,14 @@ def eligibility(body: dict[str, Any]) -> tuple[Conversation | None, str]:
         turns.append((role, text))
     if not turns or turns[-1][0] != "user":
         return None, "ineligible:prefill"
-    return Conversation(system=system_text, turns=tuple(turns)), "eligible"
+    conversation = Conversation(system=system_text, turns=tuple(turns))
+    text = system_text + "".join(t for _, t in turns)
+    if max_chars is not None and len(text) > max_chars:
+        return None, "ineligible:too_long"
+    topic = sensitive_topic(text)
+    if topic is not None:
+        return None, f"ineligible:safety:{topic}"
+    return conversation, "eligible"
 
 
 def _first_non_text_kind(content: Any) -> str:

@@ -1,11 +1,12 @@
 """finch's HTTP server: the Messages API in front, the upstream behind, the request log beside.
 
 Routes:
-    POST /v1/messages     validated, then forwarded (later: answered locally when it can be)
+    POST /v1/messages     validated; answered locally when the policy allows, else forwarded
     *    /v1/{anything}   passed through unchanged (count_tokens, models, batches, files, ...)
     GET  /healthz         liveness
     GET  /metrics         Prometheus
-    GET  /finch/stats     request log totals, as JSON
+    GET  /finch/stats     request log totals and the learning loop's state, as JSON
+    POST /finch/feedback  {"request_id": ..., "good": bool}: a user's verdict on an answer
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from finch.config import Settings
-from finch.errors import ApiError, RequestTooLarge, Unauthorized, error_body
+from finch.errors import ApiError, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
 from finch.metrics import Metrics
 from finch.policy.eligibility import eligibility
-from finch.pricing import PriceTable
+from finch.pricing import PriceTable, estimate_tokens
+from finch.server.learning import LearningLoop
+from finch.server.local import local_message, local_response
 from finch.server.relay import HOP_BY_HOP, RelayResponse
-from finch.server.schema import parse_messages_request
+from finch.server.schema import MessagesRequest, parse_json_object, parse_messages_request
 from finch.store import queries
 from finch.store.db import RequestRecord, Store
 from finch.upstream.client import UpstreamClient
@@ -49,6 +52,7 @@ class Proxy:
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
+        self.learning: LearningLoop | None = None  # built at start-up: loading models takes seconds
         self.metrics = Metrics()
         self.store = Store(settings.db_path, PriceTable(settings.prices))
         self.store.add_listener(self.metrics.observe)
@@ -63,10 +67,15 @@ class Proxy:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.store.start()
+        if self.settings.learning:
+            self.learning = await run_in_threadpool(LearningLoop, self.settings, self.store, self.metrics)
+            self.learning.start()
         try:
             yield
         finally:
             await self.upstream.aclose()
+            if self.learning is not None:
+                await run_in_threadpool(self.learning.stop)
             self.store.close()
 
     # -- finch's own routes ----------------------------------------------------------------------
@@ -76,6 +85,8 @@ class Proxy:
 
     async def metrics_route(self, request: Request) -> Response:
         self.metrics.log_dropped.set(self.store.dropped)
+        if self.learning is not None:
+            self.learning.update_metrics()
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def stats(self, request: Request) -> Response:
@@ -86,9 +97,27 @@ class Proxy:
                 "by_reason": queries.by_reason(db),
                 "examples": queries.example_count(db),
                 "log_dropped": self.store.dropped,
+                "learning": self.learning.status() if self.learning is not None else None,
             }
         )
         return Response(json.dumps(body), media_type=_JSON)
+
+    async def feedback(self, request: Request) -> Response:
+        """POST {"request_id": "req_finch_...", "good": false}: a verdict on an answer."""
+        try:
+            body = parse_json_object(await request.body())
+            request_id, good = body.get("request_id"), body.get("good")
+            if not isinstance(request_id, str) or not isinstance(good, bool):
+                raise InvalidRequest('expected {"request_id": "<x-finch-request-id>", "good": true|false}')
+            if self.learning is None:
+                raise InvalidRequest("learning is switched off (learning = false)")
+            self.store.flush(timeout=2.0)
+            result = await run_in_threadpool(self.learning.feedback, request_id, good)
+            if result is None:
+                raise NotFound(f"no request {request_id!r} in the log")
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
+        return Response(json.dumps(result), media_type=_JSON)
 
     # -- the proxy -------------------------------------------------------------------------------
 
@@ -109,9 +138,12 @@ class Proxy:
             if record.path == "/v1/messages" and request.method == "POST":
                 parsed = parse_messages_request(body)
                 record.model, record.stream = parsed.model, parsed.stream
-                record.conversation, record.reason = eligibility(parsed.body)
+                max_chars = self.learning.max_chars if self.learning is not None else None
+                record.conversation, record.reason = eligibility(parsed.body, max_chars)
                 if record.conversation is not None:
-                    record.reason = "cold_start"  # no local model yet: every eligible request teaches
+                    local = await self._try_local(record, parsed, started)
+                    if local is not None:
+                        return local
             headers = self._upstream_headers(request)
             upstream = await self.upstream.send(
                 request.method, record.path, request.scope["query_string"], headers, body
@@ -120,6 +152,28 @@ class Proxy:
             return self._reject(record, exc, started)
         extra = [(b"x-finch-request-id", record.id.encode()), (b"x-finch-source", b"upstream")]
         return RelayResponse(upstream, record, self.store, started, extra, keep_body=record.path == "/v1/messages")
+
+    async def _try_local(self, record: RequestRecord, parsed: MessagesRequest, started: float) -> Response | None:
+        """Answer locally when the policy says so; otherwise note why not and return None."""
+        if self.learning is None:
+            record.reason = "learning_off"
+            return None
+        assert record.conversation is not None
+        decision = await run_in_threadpool(self.learning.decide, record.conversation, parsed.max_tokens)
+        record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
+        if decision.route != "local":
+            record.local_answer = decision.answer if decision.reason == "sampled" else None
+            return None
+        assert decision.answer is not None
+        conversation_text = record.conversation.system + "".join(t for _, t in record.conversation.turns)
+        usage = (estimate_tokens(conversation_text), estimate_tokens(decision.answer))
+        message = local_message(parsed.model, decision.answer, *usage)
+        response = local_response(message, parsed.stream, record.id)
+        record.route, record.status, record.local_answer, record.local_usage = "local", 200, decision.answer, usage
+        record.latency_ms = record.ttfb_ms = (time.perf_counter() - started) * 1000
+        self.learning.served(record.id, record.conversation, decision.answer)
+        self.store.submit(record)
+        return response
 
     def _reject(self, record: RequestRecord, exc: ApiError, started: float) -> Response:
         record.route = "reject" if exc.status < 500 else "forward"
@@ -204,6 +258,7 @@ def build_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = N
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/metrics", proxy.metrics_route, methods=["GET"]),
             Route("/finch/stats", proxy.stats, methods=["GET"]),
+            Route("/finch/feedback", proxy.feedback, methods=["POST"]),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _internal_error},
         lifespan=proxy.lifespan,

@@ -52,9 +52,21 @@ class RequestRecord:
     content_encoding: str | None = None
     chunks: list[bytes] = field(default_factory=list, repr=False)  # the response as relayed
     conversation: Conversation | None = field(default=None, repr=False)  # set when eligible
+    p_router: float | None = None
+    p_validator: float | None = None
+    local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
+    local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
 
 
 Listener = Callable[[RequestRecord, ResponseSummary, float], None]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Any other row to write off the caller's thread: one SQL statement and its parameters."""
+
+    sql: str
+    params: tuple[Any, ...]
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -81,7 +93,7 @@ class Store:
         self.prices = prices or PriceTable()
         self.dropped = 0
         self._listeners: list[Listener] = []
-        self._queue: queue.Queue[RequestRecord | None] = queue.Queue(maxsize=_QUEUE_SIZE)
+        self._queue: queue.Queue[RequestRecord | Row | None] = queue.Queue(maxsize=_QUEUE_SIZE)
         self._conn = connect(path)
         self._thread: threading.Thread | None = None
 
@@ -93,7 +105,7 @@ class Store:
             self._thread = threading.Thread(target=self._run, name="finch-store-writer", daemon=True)
             self._thread.start()
 
-    def submit(self, record: RequestRecord) -> None:
+    def submit(self, record: RequestRecord | Row) -> None:
         """Never blocks: when the writer is far behind, the record is dropped and counted."""
         try:
             self._queue.put_nowait(record)
@@ -137,17 +149,25 @@ class Store:
             if stop:
                 return
 
-    def _write(self, records: list[RequestRecord]) -> None:
+    def _write(self, records: list[RequestRecord | Row]) -> None:
         written = []
         self._conn.execute("BEGIN")
         try:
             for record in records:
+                if isinstance(record, Row):
+                    self._conn.execute(record.sql, record.params)
+                    continue
                 summary, cost = self._summarize(record)
                 self._conn.execute(_INSERT_REQUEST, _request_row(record, summary, cost))
                 if record.conversation is not None and summary.text and record.status == 200:
                     self._conn.execute(
                         "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
                         (record.id, record.ts, record.model, record.conversation.to_json(), summary.text),
+                    )
+                if record.route == "local" and record.conversation is not None and record.local_answer is not None:
+                    self._conn.execute(
+                        "INSERT INTO local_answers VALUES (?, ?, ?, ?)",
+                        (record.id, record.ts, record.conversation.to_json(), record.local_answer),
                     )
                 written.append((record, summary, cost))
             self._conn.execute("COMMIT")
@@ -162,6 +182,11 @@ class Store:
                     log.exception("store listener failed")
 
     def _summarize(self, record: RequestRecord) -> tuple[ResponseSummary, float]:
+        if record.route == "local" and record.local_usage is not None:
+            # What the upstream would have charged: for a local answer, the cost column means "saved".
+            summary = ResponseSummary(input_tokens=record.local_usage[0], output_tokens=record.local_usage[1])
+            summary.text = record.local_answer
+            return summary, self.prices.cost(record.model or "", *record.local_usage)
         if not record.chunks or record.path != "/v1/messages":
             return ResponseSummary(error_type=record.error_type), 0.0
         body = decode_body(record.chunks, record.content_encoding)
@@ -187,12 +212,13 @@ class Store:
 _INSERT_REQUEST = (
     "INSERT OR REPLACE INTO requests (id, ts, method, path, model, stream, route, reason, status, latency_ms,"
     " ttfb_ms, attempts, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,"
-    " cost_usd, saved_usd, error_type, upstream_request_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cost_usd, saved_usd, error_type, upstream_request_id, p_router, p_validator)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -> tuple[Any, ...]:
+    """``cost`` is dollars spent for a forward and dollars saved for a local answer."""
     return (
         record.id,
         record.ts,
@@ -210,10 +236,12 @@ def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -
         summary.output_tokens,
         summary.cache_creation_input_tokens,
         summary.cache_read_input_tokens,
-        cost,
-        0.0,
+        cost if record.route != "local" else 0.0,
+        cost if record.route == "local" else 0.0,
         summary.error_type,
         record.upstream_request_id,
+        record.p_router,
+        record.p_validator,
     )
 
 

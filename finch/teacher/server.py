@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from finch.conversation import text_of
 from finch.errors import error_body
+from finch.pricing import estimate_tokens as count_tokens
 from finch.sse import sse_event
 from finch.teacher.corpus import Corpus, reword
 
@@ -267,11 +268,6 @@ _RATELIMIT_HEADERS = {
     "anthropic-ratelimit-requests-limit": "4000",
     "anthropic-ratelimit-requests-remaining": "3999",
 }
-
-
-def count_tokens(text: str) -> int:
-    """Roughly four characters a token, as Claude's tokenizer averages on English."""
-    return max(1, round(len(text) / 4))
 
 
 def _question_of(payload: dict[str, Any]) -> str:

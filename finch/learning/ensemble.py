@@ -1,0 +1,281 @@
+"""The ensemble: router, generator and validator, the judge, and the policy that joins them.
+
+Two sides, two threads:
+
+* ``decide`` runs on the request path. It reads a *serving snapshot*: frozen copies of the three
+  modules that the trainer republishes after it learns. It never takes a lock the trainer holds, so
+  a slow training step never delays a request.
+* ``learn_from_claude`` and ``learn_from_local_attempt`` run on the trainer thread only. They make a
+  local attempt, judge it against Claude's answer, update the three models, and recalibrate the
+  validator's operating point so the bad-local rate stays under the user's bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finch.conversation import Conversation
+from finch.learning.judge import Judge, normalise
+from finch.models import checkpoint
+from finch.models.encoder import encoder_config
+from finch.models.generator import generator_config
+from finch.models.learners import Router, Validator, Writer, load_learner
+from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
+from finch.policy.risk import choose_threshold
+from finch.policy.schedule import Schedule
+
+log = logging.getLogger(__name__)
+
+_CALIBRATION_WINDOW = 600  # recent judged attempts the operating point is chosen from
+_ROUTER_FLOOR = 0.5  # the router only filters out hopeless queries; the validator decides
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    preset: str = "small"
+    max_bad_local: float = 0.02
+    judge_threshold: float = 0.15
+    schedule: Schedule = field(default_factory=Schedule)
+    max_local_tokens: int = 256
+    local_budget_s: float = 2.0  # past this, the local attempt is abandoned and the request forwarded
+    seed: int = 0
+
+
+@dataclass
+class Decision:
+    route: str  # "local" or "forward"
+    reason: str
+    answer: str | None = None  # the local answer (served, or kept for the audit of a sampled forward)
+    p_router: float | None = None
+    p_validator: float | None = None
+    prompt_tokens: int = 0
+    answer_tokens: int = 0
+
+
+@dataclass
+class Judged:
+    """What the trainer learned from one event; the trainer logs it."""
+
+    good: bool | None
+    divergence: float | None
+    p_router: float | None
+    p_validator: float | None
+    losses: dict[str, float]
+    audit_good: bool | None = None  # for a sampled forward: was the withheld local answer good?
+
+
+class _Serving:
+    """Frozen inference copies of the three modules."""
+
+    def __init__(self, router: Router, validator: Validator, writer: Writer) -> None:
+        self.router = _frozen(router.module)
+        self.validator = _frozen(validator.module)
+        self.generator = _frozen(writer.module)
+
+
+def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+    clone = copy.deepcopy(module)
+    clone.eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+class Ensemble:
+    def __init__(self, home: Path, config: LearningConfig, seed_texts: list[str] | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.models_dir = home / "models"
+        self.tokenizer: FinchTokenizer = load_or_build(home / "tokenizer.json", seed_texts or [])
+        self.judge = Judge(config.judge_threshold)
+        self.router: Router = self._load_or_new("router")  # type: ignore[assignment]
+        self.validator: Validator = self._load_or_new("validator")  # type: ignore[assignment]
+        self.writer: Writer = self._load_or_new("generator")  # type: ignore[assignment]
+        state = self._read_state()
+        self.learned: int = state.get("learned", 0)
+        self.threshold: float | None = state.get("threshold")
+        self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
+        self.calibration: deque[tuple[float, bool]] = deque(
+            [tuple(x) for x in state.get("calibration", [])], maxlen=_CALIBRATION_WINDOW
+        )
+        self.audits = state.get("audits", {"good": 0, "bad": 0})
+        self._rng = random.Random(config.seed)
+        self._rng_lock = threading.Lock()
+        self._serving = _Serving(self.router, self.validator, self.writer)
+
+    # -- request path ----------------------------------------------------------------------------
+
+    def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
+        schedule = self.config.schedule
+        phase = schedule.phase(self.learned)
+        if phase == "cold_start":
+            return Decision("forward", "cold_start")
+        if _key(conversation) in self.blocked:
+            return Decision("forward", "feedback_forward")
+        serving = self._serving  # one snapshot for the whole decision
+        tok = self.tokenizer
+        with torch.no_grad():
+            router_ids = tok.render(conversation, self.router.config.max_len, cue_answer=False)
+            p_router = float(torch.sigmoid(serving.router(torch.tensor([router_ids]))[0])[0])
+        conservative = phase == "conservative" or self.threshold is None
+        router_floor = schedule.conservative_p if conservative else _ROUTER_FLOOR
+        if p_router < router_floor:
+            return Decision("forward", "router_forward", p_router=p_router)
+
+        prompt = tok.render(conversation, self.writer.config.max_len - 1)
+        deadline = time.monotonic() + self.config.local_budget_s
+        ids: list[int] = []
+        limit = min(max_tokens, self.config.max_local_tokens)
+        for token in serving.generator.generate(prompt, limit, tok.eos_id):
+            ids.append(token)
+            if time.monotonic() > deadline:
+                return Decision("forward", "local_timeout", p_router=p_router)
+        if len(ids) >= limit:  # cut short: a truncated answer is not one finch will serve
+            return Decision("forward", "local_too_long", p_router=p_router)
+        answer = tok.decode(ids)
+        with torch.no_grad():
+            pair = tok.render_pair(conversation, answer, self.validator.config.max_len)
+            p_validator = float(torch.sigmoid(serving.validator(torch.tensor([pair]))[0])[0])
+        decision = Decision("forward", "validator_reject", answer, p_router, p_validator, len(prompt), len(ids))
+        needed = schedule.conservative_p if conservative else self.threshold
+        assert needed is not None
+        if p_validator < needed or not answer.strip():
+            return decision
+        with self._rng_lock:
+            sampled = self._rng.random() < schedule.sample_rate(self.learned)
+        decision.route, decision.reason = ("forward", "sampled") if sampled else ("local", "local")
+        return decision
+
+    # -- trainer thread --------------------------------------------------------------------------
+
+    def learn_from_claude(
+        self, conversation: Conversation, teacher_answer: str, served_attempt: str | None = None
+    ) -> Judged:
+        """Learn from Claude's answer to a forwarded request.
+
+        ``served_attempt`` is the answer finch would have served when the request was a sampled
+        forward: judging it against Claude's answer is an audit of what finch serves.
+        """
+        attempt = self.writer.answer(conversation, self.config.max_local_tokens)
+        p_router = self.router.p_local([conversation])[0]
+        p_validator = self.validator.p_good([(conversation, attempt)])[0]
+        good, divergence = self.judge.agrees(attempt, teacher_answer)
+        audit_good = None
+        if served_attempt is not None:
+            audit_good, _ = self.judge.agrees(served_attempt, teacher_answer)
+            self.audits["good" if audit_good else "bad"] += 1
+        # Prequential calibration: scores made before learning from this example, then its verdict.
+        self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good))
+        losses = {
+            "generator": self.writer.learn(conversation, teacher_answer),
+            "router": self.router.learn(conversation, good),
+            "validator": self.validator.learn(conversation, attempt, good),
+        }
+        if not good:  # the teacher's own answer is a good answer: a positive the validator can contrast
+            self.validator.learn(conversation, teacher_answer, True)
+        self.learned += 1
+        self._recalibrate()
+        return Judged(good, divergence, p_router, p_validator, losses, audit_good)
+
+    def learn_from_local_attempt(
+        self,
+        conversation: Conversation,
+        local_answer: str,
+        teacher_answer: str | None = None,
+        good: bool | None = None,
+    ) -> Judged:
+        """Learn from a local answer's verdict: the judge's (with a teacher answer) or a user's."""
+        divergence = None
+        if good is None:
+            if teacher_answer is None:
+                raise ValueError("need a teacher answer or a verdict")
+            good, divergence = self.judge.agrees(local_answer, teacher_answer)
+        if not good:
+            self.block(conversation)
+        losses = {
+            "router": self.router.learn(conversation, good),
+            "validator": self.validator.learn(conversation, local_answer, good),
+        }
+        if teacher_answer is not None:
+            losses["generator"] = self.writer.learn(conversation, teacher_answer)
+        return Judged(good, divergence, None, None, losses)
+
+    def block(self, conversation: Conversation) -> None:
+        """This question forwards from now on (a user or an audit found its local answer bad)."""
+        self.blocked.add(_key(conversation))
+
+    def _recalibrate(self) -> None:
+        scores = [s for s, _ in self.calibration]
+        goods = [g for _, g in self.calibration]
+        self.threshold = choose_threshold(scores, goods, self.config.max_bad_local)
+
+    def publish(self) -> None:
+        """Swap in fresh serving copies (one reference assignment: requests see old or new)."""
+        self._serving = _Serving(self.router, self.validator, self.writer)
+
+    def save(self) -> None:
+        for learner in (self.router, self.validator, self.writer):
+            checkpoint.save(self.models_dir / learner.kind, learner, self.tokenizer.hash)
+        state = {
+            "learned": self.learned,
+            "threshold": self.threshold,
+            "blocked": sorted(self.blocked),
+            "calibration": list(self.calibration),
+            "audits": self.audits,
+        }
+        atomic_write_text(self.models_dir / "state.json", json.dumps(state))
+
+    def status(self) -> dict[str, Any]:
+        from finch.policy.risk import clopper_pearson
+
+        n = self.audits["good"] + self.audits["bad"]
+        low, high = clopper_pearson(self.audits["bad"], n)
+        return {
+            "learned": self.learned,
+            "phase": self.config.schedule.phase(self.learned),
+            "sample_rate": self.config.schedule.sample_rate(self.learned),
+            "validator_threshold": self.threshold,
+            "max_bad_local": self.config.max_bad_local,
+            "audits": n,
+            "bad_local_estimate": self.audits["bad"] / n if n else None,
+            "bad_local_interval": [low, high],
+        }
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _load_or_new(self, kind: str) -> Router | Validator | Writer:
+        loaded = load_learner(self.models_dir / kind, kind, self.tokenizer)
+        if loaded is not None:
+            return loaded  # type: ignore[return-value]
+        vocab = self.tokenizer.vocab_size
+        preset, seed = self.config.preset, self.config.seed
+        if kind == "generator":
+            return Writer(generator_config(preset, vocab), self.tokenizer, seed=seed)
+        cls = Router if kind == "router" else Validator
+        config = encoder_config(preset, vocab, pad_id=self.tokenizer.pad_id, sep_id=self.tokenizer.sep_id)
+        return cls(config, self.tokenizer, seed=seed)
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.models_dir / "state.json"
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            log.warning("ignoring unreadable %s", path)
+            return {}
+
+
+def _key(conversation: Conversation) -> str:
+    return normalise(conversation.to_json())

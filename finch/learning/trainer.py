@@ -1,0 +1,160 @@
+"""The trainer: a background thread that turns learning events into model updates.
+
+Events arrive on a bounded queue. ``submit`` never blocks: when the trainer falls behind, the oldest
+events are dropped and counted (fresh traffic is worth more than stale). After each event the
+serving snapshot is republished; every ``save_every`` events, and on shutdown, checkpoints are
+written. Each event's verdict, scores and losses become a row in the ``learning`` table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from finch.conversation import Conversation
+from finch.learning.ensemble import Ensemble, Judged
+from finch.store.db import Row, Store
+
+log = logging.getLogger(__name__)
+
+_INSERT_LEARNING = (
+    "INSERT INTO learning (ts, request_id, kind, audit, audit_good, good, divergence, p_router, p_validator, threshold,"
+    " loss_generator, loss_router, loss_validator, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class ClaudeAnswer:
+    """A forwarded eligible request and Claude's answer to it."""
+
+    request_id: str
+    conversation: Conversation
+    teacher_answer: str
+    served_attempt: str | None = None  # set for a sampled forward: the answer that was withheld
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A verdict on a local answer, from an audit or from the user."""
+
+    request_id: str
+    conversation: Conversation
+    local_answer: str
+    good: bool
+
+
+Event = ClaudeAnswer | Feedback
+
+
+class Trainer:
+    def __init__(self, ensemble: Ensemble, store: Store, capacity: int = 256, save_every: int = 50) -> None:
+        self.ensemble = ensemble
+        self.store = store
+        self.save_every = save_every
+        self.dropped = 0
+        self.processed = 0
+        self._events: deque[Event] = deque()
+        self._capacity = capacity
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="finch-trainer", daemon=True)
+            self._thread.start()
+
+    def submit(self, event: Event) -> None:
+        with self._cond:
+            if len(self._events) >= self._capacity:
+                self._events.popleft()
+                self.dropped += 1
+            self._events.append(event)
+            self._cond.notify()
+
+    def drain(self, timeout: float = 600.0) -> bool:
+        """Wait until every submitted event is learned (tests, demos, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._events or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def backlog(self) -> int:
+        return len(self._events)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+            self._thread = None
+        try:
+            self.ensemble.save()
+        except Exception:
+            log.exception("could not save the models on shutdown")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._events and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                event = self._events.popleft()
+                self._busy = True
+            try:
+                self._learn(event)
+            except Exception:
+                log.exception("learning from %s failed", type(event).__name__)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _learn(self, event: Event) -> None:
+        started = time.perf_counter()
+        if isinstance(event, ClaudeAnswer):
+            judged = self.ensemble.learn_from_claude(event.conversation, event.teacher_answer, event.served_attempt)
+            kind = "claude"
+        else:
+            judged = self.ensemble.learn_from_local_attempt(event.conversation, event.local_answer, good=event.good)
+            kind = "feedback"
+        self.ensemble.publish()
+        self.processed += 1
+        if self.processed % self.save_every == 0:
+            self.ensemble.save()
+        self.store.submit(
+            Row(
+                _INSERT_LEARNING,
+                _row(event.request_id, kind, judged, self.ensemble.threshold, time.perf_counter() - started),
+            )
+        )
+
+
+def _row(request_id: str, kind: str, judged: Judged, threshold: float | None, seconds: float) -> tuple:
+    return (
+        time.time(),
+        request_id,
+        kind,
+        int(judged.audit_good is not None),
+        None if judged.audit_good is None else int(judged.audit_good),
+        None if judged.good is None else int(judged.good),
+        judged.divergence,
+        judged.p_router,
+        judged.p_validator,
+        threshold,
+        judged.losses.get("generator"),
+        judged.losses.get("router"),
+        judged.losses.get("validator"),
+        seconds,
+    )

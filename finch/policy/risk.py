@@ -1,0 +1,56 @@
+"""Keeping the bad-local rate under the user's bound.
+
+Two uses of the same statistics:
+
+* ``clopper_pearson``: an exact binomial confidence interval for a rate from k bad in n. The audits
+  (sampled forwards of would-be-local answers, judged against Claude's answer) give the estimate of
+  the true bad-local rate and its 95% interval shown in `finch stats` and `/metrics`.
+* ``choose_threshold``: the validator's operating point. From recent judged attempts (the
+  validator's score on each local attempt, made before it learned from that example, and whether
+  the judge found the attempt good), the lowest score threshold whose one-sided 95% upper bound on
+  the bad rate among attempts above it stays under the bound. With too few attempts no threshold
+  qualifies, and finch keeps forwarding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scipy.stats import beta
+
+
+def clopper_pearson(bad: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided exact interval for bad/n."""
+    if n == 0:
+        return 0.0, 1.0
+    alpha = 1 - confidence
+    low = 0.0 if bad == 0 else float(beta.ppf(alpha / 2, bad, n - bad + 1))
+    high = 1.0 if bad == n else float(beta.ppf(1 - alpha / 2, bad + 1, n - bad))
+    return low, high
+
+
+def upper_bound(bad: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided exact upper bound for bad/n."""
+    if n == 0:
+        return 1.0
+    if bad >= n:
+        return 1.0
+    return float(beta.ppf(confidence, bad + 1, n - bad))
+
+
+def choose_threshold(
+    scores: Sequence[float], good: Sequence[bool], max_bad: float, floor: float = 0.5, confidence: float = 0.95
+) -> float | None:
+    """The lowest threshold t ≥ ``floor`` with upper_bound(bad among score ≥ t) ≤ max_bad, or None."""
+    ranked = sorted(zip(scores, good, strict=True), key=lambda x: -x[0])
+    best: float | None = None
+    bad = 0
+    for i, (score, is_good) in enumerate(ranked):  # sweep the threshold downwards
+        if score < floor:
+            break
+        n = i + 1
+        bad += not is_good
+        tie_continues = i + 1 < len(ranked) and ranked[i + 1][0] == score
+        if not tie_continues and upper_bound(bad, n, confidence) <= max_bad:
+            best = score
+    return best

@@ -1,0 +1,126 @@
+"""The learning loop as the server sees it: build the ensemble and the trainer, decide on the
+request path, and turn written request records into learning events (never on the request path)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from finch.config import Settings
+from finch.conversation import Conversation
+from finch.learning.ensemble import Decision, Ensemble, LearningConfig
+from finch.learning.trainer import ClaudeAnswer, Feedback, Trainer
+from finch.metrics import Metrics
+from finch.policy.schedule import Schedule
+from finch.sse import ResponseSummary
+from finch.store.db import RequestRecord, Row, Store, read_rows
+
+log = logging.getLogger(__name__)
+
+_RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives before the log is written
+
+
+class LearningLoop:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        config = LearningConfig(
+            preset=settings.preset,
+            max_bad_local=settings.max_bad_local,
+            judge_threshold=settings.judge_threshold,
+            schedule=Schedule(cold_start=settings.cold_start, conservative_until=settings.conservative_until),
+            local_budget_s=settings.local_budget_s,
+            seed=settings.seed,
+        )
+        self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
+        self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every)
+        self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
+        store.add_listener(self.on_written)
+
+    @property
+    def max_chars(self) -> int:
+        """Conversations longer than this (about the generator's context) are never answered locally."""
+        return self.ensemble.writer.config.max_len * 3
+
+    def start(self) -> None:
+        self.trainer.start()
+
+    def stop(self) -> None:
+        self.trainer.stop()
+
+    def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
+        return self.ensemble.decide(conversation, max_tokens)
+
+    def served(self, request_id: str, conversation: Conversation, answer: str) -> None:
+        self._recent[request_id] = (conversation, answer)
+        while len(self._recent) > _RECENT_LOCAL:
+            self._recent.popitem(last=False)
+
+    def on_written(self, record: RequestRecord, summary: ResponseSummary, cost: float) -> None:
+        """Store listener (writer thread): a forwarded eligible answer becomes a learning event."""
+        if record.route != "forward" or record.conversation is None or record.status != 200 or not summary.text:
+            return
+        attempt = record.local_answer if record.reason == "sampled" else None
+        self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, attempt))
+
+    def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
+        """A user's verdict on an answer. None when finch never saw that request."""
+        found = self._recent.get(request_id) or self._stored_local(request_id)
+        known = found is not None or self._stored_request(request_id)
+        if not known:
+            return None
+        self.store.submit(Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, _now(), int(good))))
+        if found is None:  # a forwarded answer: recorded, but there is no local attempt to learn from
+            return {"request_id": request_id, "learned": False}
+        conversation, answer = found
+        if not good:
+            self.ensemble.block(conversation)  # at once: the very next ask forwards
+        self.trainer.submit(Feedback(request_id, conversation, answer, good))
+        return {"request_id": request_id, "learned": True}
+
+    def status(self) -> dict[str, Any]:
+        status = self.ensemble.status()
+        status["trainer_backlog"] = self.trainer.backlog
+        status["learning_dropped"] = self.trainer.dropped
+        return status
+
+    def update_metrics(self) -> None:
+        status = self.status()
+        m = self.metrics
+        m.learning_dropped.set(self.trainer.dropped)
+        m.learned.set(status["learned"])
+        m.audits.labels("good").set(self.ensemble.audits["good"])
+        m.audits.labels("bad").set(self.ensemble.audits["bad"])
+        low, high = status["bad_local_interval"]
+        m.bad_local.labels("estimate").set(status["bad_local_estimate"] or 0.0)
+        m.bad_local.labels("low").set(low)
+        m.bad_local.labels("high").set(high)
+        m.threshold.set(-1 if status["validator_threshold"] is None else status["validator_threshold"])
+
+    def _stored_local(self, request_id: str) -> tuple[Conversation, str] | None:
+        rows = read_rows(
+            self.store.path, "SELECT conversation, answer FROM local_answers WHERE request_id = ?", (request_id,)
+        )
+        return (Conversation.from_json(rows[0]["conversation"]), rows[0]["answer"]) if rows else None
+
+    def _stored_request(self, request_id: str) -> bool:
+        return bool(read_rows(self.store.path, "SELECT 1 FROM requests WHERE id = ?", (request_id,)))
+
+
+def _stored_texts(store: Store, limit: int = 2000) -> list[str]:
+    """Recent conversations and answers: extra seed text when the tokenizer is (re)built."""
+    rows = read_rows(store.path, "SELECT conversation, answer FROM examples ORDER BY ts DESC LIMIT ?", (limit,))
+    texts = []
+    for row in rows:
+        texts.extend(t for _, t in json.loads(row["conversation"])["turns"])
+        texts.append(row["answer"])
+    return texts
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
