@@ -43,6 +43,9 @@ class Settings:
     judge_threshold: float = 0.15  # divergence under which a local answer agrees with Claude's
     cold_start: int = 50  # examples learned before anything is answered locally
     conservative_until: int = 200  # until then, local needs router and validator both > 0.95
+    # Strategic sampling: "below:rate" pairs; a would-be-local request is forwarded anyway with that
+    # probability while fewer than `below` examples are learned ("*" for the rest).
+    sampling: str = "100:0.5,500:0.2,2000:0.1,*:0.05"
     local_budget_s: float = 2.0  # a local attempt slower than this is abandoned (forwarded)
     save_every: int = 50  # learning events between checkpoints
     seed: int = 0
@@ -126,6 +129,7 @@ def _build(values: dict[str, Any]) -> Settings:
         raise ConfigError(f"port {settings.port} is out of range")
     if settings.preset not in ("tiny", "small", "base"):
         raise ConfigError(f"preset must be tiny, small or base, got {settings.preset!r}")
+    parse_sampling(settings.sampling)
     if not 0 < settings.max_bad_local < 1:
         raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
     if not settings.upstream_url.startswith(("http://", "https://")):
@@ -137,3 +141,17 @@ def _parse_prices(value: Any) -> dict[str, dict[str, float]]:
     if not isinstance(value, Mapping):
         raise ValueError("prices must be a table of model -> {input, output}")
     return {str(model): {k: float(v) for k, v in dict(p).items()} for model, p in value.items()}
+
+
+def parse_sampling(text: str) -> tuple[tuple[int, float], ...]:
+    """ "100:0.5,500:0.2,*:0.05" -> ((100, 0.5), (500, 0.2), (2**62, 0.05))."""
+    table = []
+    try:
+        for item in text.split(","):
+            below, rate = item.strip().split(":")
+            table.append((2**62 if below.strip() == "*" else int(below), float(rate)))
+    except ValueError as exc:
+        raise ConfigError(f"sampling must look like '100:0.5,500:0.2,*:0.05', got {text!r}") from exc
+    if not table or any(not 0 <= r <= 1 for _, r in table):
+        raise ConfigError(f"sampling rates must be between 0 and 1: {text!r}")
+    return tuple(sorted(table))

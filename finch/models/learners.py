@@ -5,13 +5,14 @@
     Writer     conversation            -> answer text, streamed; learns from the teacher's answers
 
 Router and Validator share ``OnlineClassifier``: the encoder, a balanced replay (one reservoir per
-label, sampled equally, so a stream of mostly-bad early labels does not teach "always bad").
+label, sampled equally, so a stream of mostly-bad early labels does not teach "always bad"), in
+which an input keeps only its newest label.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,15 @@ from finch.models.tokenizer import FinchTokenizer
 # 1e-4 learns the router's easy separations within ~40 examples; the validator's matching task
 # reached held-out AUROC 0.81 at 1e-4 and 0.88 at 3e-4 after the same 1,800 updates (Banking77).
 CLASSIFIER_TRAIN = TrainConfig(lr=3e-4)
+EVIDENCE_LR_SCALE = 300.0
 # Measured on Banking77 (BENCHMARKS.md): at 1e-4 the generator needs hundreds of steps per answer;
 # at 1e-3 with two steps per example it reproduces an answer after a handful of sightings.
 GENERATOR_TRAIN = TrainConfig(lr=1e-3, steps_per_example=2, replay_per_step=5)
 
 
 class OnlineClassifier(OnlineLearner):
+    """Replay items are ``[ids, features]``; ``features`` is empty unless the config asks for some."""
+
     def __init__(
         self, config: EncoderConfig, tokenizer: FinchTokenizer, train: TrainConfig = CLASSIFIER_TRAIN, seed: int = 0
     ) -> None:
@@ -42,28 +46,58 @@ class OnlineClassifier(OnlineLearner):
         self.tokenizer = tokenizer
         self.replay = {label: Reservoir(train.replay_capacity // 2, random.Random(seed + label)) for label in (0, 1)}
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        # AdamW moves each weight by about lr per step: at the body's rate the evidence weights
+        # would need thousands of steps to move a logit from -2 to +3. They are a handful of
+        # weights on well-scaled inputs and learn safely at a far higher rate.
+        module = self.module
+        evidence = list(module.evidence.parameters()) if module.evidence is not None else []
+        evidence_ids = {id(p) for p in evidence}
+        body = [p for p in module.parameters() if id(p) not in evidence_ids]
+        groups = [{"params": body, "lr_scale": 1.0}]
+        if evidence:
+            groups.append({"params": evidence, "lr_scale": EVIDENCE_LR_SCALE, "weight_decay": 0.0})
+        return groups
+
     @torch.no_grad()
-    def probabilities(self, inputs: list[list[int]]) -> list[float]:
+    def probabilities(self, inputs: list[list[int]], features: list[list[float]] | None = None) -> list[float]:
         self.module.eval()
-        logits, _ = self.module(pad_batch(inputs, self.config.pad_id, self.device))
+        x = pad_batch(inputs, self.config.pad_id, self.device)
+        logits, _ = self.module(x, features=self._features(features))
         return torch.sigmoid(logits).tolist()
 
-    def update_ids(self, ids: list[int], label: int) -> float:
+    def update_ids(self, ids: list[int], label: int, features: list[float] | None = None) -> float:
         label = int(bool(label))
-        self.replay[label].add(ids)
-        losses = [self._optimise(lambda: self._batch_loss(ids, label)) for _ in range(self.train.steps_per_example)]
+        self.remember(ids, label, features)
+        item = [ids, list(features or [])]
+        losses = [self._optimise(lambda: self._batch_loss(item, label)) for _ in range(self.train.steps_per_example)]
         return sum(losses) / len(losses)
 
-    def _batch_loss(self, ids: list[int], label: int) -> torch.Tensor:
+    def remember(self, ids: list[int], label: int, features: list[float] | None = None) -> None:
+        """Put an example in replay without a step. Labels drift as the generator learns (a question
+        whose local answer was bad yesterday may be good today), so an input keeps only its newest label."""
+        for reservoir in self.replay.values():
+            reservoir.items = [item for item in reservoir.items if item[0] != ids]
+        self.replay[int(bool(label))].add([ids, list(features or [])])
+
+    def _batch_loss(self, item: list[Any], label: int) -> torch.Tensor:
         half = self.train.replay_per_step // 2
-        batch = [(ids, label)]
+        batch = [(item, label)]
         batch += [(x, 0) for x in self.replay[0].sample(half + (label == 1))]
         batch += [(x, 1) for x in self.replay[1].sample(half + (label == 0))]
-        inputs = pad_batch([x for x, _ in batch], self.config.pad_id, self.device)
+        inputs = pad_batch([x[0] for x, _ in batch], self.config.pad_id, self.device)
+        features = self._features([x[1] for x, _ in batch])
         targets = torch.tensor([y for _, y in batch], dtype=torch.float32, device=self.device)
-        _, loss = self.module(inputs, targets)
+        _, loss = self.module(inputs, targets, features=features)
         assert loss is not None
         return loss
+
+    def _features(self, rows: list[list[float]] | None) -> torch.Tensor | None:
+        if not self.config.n_features or rows is None:
+            return None
+        width = self.config.n_features
+        padded = [list(r)[:width] + [0.0] * (width - len(r)) for r in rows]
+        return torch.tensor(padded, dtype=torch.float32, device=self.device)
 
     def replay_state(self) -> dict[str, Any]:
         return {str(label): reservoir.state() for label, reservoir in self.replay.items()}
@@ -88,7 +122,7 @@ class Router(OnlineClassifier):
 
 
 class Validator(OnlineClassifier):
-    """Judges (conversation, answer) pairs.
+    """Judges (conversation, answer) pairs, optionally with numeric evidence (``features``).
 
     Besides the labels it is given, it makes its own negatives: each good pair also yields the same
     conversation with ``contrast`` other known-good answers that differ from this one (label 0). On
@@ -108,18 +142,26 @@ class Validator(OnlineClassifier):
     def encode(self, conversation: Conversation, answer: str) -> list[int]:
         return self.tokenizer.render_pair(conversation, answer, self.config.max_len)
 
-    def p_good(self, pairs: list[tuple[Conversation, str]]) -> list[float]:
+    def p_good(self, pairs: list[tuple[Conversation, str]], features: list[list[float]] | None = None) -> list[float]:
         """Probability that each (conversation, answer) is a good answer."""
-        return self.probabilities([self.encode(c, a) for c, a in pairs])
+        return self.probabilities([self.encode(c, a) for c, a in pairs], features)
 
-    def learn(self, conversation: Conversation, answer: str, good: bool) -> float:
+    def learn(
+        self,
+        conversation: Conversation,
+        answer: str,
+        good: bool,
+        features: list[float] | None = None,
+        featurize: Callable[[str], list[float]] | None = None,
+    ) -> float:
+        """``featurize(other_answer)`` gives the evidence for a contrast negative, when features are used."""
         if good:
             key = _normalise(answer)
             others = [a for a in self.good_answers.sample(4 * self.contrast) if _normalise(a) != key]
             for other in others[: self.contrast]:
-                self.replay[0].add(self.encode(conversation, other))
+                self.remember(self.encode(conversation, other), 0, featurize(other) if featurize else None)
             self.good_answers.add(answer)
-        return self.update_ids(self.encode(conversation, answer), int(good))
+        return self.update_ids(self.encode(conversation, answer), int(good), features)
 
     def replay_state(self) -> dict[str, Any]:
         return {**super().replay_state(), "good_answers": self.good_answers.state()}

@@ -85,7 +85,11 @@ class OnlineLearner(abc.ABC):
         self.train = train
         self.step = 0
         self.rng = random.Random(seed)
-        self.optimizer = torch.optim.AdamW(module.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=train.lr, weight_decay=train.weight_decay)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups; a group's ``lr_scale`` multiplies the scheduled learning rate."""
+        return [{"params": list(self.module.parameters()), "lr_scale": 1.0}]
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +98,7 @@ class OnlineLearner(abc.ABC):
     def _optimise(self, compute_loss: Callable[[], torch.Tensor]) -> float:
         self.module.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, self.train)
+            group["lr"] = lr_at(self.step, self.train) * group.get("lr_scale", 1.0)
         loss = compute_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

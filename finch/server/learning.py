@@ -8,7 +8,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from finch.config import Settings
+from finch.config import Settings, parse_sampling
 from finch.conversation import Conversation
 from finch.learning.ensemble import Decision, Ensemble, LearningConfig
 from finch.learning.trainer import ClaudeAnswer, Feedback, Trainer
@@ -31,7 +31,11 @@ class LearningLoop:
             preset=settings.preset,
             max_bad_local=settings.max_bad_local,
             judge_threshold=settings.judge_threshold,
-            schedule=Schedule(cold_start=settings.cold_start, conservative_until=settings.conservative_until),
+            schedule=Schedule(
+                cold_start=settings.cold_start,
+                conservative_until=settings.conservative_until,
+                sampling=parse_sampling(settings.sampling),
+            ),
             local_budget_s=settings.local_budget_s,
             seed=settings.seed,
         )
@@ -46,6 +50,7 @@ class LearningLoop:
         return self.ensemble.writer.config.max_len * 3
 
     def start(self) -> None:
+        self.ensemble.judge.embed(["warm up"])  # load the embedding model now, not on a request
         self.trainer.start()
 
     def stop(self) -> None:

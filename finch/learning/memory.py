@@ -1,0 +1,80 @@
+"""Retrieval memory: the questions finch has learned from and Claude's answers, as sentence embeddings.
+
+For a question q and a candidate answer a it gives the validator its evidence:
+
+    support   highest similarity of q to a past question whose answer agrees with a
+    conflict  highest similarity of q to a past question whose answer does not agree with a
+
+A paraphrase of a question Claude answered with a gets high support; a near miss (similar words,
+a different answer) gets high conflict too, and the validator learns how much of a margin to ask.
+These are the frozen features DESIGN.md §5 allows beside the models' own weights.
+
+Storage is a fixed-size ring of rows. The trainer writes a row and then publishes a new count;
+readers on the request path only look at rows below the count they read, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from finch.conversation import Conversation
+from finch.models.tokenizer import atomic_write_bytes
+
+N_FEATURES = 4
+_DIM = 384  # all-MiniLM-L6-v2
+
+
+def question_text(conversation: Conversation, max_chars: int = 1000) -> str:
+    """What a conversation asks, for embedding: its turns, newest last, cut from the left."""
+    return "\n".join(text for _, text in conversation.turns)[-max_chars:]
+
+
+class Memory:
+    def __init__(self, agree_threshold: float, capacity: int = 20_000) -> None:
+        self.agree_cos = 1.0 - agree_threshold  # answers agree when cos ≥ this (the judge's τ)
+        self.capacity = capacity
+        self._questions = torch.zeros(capacity, _DIM)
+        self._answers = torch.zeros(capacity, _DIM)
+        self._count = 0  # rows written, ever; the ring holds the newest `capacity`
+
+    def __len__(self) -> int:
+        return min(self._count, self.capacity)
+
+    def add(self, question: torch.Tensor, answer: torch.Tensor) -> None:
+        row = self._count % self.capacity
+        self._questions[row] = question
+        self._answers[row] = answer
+        self._count += 1  # published after the row is whole
+
+    def features(self, question: torch.Tensor, candidate: torch.Tensor) -> list[float]:
+        """[support, conflict, support − conflict, has memory]."""
+        n = len(self)
+        if n == 0:
+            return [0.0, 0.0, 0.0, 0.0]
+        similarity = self._questions[:n] @ question  # (n,)
+        agrees = (self._answers[:n] @ candidate) >= self.agree_cos  # (n,)
+        support = float(similarity[agrees].max()) if bool(agrees.any()) else 0.0
+        conflict = float(similarity[~agrees].max()) if bool((~agrees).any()) else 0.0
+        return [support, conflict, support - conflict, 1.0]
+
+    def save(self, path: Path) -> None:
+        n = len(self)
+        tensors = {
+            "questions": self._questions[:n].contiguous(),
+            "answers": self._answers[:n].contiguous(),
+            "count": torch.tensor([self._count]),
+        }
+        tmp = path.with_suffix(".build")
+        save_file(tensors, str(tmp))
+        atomic_write_bytes(path, tmp.read_bytes())
+        tmp.unlink()
+
+    def load(self, path: Path) -> None:
+        tensors = load_file(str(path))
+        n = min(tensors["questions"].shape[0], self.capacity)
+        self._questions[:n] = tensors["questions"][:n]
+        self._answers[:n] = tensors["answers"][:n]
+        self._count = int(tensors["count"][0])  # equals n unless the ring had wrapped

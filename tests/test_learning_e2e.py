@@ -1,0 +1,175 @@
+"""The learning loop end to end: the anthropic SDK -> finch -> teacher, models learning for real.
+
+One finch is trained once for the module (tiny models, a short cold start, no strategic sampling so
+that "answered locally" is deterministic); the tests then probe what it learned.
+"""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from finch.config import load_settings
+from finch.server.app import build_app
+from finch.server.runner import ServerThread
+from finch.teacher.corpus import Corpus
+from finch.teacher.server import Teacher, build_teacher_app
+
+KEY = "sk-ant-test-learning"
+MODEL = "claude-haiku-4-5"
+PASSWORD = (
+    "How do I reset my password?",
+    "Open Settings, choose Security, then Reset password and follow the email link.",
+)
+PIN = ("How do I reset my PIN?", "Go to Cards, pick your card, then Change PIN; you will need the app passcode.")
+TRAIN = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    PASSWORD,
+    ("What is two plus two?", "Two plus two is four."),
+    ("What are your opening hours?", "We are open from 9am to 5pm, Monday to Friday."),
+    ("How can I close my account?", "Contact support from the Help tab and ask for the account to be closed."),
+    ("Do you ship internationally?", "Yes, we ship to over forty countries; delivery takes five to ten days."),
+    ("What is the refund policy?", "You can return items within thirty days for a full refund."),
+]
+SETTINGS = {"preset": "tiny", "cold_start": 10, "conservative_until": 100_000, "sampling": "*:0", "seed": 0}
+
+
+class Finch:
+    def __init__(self, home, upstream_url):
+        settings = load_settings({"home": str(home), "upstream_url": upstream_url, **SETTINGS}, environ={})
+        self.app = build_app(settings)
+        self.server = ServerThread(self.app).start()
+        self.url = self.server.url
+        self.sdk = anthropic.Anthropic(base_url=self.url, api_key=KEY, max_retries=0)
+
+    @property
+    def loop(self):
+        return self.app.state.proxy.learning
+
+    def settle(self):
+        """Wait until everything asked so far is logged and learned."""
+        self.app.state.proxy.store.flush()
+        assert self.loop.trainer.drain(120)
+
+    def ask(self, question, **extra):
+        raw = self.sdk.messages.with_raw_response.create(
+            model=MODEL, max_tokens=100, messages=[{"role": "user", "content": question}], **extra
+        )
+        self.settle()
+        return raw.headers["x-finch-source"], raw.parse()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    t = Teacher(Corpus([*TRAIN, PIN]))
+    server = ServerThread(build_teacher_app(t)).start()
+    yield t, server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(teacher, tmp_path_factory):
+    home = tmp_path_factory.mktemp("learning-home")
+    finch = Finch(home, teacher[1])
+    for _ in range(30):
+        routes = [finch.ask(q)[0] for q, _ in TRAIN]
+        if all(r == "local" for r in routes):
+            break
+    else:
+        pytest.fail(f"repeated questions were still forwarded after 30 rounds: {routes}")
+    yield finch, home
+    finch.server.stop()
+
+
+def test_repeated_questions_are_answered_locally_without_the_teacher(trained, teacher):
+    finch, _ = trained
+    before = teacher[0].requests
+    for question, answer in TRAIN:
+        source, message = finch.ask(question)
+        assert source == "local"
+        assert message.content[0].text == answer
+        assert message.model == MODEL and message.usage.output_tokens > 0 and message.id.startswith("msg_")
+    for question, answer in TRAIN[:3]:
+        with finch.sdk.messages.stream(
+            model=MODEL, max_tokens=100, messages=[{"role": "user", "content": question}]
+        ) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+        assert text == answer and final.stop_reason == "end_turn"
+    assert teacher[0].requests == before  # nothing reached the upstream
+
+
+def test_a_near_miss_is_not_served_its_neighbours_answer(trained):
+    finch, _ = trained
+    source, message = finch.ask(PIN[0])
+    assert message.content[0].text != PASSWORD[1]
+    if source == "local":
+        assert message.content[0].text == PIN[1]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"tools": [{"name": "lookup", "description": "look it up", "input_schema": {"type": "object"}}]},
+        {
+            "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "text", "text": TRAIN[0][0]},
+            ]
+        },
+        {"content": TRAIN[0][0] + " I want to end my life."},
+    ],
+    ids=["tools", "image", "safety"],
+)
+def test_tools_images_and_sensitive_topics_always_go_upstream(trained, teacher, variant):
+    finch, _ = trained
+    before = teacher[0].requests
+    content = variant.get("content", TRAIN[0][0])
+    extra = {k: v for k, v in variant.items() if k != "content"}
+    raw = finch.sdk.messages.with_raw_response.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": content}], **extra
+    )
+    assert raw.headers["x-finch-source"] == "upstream"
+    assert teacher[0].requests == before + 1
+
+
+def test_a_bad_feedback_mark_sends_the_question_upstream_next_time(trained, teacher):
+    finch, _ = trained
+    question = TRAIN[3][0]
+    raw = finch.sdk.messages.with_raw_response.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": question}]
+    )
+    assert raw.headers["x-finch-source"] == "local"
+    verdict = httpx.post(
+        finch.url + "/finch/feedback", json={"request_id": raw.headers["x-finch-request-id"], "good": False}
+    )
+    assert verdict.status_code == 200 and verdict.json()["learned"] is True
+    source, _ = finch.ask(question)
+    assert source == "upstream"
+    unknown = httpx.post(finch.url + "/finch/feedback", json={"request_id": "req_finch_nope", "good": False})
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
+    malformed = httpx.post(finch.url + "/finch/feedback", json={"request_id": 5})
+    assert malformed.status_code == 400
+
+
+def test_stats_and_metrics_show_the_learning_state(trained):
+    finch, _ = trained
+    learning = httpx.get(finch.url + "/finch/stats").json()["learning"]
+    assert learning["learned"] >= 10 and learning["phase"] == "conservative"
+    assert learning["max_bad_local"] == 0.02 and len(learning["bad_local_interval"]) == 2
+    metrics = httpx.get(finch.url + "/metrics").text
+    assert "finch_learned_examples" in metrics and 'finch_bad_local_rate{stat="high"}' in metrics
+
+
+def test_what_was_learned_survives_a_restart(trained, teacher):
+    finch, home = trained
+    finch.server.stop()  # saves the models on shutdown
+    again = Finch(home, teacher[1])
+    try:
+        before = teacher[0].requests
+        source, message = again.ask(TRAIN[0][0])
+        assert source == "local" and message.content[0].text == TRAIN[0][1]
+        assert teacher[0].requests == before
+    finally:
+        again.server.stop()
