@@ -85,7 +85,7 @@ def auroc(good: list[float], bad: list[float]) -> float:
     """P(d_good < d_bad)."""
     ranked = sorted([(d, 1) for d in good] + [(d, 0) for d in bad])
     wins, bads_seen = 0.0, 0
-    for d, is_good in reversed(ranked):
+    for _, is_good in reversed(ranked):
         if is_good:
             wins += bads_seen
         else:
