@@ -12,6 +12,8 @@ HELP = """commands:
   /help    this text
   /stats   finch's totals
   /new     start a new conversation
+  /bad     mark the last answer bad (finch learns from it; that question goes to Claude next time)
+  /good    mark the last answer good
   /quit    leave"""
 
 
@@ -61,6 +63,8 @@ class ChatSession:
                 echo(HELP)
             elif line == "/stats":
                 echo(json.dumps(self.client.get("/finch/stats").json().get("totals"), indent=2))
+            elif line in ("/bad", "/good"):
+                echo(self.mark(line == "/good"))
             elif line == "/new":
                 self.messages.clear()
                 echo("(new conversation)")
@@ -73,6 +77,14 @@ class ChatSession:
                     continue
                 echo(answer)
                 echo(f"  [{route}, {elapsed * 1000:.0f} ms]")
+
+    def mark(self, good: bool) -> str:
+        if self.last_request_id is None:
+            return "nothing to mark yet"
+        response = self.client.post("/finch/feedback", json={"request_id": self.last_request_id, "good": good})
+        if response.status_code != 200:
+            return f"could not record that: {response.json().get('error', {}).get('message', response.text)}"
+        return "noted" + (" and learned from" if response.json().get("learned") else "")
 
     def _alive(self) -> bool:
         try:

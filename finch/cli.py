@@ -135,6 +135,7 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
         "totals": queries.totals(db),
         "by_day": queries.by_day(db, days),
         "by_reason": queries.by_reason(db),
+        "learning": queries.learning_summary(db),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -155,6 +156,49 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
     if report["by_reason"]:
         click.echo()
         click.echo(format_table(report["by_reason"], ["route", "reason", "requests"]))
+    click.echo()
+    click.echo(describe_learning(report["learning"]))
+
+
+def describe_learning(learning: dict[str, Any]) -> str:
+    low, high = learning["bad_local_interval"]
+    estimate = learning["bad_local_estimate"]
+    threshold = learning.get("validator_threshold")
+    return (
+        f"learned from {learning['learned']} answers; {learning['audits']} audits of would-be-local answers"
+        + (f", bad-local rate {estimate:.1%} (95% interval {low:.1%} to {high:.1%})" if estimate is not None else "")
+        + (f"; validator threshold {threshold:.3f}" if threshold is not None else "; validator threshold: none yet")
+    )
+
+
+@main.command()
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+@click.option("--all", "everything", is_flag=True, help="Also delete the request log.")
+@click.confirmation_option(prompt="Delete finch's learned models?")
+def reset(home: Path | None, everything: bool) -> None:
+    """Wipe the learned models and the tokenizer (and with --all, the request log). Stop finch first."""
+    import shutil
+
+    settings = _settings(home=home)
+    shutil.rmtree(settings.home / "models", ignore_errors=True)
+    (settings.home / "tokenizer.json").unlink(missing_ok=True)
+    if everything:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(settings.db_path) + suffix).unlink(missing_ok=True)
+    click.echo("models reset" + (" and request log deleted" if everything else ""))
+
+
+@main.command()
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+@click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only conversations older than this day.")
+@click.confirmation_option(prompt="Delete stored conversations?")
+def forget(home: Path | None, before: Any) -> None:
+    """Delete stored conversations and answers (all, or older than --before). Totals stay."""
+    from finch.store import queries
+
+    db = _settings(home=home).db_path
+    deleted = queries.forget(db, before.timestamp() if before is not None else None)
+    click.echo(f"deleted {deleted} stored conversations")
 
 
 @main.command()
@@ -171,7 +215,7 @@ def chat(url: str, model: str, max_tokens: int) -> None:
 
 
 @main.command()
-@click.option("--requests", "n", default=200, show_default=True, help="How many questions to replay.")
+@click.option("--requests", "n", default=400, show_default=True, help="How many questions to replay.")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--home",
@@ -195,14 +239,24 @@ def demo(n: int, seed: int, home: Path | None, as_json: bool) -> None:
         result = run_demo(n=n, seed=seed, home=home, progress=progress)
     elapsed = time.perf_counter() - started
     if as_json:
-        click.echo(json.dumps({"by_quarter": result.by_quarter, "totals": result.totals, "seconds": elapsed}, indent=2))
+        report = {
+            "by_quarter": result.by_quarter,
+            "totals": result.totals,
+            "learning": result.learning,
+            "local_wrong": result.local_wrong,
+            "seconds": elapsed,
+        }
+        click.echo(json.dumps(report, indent=2))
         return
     click.echo(format_table(result.by_quarter, ["quarter", "requests", "forward_rate", "local_share"]))
     t = result.totals
     click.echo(
-        f"\n{t['requests']} requests in {elapsed:.1f}s: {t['forwarded']} forwarded, {t['local']} answered locally;"
-        f" teacher saw {result.teacher_requests}. Spent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}."
+        f"\n{t['requests']} requests in {elapsed:.1f}s: {t['forwarded']} forwarded, {t['local']} answered locally"
+        f" ({t['local'] / max(1, t['requests']):.1%}), {result.local_wrong} of them judged wrong against the"
+        f" teacher's answer; the teacher saw {result.teacher_requests}."
+        f"\nSpent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}."
     )
+    click.echo(describe_learning(result.learning))
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -12,12 +12,24 @@ def test_demo_runs_offline_and_its_log_is_readable_by_stats(tmp_path):
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["totals"]["requests"] == 24
     assert sum(q["requests"] for q in report["by_quarter"]) == 24
+    assert report["learning"]["learned"] == 24 and report["learning"]["phase"] == "cold_start"
 
     stats = runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"])
     assert stats.exit_code == 0, stats.output
     assert json.loads(stats.stdout)["totals"]["forwarded"] == 24
     table = runner.invoke(main, ["stats", "--home", str(tmp_path)])
-    assert "total" in table.stdout and "cold_start" in table.stdout
+    assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 24 answers" in table.stdout
+
+    assert (tmp_path / "models" / "generator").is_dir() and (tmp_path / "tokenizer.json").exists()
+    forgot = runner.invoke(main, ["forget", "--home", str(tmp_path), "--yes"])
+    assert forgot.exit_code == 0 and "deleted" in forgot.stdout
+    assert (
+        json.loads(runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"]).stdout)["totals"]["requests"] == 24
+    )
+    reset = runner.invoke(main, ["reset", "--home", str(tmp_path), "--yes"])
+    assert reset.exit_code == 0
+    assert not (tmp_path / "models").exists() and not (tmp_path / "tokenizer.json").exists()
+    assert (tmp_path / "finch.db").exists()
 
 
 def test_stats_on_an_empty_home(tmp_path):
@@ -41,11 +53,12 @@ def test_chat_sends_turns_through_finch_and_shows_the_route(start_finch, teacher
     from tests.conftest import QA, TEST_KEY
 
     finch = start_finch(teacher.url, api_key=TEST_KEY)
-    lines = iter([QA[2][0], "/stats", "/help", "/new", "/quit"])
+    lines = iter([QA[2][0], "/bad", "/stats", "/help", "/new", "/quit"])
     out: list[str] = []
     session = ChatSession(finch.url, "claude-haiku-4-5", 100)
     session.loop(input_fn=lambda: next(lines), echo=out.append)
     assert QA[2][1] in out
     assert any(line.startswith("  [upstream,") for line in out)
     assert any("/quit" in line for line in out)  # the help text
+    assert "noted" in out  # a forwarded answer's mark is recorded, with nothing local to learn from
     assert session.messages == []  # /new cleared the conversation

@@ -54,3 +54,40 @@ def example_count(db: Path) -> int:
 def _empty() -> dict[str, Any]:
     keys = ("requests", "forwarded", "local", "rejected", "errors", "input_tokens", "output_tokens")
     return {**dict.fromkeys(keys, 0), "cost_usd": 0.0, "saved_usd": 0.0}
+
+
+def learning_summary(db: Path) -> dict[str, Any]:
+    """What the trainer has learned and what the audits say of the answers finch serves."""
+    from finch.policy.risk import clopper_pearson
+
+    empty = {"learned": 0, "audits": 0, "audits_bad": 0, "validator_threshold": None}
+    if not db.exists():
+        return {**empty, "bad_local_estimate": None, "bad_local_interval": [0.0, 1.0]}
+    row = read_rows(
+        db,
+        "SELECT COALESCE(SUM(kind = 'claude'), 0) AS learned, COALESCE(SUM(audit), 0) AS audits,"
+        " COALESCE(SUM(audit = 1 AND audit_good = 0), 0) AS audits_bad,"
+        " (SELECT threshold FROM learning ORDER BY id DESC LIMIT 1) AS validator_threshold FROM learning",
+    )[0]
+    low, high = clopper_pearson(row["audits_bad"], row["audits"])
+    estimate = row["audits_bad"] / row["audits"] if row["audits"] else None
+    return {**row, "bad_local_estimate": estimate, "bad_local_interval": [low, high]}
+
+
+def forget(db: Path, before: float | None = None) -> int:
+    """Delete stored conversations (training examples and local answers), all or those older than
+    ``before`` (unix seconds). The request log's numbers stay. Returns how many were deleted."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        where, params = ("WHERE ts < ?", (before,)) if before is not None else ("", ())
+        with conn:
+            deleted = conn.execute(f"DELETE FROM examples {where}", params).rowcount
+            deleted += conn.execute(f"DELETE FROM local_answers {where}", params).rowcount
+        conn.execute("VACUUM")  # the text is gone from the file, not just unlinked
+        return deleted
+    finally:
+        conn.close()

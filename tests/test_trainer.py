@@ -1,0 +1,62 @@
+"""The trainer runs beside the request path and never slows it."""
+
+import threading
+import time
+
+import httpx
+
+from finch.conversation import Conversation
+from finch.learning.trainer import ClaudeAnswer
+from tests.conftest import QA, TEST_KEY
+
+
+def test_a_request_during_a_slow_training_step_is_not_delayed(start_finch, teacher):
+    finch = start_finch(teacher.url)
+    loop = finch.app.state.proxy.learning
+    entered, release = threading.Event(), threading.Event()
+    real = loop.ensemble.learn_from_claude
+
+    def slow_learn(*args, **kwargs):
+        entered.set()
+        release.wait(10)  # a training step that takes as long as we like
+        return real(*args, **kwargs)
+
+    loop.ensemble.learn_from_claude = slow_learn
+    try:
+        first = httpx.post(
+            finch.url + "/v1/messages",
+            headers={"x-api-key": TEST_KEY},
+            json={"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": QA[0][0]}]},
+        )
+        assert first.status_code == 200
+        assert entered.wait(5), "the trainer never started on the first answer"
+        started = time.perf_counter()
+        second = httpx.post(
+            finch.url + "/v1/messages",
+            headers={"x-api-key": TEST_KEY},
+            json={"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": QA[1][0]}]},
+        )
+        elapsed = time.perf_counter() - started
+        assert second.status_code == 200 and second.json()["content"][0]["text"] == QA[1][1]
+        assert elapsed < 2.0, f"a request waited {elapsed:.1f}s behind training"
+        assert loop.trainer.backlog == 1 or loop.trainer.processed == 0
+    finally:
+        release.set()
+    assert loop.trainer.drain(60)
+    assert loop.trainer.processed == 2
+
+
+def test_a_trainer_that_falls_behind_drops_the_oldest_events(start_finch, teacher):
+    finch = start_finch(teacher.url)
+    trainer = finch.app.state.proxy.learning.trainer
+    release = threading.Event()
+    real = trainer.ensemble.learn_from_claude
+    trainer.ensemble.learn_from_claude = lambda *a, **k: (release.wait(10), real(*a, **k))[1]
+    try:
+        conversation = Conversation("", (("user", "q"),))
+        for i in range(trainer._capacity + 40):
+            trainer.submit(ClaudeAnswer(f"r{i}", conversation, "a"))
+        assert trainer.dropped >= 39  # one may already be in progress
+        assert trainer.backlog == trainer._capacity
+    finally:
+        release.set()
