@@ -1,7 +1,8 @@
 """The learning schedule, as pure functions of how many examples finch has learned from.
 
 Cold start: the first ``cold_start`` examples always forward (nothing local yet); until
-``conservative_until`` a local answer needs both router and validator above ``conservative_p``.
+``conservative_until`` (and later, whenever too few judged attempts exist to calibrate a threshold)
+a local answer needs the validator above ``conservative_p`` and the router above its floor.
 Strategic sampling: a request that would be served locally is forwarded anyway with probability
 s(n), so learning and auditing never stop. Defaults follow DESIGN.md; every number is a setting.
 """

@@ -1,0 +1,248 @@
+"""Learning benchmark: finch against always-forward, an exact-match cache and a semantic cache, on
+the same stream of real questions and the same teacher, in one run.
+
+finch runs for real: the anthropic SDK -> finch (in this process, on a loopback port) -> the teacher
+simulator, which answers each utterance with its intent's reference answer in varied wording. After
+each request the run waits for the trainer to learn from it (requests "a few seconds apart"), so the
+figures measure learning, not how fast two cores train. The caches see the same stream offline.
+
+Usage:
+  python benchmarks/learning.py --stream banking77 --requests 2000 [--unique] [--drift] \\
+      [--preset tiny] [--max-bad-local 0.02] [--out benchmarks/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from streams import OOS, build_stream, reference_answer, teacher_pairs  # noqa: E402
+
+from finch.learning.judge import Judge, normalise  # noqa: E402
+from finch.policy.risk import clopper_pearson  # noqa: E402
+from finch.pricing import PriceTable, estimate_tokens  # noqa: E402
+
+MODEL = "claude-haiku-4-5"
+# The forward-rate schedule of the original design, for reference on the learning curve.
+ORIGINAL_SCHEDULE = [(0, 1.0), (50, 0.95), (200, 0.80), (500, 0.60), (1000, 0.40), (2000, 0.20), (5000, 0.075)]
+
+
+@dataclass
+class Run:
+    name: str
+    local: list[bool] = field(default_factory=list)
+    wrong: list[bool] = field(default_factory=list)
+    saved_usd: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+    def record(self, question: str, answer: str | None, is_wrong: bool = False) -> None:
+        self.local.append(answer is not None)
+        self.wrong.append(answer is not None and is_wrong)
+        if answer is not None:
+            self.saved_usd += PRICES.cost(MODEL, estimate_tokens(question), estimate_tokens(answer))
+
+    def summary(self) -> dict:
+        n = len(self.local)
+        quarter = max(1, n // 4)
+        quarters = [slice(q * quarter, (q + 1) * quarter if q < 3 else n) for q in range(4)]
+        served, bad = sum(self.local), sum(self.wrong)
+        last = quarters[3]
+        last_served, last_bad = sum(self.local[last]), sum(self.wrong[last])
+        return {
+            "system": self.name,
+            "share": served / n,
+            "share_by_quarter": [sum(self.local[q]) / max(1, len(self.local[q])) for q in quarters],
+            "bad_local_rate": bad / served if served else 0.0,
+            "bad_local_interval": clopper_pearson(bad, served),
+            "last_quarter_share": last_served / max(1, len(self.local[last])),
+            "last_quarter_bad_local_rate": last_bad / last_served if last_served else 0.0,
+            "wrong_share_of_requests": bad / n,
+            "saved_usd": self.saved_usd,
+            **self.notes,
+        }
+
+
+PRICES = PriceTable()
+
+
+def exact_cache(stream: list[tuple[str, str]]) -> Run:
+    run, seen = Run("exact cache"), {}
+    for question, intent in stream:
+        key = normalise(question)
+        if key in seen:
+            answer_intent = seen[key]
+            run.record(question, reference_answer(answer_intent), answer_intent != intent or intent == OOS)
+        else:
+            run.record(question, None)
+            seen[key] = intent
+    return run
+
+
+def semantic_caches(stream: list[tuple[str, str]], judge: Judge, thresholds: list[float]) -> list[Run]:
+    """GPTCache's method: embed each query; serve the stored answer of the nearest earlier query when
+    cosine ≥ threshold, else forward and store. One pass per threshold over shared embeddings."""
+    texts = [q for q, _ in stream]
+    vectors = torch.cat([judge.embed(texts[k : k + 256]) for k in range(0, len(texts), 256)])
+    runs = []
+    for threshold in thresholds:
+        run = Run(f"semantic cache {threshold:.2f}")
+        stored: list[int] = []
+        for i, (question, intent) in enumerate(stream):
+            if stored:
+                sims = vectors[stored] @ vectors[i]
+                best = int(sims.argmax())
+                if float(sims[best]) >= threshold:
+                    answer_intent = stream[stored[best]][1]
+                    run.record(question, reference_answer(answer_intent), answer_intent != intent or intent == OOS)
+                    continue
+            run.record(question, None)
+            stored.append(i)
+        runs.append(run)
+    return runs
+
+
+def finch_run(
+    stream: list[tuple[str, str]], name: str, preset: str, max_bad_local: float, seed: int, keep: Path | None = None
+) -> Run:
+    """``keep``: use this FINCH_HOME (and leave it there for inspection) instead of a temporary one."""
+    import anthropic
+
+    from finch.config import load_settings
+    from finch.server.app import build_app
+    from finch.server.runner import running
+    from finch.store.db import read_rows
+    from finch.teacher.corpus import Corpus
+    from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
+
+    teacher = Teacher(Corpus(teacher_pairs(name)), TeacherConfig(reword=True, seed=seed))
+    run = Run(f"finch (bound {max_bad_local:.0%})")
+    with tempfile.TemporaryDirectory(prefix="finch-bench-") as scratch, running(build_teacher_app(teacher)) as upstream:
+        home = str(keep) if keep is not None else scratch
+        overrides = {
+            "home": home,
+            "upstream_url": upstream.url,
+            "preset": preset,
+            "max_bad_local": max_bad_local,
+            "seed": seed,
+        }
+        app = build_app(load_settings(overrides, environ={}))
+        with running(app) as proxy:
+            client = anthropic.Anthropic(base_url=proxy.url, api_key="bench-key", max_retries=0)
+            loop = app.state.proxy.learning
+            started = time.perf_counter()
+            for k, (question, intent) in enumerate(stream):
+                raw = client.messages.with_raw_response.create(
+                    model=MODEL, max_tokens=200, messages=[{"role": "user", "content": question}]
+                )
+                if raw.headers["x-finch-source"] == "local":
+                    answer = raw.parse().content[0].text
+                    run.record(question, answer, intent == OOS or reference_answer(intent) not in answer)
+                else:
+                    run.record(question, None)
+                app.state.proxy.store.flush()
+                loop.trainer.drain()
+                if (k + 1) % 250 == 0:
+                    s = run.summary()
+                    print(
+                        f"  finch {k + 1}/{len(stream)}: share {s['share']:.1%}, bad {s['bad_local_rate']:.1%},"
+                        f" {time.perf_counter() - started:.0f}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            db = app.state.proxy.settings.db_path
+            latency = read_rows(db, "SELECT route, AVG(latency_ms) AS ms FROM requests GROUP BY route")
+            trainer = read_rows(db, "SELECT AVG(seconds) AS s FROM learning")[0]["s"]
+            run.notes = {
+                "latency_ms_by_route": {r["route"]: r["ms"] for r in latency},
+                "trainer_seconds_per_example": trainer,
+                "finch_own_audit": loop.status(),
+            }
+    return run
+
+
+def forward_rate_curve(local: list[bool], window: int) -> list[tuple[int, float]]:
+    return [(i + window, 1 - sum(local[i : i + window]) / window) for i in range(0, len(local) - window + 1, window)]
+
+
+def plot(runs: list[Run], out: Path, title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(runs[0].local)
+    window = max(25, n // 40)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run in runs:
+        xs, ys = zip(*forward_rate_curve(run.local, window), strict=True)
+        ax.plot(xs, ys, label=run.name, linewidth=2.5 if run.name.startswith("finch") else 1.2)
+    sx = [x for x, _ in ORIGINAL_SCHEDULE if x <= n] + [n]
+    sy = [y for x, y in ORIGINAL_SCHEDULE if x <= n]
+    ax.step(sx, [*sy, sy[-1]], where="post", linestyle="--", color="grey", label="original design's schedule")
+    ax.set(xlabel="requests seen", ylabel=f"forward rate (window {window})", title=title, ylim=(0, 1.05))
+    ax.legend(fontsize=8)
+    curve = out / "learning_curve.png"
+    fig.tight_layout()
+    fig.savefig(curve, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for run in runs:
+        s = run.summary()
+        marker = "*" if run.name.startswith("finch") else "o"
+        ax.scatter(
+            s["last_quarter_share"], s["last_quarter_bad_local_rate"], marker=marker, s=120 if marker == "*" else 40
+        )
+        ax.annotate(run.name, (s["last_quarter_share"], s["last_quarter_bad_local_rate"]), fontsize=7)
+    ax.set(xlabel="local share, last quarter", ylabel="bad-local rate, last quarter", title="quality against savings")
+    quality = out / "quality_vs_savings.png"
+    fig.tight_layout()
+    fig.savefig(quality, dpi=110)
+    plt.close(fig)
+    return [curve, quality]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stream", default="banking77", choices=["banking77", "clinc150"])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--unique", action="store_true", help="each utterance at most once (paraphrases only)")
+    parser.add_argument("--drift", action="store_true", help="popular intents change halfway")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--max-bad-local", type=float, nargs="+", default=[0.02])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser.add_argument("--no-finch", action="store_true", help="baselines only")
+    args = parser.parse_args()
+
+    stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
+    judge = Judge()
+    runs = [Run("always forward", local=[False] * len(stream), wrong=[False] * len(stream)), exact_cache(stream)]
+    runs += semantic_caches(stream, judge, [0.80, 0.85, 0.90, 0.95])
+    if not args.no_finch:
+        runs += [finch_run(stream, args.stream, args.preset, bound, args.seed) for bound in args.max_bad_local]
+    label = f"{args.stream}{' unique' if args.unique else ''}{' drift' if args.drift else ''}, {len(stream)} requests"
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "stream": label,
+        "command": "python " + " ".join(sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "systems": [r.summary() for r in runs],
+        "plots": [str(p) for p in plot(runs, args.out, label)],
+    }
+    (args.out / "learning.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Request streams for the learning benchmark, built from real query sets in ../shared/data.
+
+A stream is a list of (utterance, intent) drawn deterministically from a seed: intents with a Zipf
+popularity, each request a random utterance of its intent (with repeats, or each utterance at most
+once: paraphrases only). CLINC150 mixes in out-of-scope queries (intent "oos"), which must never be
+answered locally. With ``drift`` the popular intents change halfway through.
+
+The teacher answers each utterance with its intent's reference answer; with rewording on, that
+answer comes in varied words. Ground truth for a local answer: right when it is the answer of the
+request's intent, wrong otherwise (and always wrong for out-of-scope queries).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+OOS = "oos"
+
+
+def load_intents(name: str, data: Path = SHARED) -> dict[str, list[str]]:
+    by_intent: dict[str, list[str]] = defaultdict(list)
+    if name == "banking77":
+        for split in ("train", "test"):
+            with (data / "banking77" / f"{split}.csv").open(encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    by_intent[row["category"]].append(row["text"])
+    elif name == "clinc150":
+        raw = json.loads((data / "clinc150" / "data_full.json").read_text())
+        for split in ("train", "val", "test"):
+            for text, intent in raw[split]:
+                by_intent[intent].append(text)
+            for text, _ in raw.get(f"oos_{split}", []):
+                by_intent[OOS].append(text)
+    else:
+        raise ValueError(f"unknown data set {name!r}")
+    return dict(by_intent)
+
+
+def reference_answer(intent: str) -> str:
+    """One distinct answer per intent, naming it plainly so two intents' answers differ in content."""
+    topic = intent.replace("_", " ").lower()
+    return f"Regarding {topic}: this is our guidance on {topic}. Open the app, go to Help, and search for '{topic}'."
+
+
+def build_stream(
+    name: str,
+    n: int,
+    seed: int = 0,
+    unique: bool = False,
+    drift: bool = False,
+    oos_share: float = 0.1,
+    max_intents: int | None = None,
+) -> list[tuple[str, str]]:
+    """``max_intents`` keeps a random subset of intents (the small variant run in the test suite)."""
+    rng = random.Random(seed)
+    by_intent = load_intents(name)
+    oos = by_intent.pop(OOS, [])
+    intents = sorted(by_intent)
+    if max_intents is not None:
+        intents = sorted(rng.sample(intents, max_intents))
+    pools = {i: rng.sample(u, len(u)) for i, u in by_intent.items()}  # shuffled; popped when unique
+    oos_pool = rng.sample(oos, len(oos))
+
+    def ranking() -> list[float]:
+        order = intents[:]
+        rng.shuffle(order)
+        return [1 / (order.index(i) + 1) ** 1.0 for i in intents]  # Zipf, exponent 1
+
+    weights = ranking()
+    stream: list[tuple[str, str]] = []
+    while len(stream) < n:
+        if drift and len(stream) == n // 2:
+            weights = ranking()
+        if oos_pool and rng.random() < oos_share:
+            stream.append((oos_pool.pop() if unique else rng.choice(oos_pool), OOS))
+            continue
+        intent = rng.choices(intents, weights=weights)[0]
+        pool = pools[intent]
+        if unique:
+            if not pool:
+                continue
+            stream.append((pool.pop(), intent))
+        else:
+            stream.append((rng.choice(pool), intent))
+    return stream
+
+
+def teacher_pairs(name: str) -> list[tuple[str, str]]:
+    """(utterance, reference answer) for every utterance: the teacher simulator's knowledge.
+
+    Out-of-scope utterances get a refusal that names nothing in scope."""
+    pairs = []
+    for intent, utterances in load_intents(name).items():
+        answer = "I'm sorry, that is not something I can help with here." if intent == OOS else reference_answer(intent)
+        pairs.extend((u, answer) for u in utterances)
+    return pairs
