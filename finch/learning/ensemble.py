@@ -32,6 +32,7 @@ from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
 from finch.models.learners import Router, Validator, Writer, load_learner
+from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
 from finch.policy.risk import choose_threshold
 from finch.policy.schedule import Schedule
@@ -147,23 +148,50 @@ class Ensemble:
             ids.append(token)
             if time.monotonic() > deadline:
                 return Decision("forward", "local_timeout", p_router=p_router)
-        if len(ids) >= limit:  # cut short: a truncated answer is not one finch will serve
+        # A generation cut short is no candidate; recall from memory may still offer one.
+        written = tok.decode(ids) if len(ids) < limit else ""
+        question_vec, written_vec = self.judge.embed([question_text(conversation), written or " "])
+        candidates = self._candidates(question_vec, written, written_vec)
+        if not candidates:
             return Decision("forward", "local_too_long", p_router=p_router)
-        answer = tok.decode(ids)
-        question_vec, answer_vec = self.judge.embed([question_text(conversation), answer or " "])
-        evidence = torch.tensor([self.memory.features(question_vec, answer_vec)])
-        with torch.no_grad():
-            pair = tok.render_pair(conversation, answer, self.validator.config.max_len)
-            p_validator = float(torch.sigmoid(serving.validator(torch.tensor([pair]), features=evidence)[0])[0])
-        decision = Decision("forward", "validator_reject", answer, p_router, p_validator, len(prompt), len(ids))
+        scores = self._score(serving.validator, conversation, question_vec, candidates)
+        best = max(range(len(candidates)), key=scores.__getitem__)
+        answer, p_validator = candidates[best][0], scores[best]
+        answer_tokens = len(tok.encode(answer))
+        decision = Decision("forward", "validator_reject", answer, p_router, p_validator, len(prompt), answer_tokens)
         needed = schedule.conservative_p if conservative else self.threshold
         assert needed is not None
-        if p_validator < needed or not answer.strip():
+        if p_validator < needed or answer_tokens > max_tokens:
             return decision
         with self._rng_lock:
             sampled = self._rng.random() < schedule.sample_rate(self.learned)
         decision.route, decision.reason = ("forward", "sampled") if sampled else ("local", "local")
         return decision
+
+    def _candidates(
+        self, question_vec: torch.Tensor, written: str, written_vec: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]]:
+        """The generator's answer and the answer recalled from similar past questions, when distinct."""
+        candidates = [(written, written_vec)] if written.strip() else []
+        recalled = self.memory.recall(question_vec)
+        if recalled is not None and all(normalise(recalled[0]) != normalise(c) for c, _ in candidates):
+            candidates.append(recalled)
+        return candidates
+
+    def _score(
+        self,
+        validator: torch.nn.Module,
+        conversation: Conversation,
+        question_vec: torch.Tensor,
+        candidates: list[tuple[str, torch.Tensor]],
+    ) -> list[float]:
+        tok, max_len = self.tokenizer, self.validator.config.max_len
+        pairs = [tok.render_pair(conversation, text, max_len) for text, _ in candidates]
+        evidence = torch.tensor([self.memory.features(question_vec, vec) for _, vec in candidates])
+        with torch.no_grad():
+            x = pad_batch(pairs, tok.pad_id, torch.device("cpu"))
+            logits, _ = validator(x.to(next(validator.parameters()).device), features=evidence)
+        return torch.sigmoid(logits).tolist()
 
     # -- trainer thread --------------------------------------------------------------------------
 
@@ -175,19 +203,26 @@ class Ensemble:
         ``served_attempt`` is the answer finch would have served when the request was a sampled
         forward: judging it against Claude's answer is an audit of what finch serves.
         """
-        attempt = self.writer.answer(conversation, self.config.max_local_tokens)
-        question_vec, attempt_vec, teacher_vec = self.judge.embed(
-            [question_text(conversation), attempt or " ", teacher_answer]
+        written = self.writer.answer(conversation, self.config.max_local_tokens)
+        question_vec, written_vec, teacher_vec = self.judge.embed(
+            [question_text(conversation), written or " ", teacher_answer]
         )
-        good, divergence = self.judge.agrees_embedded(attempt, teacher_answer, attempt_vec, teacher_vec)
-        evidence = self.memory.features(question_vec, attempt_vec)  # from earlier examples only
+        # Score every candidate as the request path would have, from earlier examples only.
+        candidates = self._candidates(question_vec, written, written_vec) or [(written, written_vec)]
+        scores = self.validator.p_good(
+            [(conversation, text) for text, _ in candidates],
+            [self.memory.features(question_vec, vec) for _, vec in candidates],
+        )
+        verdicts = [self.judge.agrees_embedded(text, teacher_answer, vec, teacher_vec) for text, vec in candidates]
+        best = max(range(len(candidates)), key=scores.__getitem__)
+        good, divergence = verdicts[best]
+        p_validator = scores[best]
         p_router = self.router.p_local([conversation])[0]
-        p_validator = self.validator.p_good([(conversation, attempt)], [evidence])[0]
         audit_good = None
         if served_attempt is not None:
             audit_good, _ = self.judge.agrees(served_attempt, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
-        # Prequential calibration: scores made before learning from this example, then its verdict.
+        # Prequential calibration: the score of what would have been served, then its verdict.
         self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good))
 
         def featurize(other: str) -> list[float]:
@@ -196,12 +231,18 @@ class Ensemble:
         losses = {
             "generator": self.writer.learn(conversation, teacher_answer),
             "router": self.router.learn(conversation, good),
-            "validator": self.validator.learn(conversation, attempt, good, evidence, featurize),
         }
-        if not good:  # the teacher's own answer is a good answer: a positive the validator can contrast
+        validator_losses = [
+            self.validator.learn(
+                conversation, text, ok, self.memory.features(question_vec, vec), featurize if i == 0 else None
+            )
+            for i, ((text, vec), (ok, _)) in enumerate(zip(candidates, verdicts, strict=True))
+        ]
+        if not any(ok for ok, _ in verdicts):  # Claude's own answer is a good one: a positive to contrast
             teacher_evidence = self.memory.features(question_vec, teacher_vec)
-            self.validator.learn(conversation, teacher_answer, True, teacher_evidence, featurize)
-        self.memory.add(question_vec, teacher_vec)
+            validator_losses.append(self.validator.learn(conversation, teacher_answer, True, teacher_evidence))
+        losses["validator"] = sum(validator_losses) / len(validator_losses)
+        self.memory.add(question_vec, teacher_vec, teacher_answer)
         self.learned += 1
         self._recalibrate()
         return Judged(good, divergence, p_router, p_validator, losses, audit_good)

@@ -15,6 +15,7 @@ readers on the request path only look at rows below the count they read, so no l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -38,16 +39,34 @@ class Memory:
         self.capacity = capacity
         self._questions = torch.zeros(capacity, _DIM)
         self._answers = torch.zeros(capacity, _DIM)
+        self._texts: list[str] = [""] * capacity  # Claude's answers, for recall
         self._count = 0  # rows written, ever; the ring holds the newest `capacity`
 
     def __len__(self) -> int:
         return min(self._count, self.capacity)
 
-    def add(self, question: torch.Tensor, answer: torch.Tensor) -> None:
+    def add(self, question: torch.Tensor, answer: torch.Tensor, text: str = "") -> None:
         row = self._count % self.capacity
         self._questions[row] = question
         self._answers[row] = answer
+        self._texts[row] = text
         self._count += 1  # published after the row is whole
+
+    def recall(self, question: torch.Tensor, k: int = 10) -> tuple[str, torch.Tensor] | None:
+        """The answer the nearest past questions vote for: the ``k`` nearest neighbours each back
+        every neighbour whose answer agrees with theirs, weighted by their similarity to ``question``;
+        the winner's own answer is returned with its embedding. None when memory is empty."""
+        n = len(self)
+        if n == 0:
+            return None
+        similarity = self._questions[:n] @ question  # (n,)
+        top = torch.topk(similarity, min(k, n))
+        answers = self._answers[top.indices]  # (k, D)
+        agree = (answers @ answers.T) >= self.agree_cos  # (k, k)
+        votes = agree.float() @ top.values.clamp(min=0)  # (k,) similarity-weighted support of each answer
+        best = int(top.indices[int(votes.argmax())])
+        text = self._texts[best]
+        return (text, self._answers[best].clone()) if text else None
 
     def features(self, question: torch.Tensor, candidate: torch.Tensor) -> list[float]:
         """[support, conflict, support − conflict, has memory]."""
@@ -78,3 +97,7 @@ class Memory:
         self._questions[:n] = tensors["questions"][:n]
         self._answers[:n] = tensors["answers"][:n]
         self._count = int(tensors["count"][0])  # equals n unless the ring had wrapped
+        texts_path = path.with_suffix(".json")
+        if texts_path.exists():
+            texts = json.loads(texts_path.read_text())
+            self._texts[: min(n, len(texts))] = texts[:n]
