@@ -42,9 +42,13 @@ def load_intents(name: str, data: Path = SHARED) -> dict[str, list[str]]:
 
 
 def reference_answer(intent: str) -> str:
-    """One distinct answer per intent, naming it plainly so two intents' answers differ in content."""
+    """One answer per intent, in which the intent's own words dominate the shared wording.
+
+    Measured with the judge (τ = 0.15) over Banking77's 77 intents: no intent's answer agrees with
+    another's, and 11% of two rewordings of one answer are judged to disagree (a longer shared
+    template made 6.5% of near-miss intents agree, which would reward wrong answers)."""
     topic = intent.replace("_", " ").lower()
-    return f"Regarding {topic}: this is our guidance on {topic}. Open the app, go to Help, and search for '{topic}'."
+    return f"{topic.capitalize()}. Our {topic} guide in the app covers {topic} step by step."
 
 
 def build_stream(
