@@ -296,3 +296,28 @@ def test_home_is_private_and_never_holds_a_key(start_finch, teacher, home):
         data = path.read_bytes()
         assert TEST_KEY.encode() not in data, path
         assert b"sk-ant-configured-SECRET-77" not in data, path
+
+
+def test_an_upstream_hang_past_the_read_timeout_is_a_clean_504(start_teacher, start_finch, home):
+    teacher = start_teacher(hang_seconds=5.0)
+    finch = start_finch(teacher.url, read_timeout=0.5, max_retries=0)
+    queue_faults(teacher, "hang")
+    started = time.perf_counter()
+    response = httpx.post(finch.url + "/v1/messages", json=ask(QA[0][0]), headers={"x-api-key": TEST_KEY}, timeout=30)
+    assert time.perf_counter() - started < 4
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "timeout_error"
+    follow_up = httpx.post(finch.url + "/v1/messages", json=ask(QA[0][0]), headers={"x-api-key": TEST_KEY})
+    assert follow_up.status_code == 200  # finch is still up
+    flush(finch)
+    assert [r["status"] for r in rows(home)] == [504, 200]
+
+
+def test_a_json_body_cut_midway_is_not_retried_and_is_logged(finch, teacher, home):
+    queue_faults(teacher, "drop")
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(finch.url + "/v1/messages", json=ask(QA[0][0]), headers={"x-api-key": TEST_KEY})
+    assert teacher_stats(teacher)["requests"] == 1
+    flush(finch)
+    [row] = rows(home)
+    assert row["error_type"] == "upstream_disconnected"
