@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import random
+import shutil
 import threading
 import time
 from collections import deque
@@ -34,7 +35,7 @@ from finch.models.generator import generator_config
 from finch.models.learners import Router, Validator, Writer, load_learner
 from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
-from finch.policy.risk import choose_threshold
+from finch.policy.risk import choose_threshold, clopper_pearson
 from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class Ensemble:
             [tuple(x) for x in state.get("calibration", [])], maxlen=_CALIBRATION_WINDOW
         )
         self.audits = state.get("audits", {"good": 0, "bad": 0})
+        # Audits since the last checkpoint: the audited quality of the models trained since then.
+        self.period_audits = state.get("period_audits", {"good": 0, "bad": 0})
+        self.rollbacks: int = state.get("rollbacks", 0)
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self._serving = _Serving(self.router, self.validator, self.writer)
@@ -222,6 +226,7 @@ class Ensemble:
         if served_attempt is not None:
             audit_good, _ = self.judge.agrees(served_attempt, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
+            self.period_audits["good" if audit_good else "bad"] += 1
         # Prequential calibration: the score of what would have been served, then its verdict.
         self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good))
 
@@ -245,7 +250,34 @@ class Ensemble:
         self.memory.add(question_vec, teacher_vec, teacher_answer)
         self.learned += 1
         self._recalibrate()
+        if audit_good is False:
+            self.roll_back_if_worse()
         return Judged(good, divergence, p_router, p_validator, losses, audit_good)
+
+    def roll_back_if_worse(self, min_audits: int = 20) -> bool:
+        """Since the last checkpoint, have the audits shown the models serving bad answers beyond the
+        bound (the exact 95% lower bound of their bad rate above ``max_bad_local``)? Then go back to
+        the checkpoint before it: the models were measurably better then."""
+        bad, n = self.period_audits["bad"], self.period_audits["good"] + self.period_audits["bad"]
+        if n < min_audits or clopper_pearson(bad, n)[0] <= self.config.max_bad_local:
+            return False
+        restored = {kind: _previous_checkpoint(self.models_dir / kind) for kind in ("router", "validator", "generator")}
+        if any(path is None for path in restored.values()):
+            return False
+        for learner in (self.router, self.validator, self.writer):
+            found = restored[learner.kind]
+            assert found is not None
+            checkpoint.restore(checkpoint.Checkpoint(found, checkpoint.verify(found)), learner)
+            for newer in sorted(found.parent.glob("ckpt-*")):
+                if newer.name > found.name:  # the audited-bad ones must never be loaded again
+                    shutil.rmtree(newer, ignore_errors=True)
+        log.warning(
+            "audits found %d bad of %d since the last checkpoint: rolled back to %s", bad, n, restored["generator"]
+        )
+        self.period_audits = {"good": 0, "bad": 0}
+        self.rollbacks += 1
+        self.publish()
+        return True
 
     def learn_from_local_attempt(
         self,
@@ -296,12 +328,13 @@ class Ensemble:
             "blocked": sorted(self.blocked),
             "calibration": list(self.calibration),
             "audits": self.audits,
+            "period_audits": {"good": 0, "bad": 0},
+            "rollbacks": self.rollbacks,
         }
         atomic_write_text(self.models_dir / "state.json", json.dumps(state))
+        self.period_audits = {"good": 0, "bad": 0}
 
     def status(self) -> dict[str, Any]:
-        from finch.policy.risk import clopper_pearson
-
         n = self.audits["good"] + self.audits["bad"]
         low, high = clopper_pearson(self.audits["bad"], n)
         return {
@@ -313,6 +346,7 @@ class Ensemble:
             "audits": n,
             "bad_local_estimate": self.audits["bad"] / n if n else None,
             "bad_local_interval": [low, high],
+            "rollbacks": self.rollbacks,
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -340,6 +374,18 @@ class Ensemble:
         except ValueError:
             log.warning("ignoring unreadable %s", path)
             return {}
+
+
+def _previous_checkpoint(root: Path) -> Path | None:
+    """The second newest good checkpoint: the one before the models now being audited."""
+    good = []
+    for path in sorted(root.glob("ckpt-*"), reverse=True):
+        try:
+            checkpoint.verify(path)
+        except checkpoint.CheckpointError:
+            continue
+        good.append(path)
+    return good[1] if len(good) > 1 else None
 
 
 def _key(conversation: Conversation) -> str:
