@@ -137,9 +137,10 @@ class Ensemble:
             return Decision("forward", "feedback_forward")
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
+        device = next(serving.router.parameters()).device
         with torch.no_grad():
             router_ids = tok.render(conversation, self.router.config.max_len, cue_answer=False)
-            p_router = float(torch.sigmoid(serving.router(torch.tensor([router_ids]))[0])[0])
+            p_router = float(torch.sigmoid(serving.router(torch.tensor([router_ids], device=device))[0])[0])
         conservative = phase == "conservative" or self.threshold is None
         if p_router < _ROUTER_FLOOR:
             return Decision("forward", "router_forward", p_router=p_router)
@@ -192,9 +193,9 @@ class Ensemble:
         tok, max_len = self.tokenizer, self.validator.config.max_len
         pairs = [tok.render_pair(conversation, text, max_len) for text, _ in candidates]
         evidence = torch.tensor([self.memory.features(question_vec, vec) for _, vec in candidates])
+        device = next(validator.parameters()).device
         with torch.no_grad():
-            x = pad_batch(pairs, tok.pad_id, torch.device("cpu"))
-            logits, _ = validator(x.to(next(validator.parameters()).device), features=evidence)
+            logits, _ = validator(pad_batch(pairs, tok.pad_id, device), features=evidence.to(device))
         return torch.sigmoid(logits).tolist()
 
     # -- trainer thread --------------------------------------------------------------------------

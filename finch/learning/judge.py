@@ -29,6 +29,7 @@ class Judge:
         self.threshold = threshold
         self._model_dir = model_dir
         self._lock = threading.Lock()
+        self._tokenize_lock = threading.Lock()
         self._model = None
         self._tokenizer = None
 
@@ -56,7 +57,8 @@ class Judge:
         """(N, 384) unit vectors."""
         self._load()
         assert self._tokenizer is not None and self._model is not None
-        batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with self._tokenize_lock:  # a fast tokenizer is not safe to call from two threads at once
+            batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
         hidden = self._model(**batch).last_hidden_state  # (N, T, 384)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
