@@ -20,6 +20,8 @@ from finch.store.db import Row, Store
 
 log = logging.getLogger(__name__)
 
+_PUBLISH_EVERY_S = 1.0
+
 _INSERT_LEARNING = (
     "INSERT INTO learning (ts, request_id, kind, audit, audit_good, good, divergence, p_router, p_validator, threshold,"
     " loss_generator, loss_router, loss_validator, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -62,6 +64,7 @@ class Trainer:
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._published = 0.0
 
     def start(self) -> None:
         if self._thread is None:
@@ -129,7 +132,11 @@ class Trainer:
         else:
             judged = self.ensemble.learn_from_local_attempt(event.conversation, event.local_answer, good=event.good)
             kind = "feedback"
-        self.ensemble.publish()
+        if time.monotonic() - self._published >= _PUBLISH_EVERY_S or not self._events:
+            # Fresh serving copies at most once a second while busy (copying is not free), and
+            # always once the queue is empty, so an idle finch serves what it last learned.
+            self.ensemble.publish()
+            self._published = time.monotonic()
         self.processed += 1
         if self.processed % self.save_every == 0:
             self.ensemble.save()

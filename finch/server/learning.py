@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -42,6 +43,7 @@ class LearningLoop:
         self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
         self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every)
         self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
+        self._attempt_slot = threading.Lock()
         store.add_listener(self.on_written)
 
     @property
@@ -57,7 +59,14 @@ class LearningLoop:
         self.trainer.stop()
 
     def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
-        return self.ensemble.decide(conversation, max_tokens)
+        """One local attempt at a time: under load, a request that would wait for the models is
+        forwarded at once instead (``local_busy``), so the forward path never queues behind them."""
+        if not self._attempt_slot.acquire(blocking=False):
+            return Decision("forward", "local_busy")
+        try:
+            return self.ensemble.decide(conversation, max_tokens)
+        finally:
+            self._attempt_slot.release()
 
     def served(self, request_id: str, conversation: Conversation, answer: str) -> None:
         self._recent[request_id] = (conversation, answer)
