@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from finch.errors import UpstreamTimeout, UpstreamUnreachable
+from finch.errors import InvalidRequest, UpstreamTimeout, UpstreamUnreachable
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 _MAX_WAIT = 30.0  # a retry-after longer than this is the client's to honour, not finch's
@@ -79,6 +79,8 @@ class UpstreamClient:
                 ) from exc
             except httpx.TimeoutException as exc:
                 raise UpstreamTimeout("upstream did not answer within the read timeout") from exc
+            except httpx.LocalProtocolError as exc:  # the client's headers cannot be sent on as HTTP/1.1
+                raise InvalidRequest(f"request cannot be forwarded: {exc}") from exc
             if attempt <= self.max_retries and _should_retry(response):
                 delay = _retry_after(response)
                 if delay is None or delay <= _MAX_WAIT:
