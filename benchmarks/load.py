@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,21 +23,11 @@ import httpx
 
 from finch.server.runner import free_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import start  # noqa: E402
+
 QUESTIONS = ["Hello", "What is your name?", "Do you like music?", "What is AI?", "Tell me a joke", "How are you?"]
 HEADERS = {"x-api-key": "load-key", "anthropic-version": "2023-06-01"}
-
-
-def start(args: list[str], env: dict[str, str], health: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "finch", *args], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(health, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{args[0]} did not start")
 
 
 def rss_mb(pid: int) -> float:

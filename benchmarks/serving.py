@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,21 +27,11 @@ import httpx
 
 from finch.server.runner import free_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import start  # noqa: E402
+
 BODY = {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": [{"role": "user", "content": "Hello"}]}
 HEADERS = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01"}
-
-
-def start(args: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "finch", *args], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{args[0]} did not start")
 
 
 def cpu_seconds(pid: int) -> float:

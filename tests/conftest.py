@@ -45,19 +45,25 @@ def corpus() -> Corpus:
 
 
 @pytest.fixture
-def start_teacher(corpus: Corpus) -> Iterator[Callable[..., Running]]:
+def servers() -> Iterator[Callable[[Any], Running]]:
+    """Start ASGI apps on free ports; all are stopped when the test ends."""
     started: list[ServerThread] = []
 
-    def start(**config: Any) -> Running:
-        teacher = Teacher(corpus, TeacherConfig(**{"retry_after": 0.0, **config}))
-        app = build_teacher_app(teacher)
-        server = ServerThread(app).start()
-        started.append(server)
-        return Running(server, app)
+    def start(app: Any) -> Running:
+        started.append(ServerThread(app).start())
+        return Running(started[-1], app)
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def start_teacher(corpus: Corpus, servers: Callable[[Any], Running]) -> Callable[..., Running]:
+    def start(**config: Any) -> Running:
+        return servers(build_teacher_app(Teacher(corpus, TeacherConfig(**{"retry_after": 0.0, **config}))))
+
+    return start
 
 
 @pytest.fixture
@@ -71,20 +77,12 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_finch(home: Path) -> Iterator[Callable[..., Running]]:
-    started: list[ServerThread] = []
-
+def start_finch(home: Path, servers: Callable[[Any], Running]) -> Callable[..., Running]:
     def start(upstream_url: str, **overrides: Any) -> Running:
         overrides = {"preset": "tiny", **overrides}
-        settings = load_settings({"home": str(home), "upstream_url": upstream_url, **overrides}, environ={})
-        app = build_app(settings)
-        server = ServerThread(app).start()
-        started.append(server)
-        return Running(server, app)
+        return servers(build_app(load_settings({"home": str(home), "upstream_url": upstream_url, **overrides}, {})))
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture
