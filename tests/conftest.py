@@ -16,7 +16,7 @@ from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
 
-TEST_KEY = "sk-ant-test-SECRET-4f9a17c2"  # grepped for in FINCH_HOME: it must never be stored
+TEST_KEY = "fake-client-key-4f9a17c2"  # grepped for in FINCH_HOME: it must never be stored
 
 QA = [
     ("What is the capital of France?", "The capital of France is Paris."),

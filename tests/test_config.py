@@ -21,9 +21,9 @@ def test_layers_defaults_toml_env_cli(tmp_path):
 
 
 def test_api_key_comes_from_anthropic_env_and_is_never_shown(tmp_path):
-    s = load_settings({"home": str(tmp_path)}, environ={"ANTHROPIC_API_KEY": "sk-secret-1"})
-    assert s.api_key == "sk-secret-1"
-    assert "sk-secret-1" not in repr(s)
+    s = load_settings({"home": str(tmp_path)}, environ={"ANTHROPIC_API_KEY": "fake-key-1"})
+    assert s.api_key == "fake-key-1"
+    assert "fake-key-1" not in repr(s)
 
 
 @pytest.mark.parametrize(

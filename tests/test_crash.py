@@ -31,7 +31,7 @@ def start_finch(home, upstream_url, port):
         "FINCH_PRESET": "tiny",
         "FINCH_COLD_START": "5",
         "FINCH_SAVE_EVERY": "2",
-        "FINCH_API_KEY": "sk-crash-test",
+        "FINCH_API_KEY": "fake-crash-key",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "finch", "serve", "--port", str(port), "--upstream-url", upstream_url,

@@ -16,7 +16,7 @@ from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, build_teacher_app
 
-KEY = "sk-ant-test-learning"
+KEY = "fake-learning-key"
 MODEL = "claude-haiku-4-5"
 PASSWORD = (
     "How do I reset my password?",

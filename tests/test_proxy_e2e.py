@@ -86,7 +86,7 @@ def test_x_api_key_is_forwarded_as_received(finch, teacher):
 
 
 def test_configured_key_is_injected_only_when_the_client_has_none(start_finch, teacher):
-    finch = start_finch(teacher.url, api_key="sk-ant-configured")
+    finch = start_finch(teacher.url, api_key="fake-configured-key")
     response = httpx.post(finch.url + "/v1/messages", json=ask(QA[2][0]))
     assert response.status_code == 200
     assert teacher_stats(teacher)["last_request"]["auth"] == "x-api-key"
@@ -279,7 +279,7 @@ def test_ineligible_requests_are_forwarded_but_not_kept_as_examples(finch, teach
 
 
 def test_home_is_private_and_never_holds_a_key(start_finch, teacher, home):
-    finch = start_finch(teacher.url, api_key="sk-ant-configured-SECRET-77")
+    finch = start_finch(teacher.url, api_key="fake-configured-key-77")
     client = sdk(finch)
     client.messages.create(**ask(QA[0][0]))
     with client.messages.stream(**ask(QA[1][0])) as stream:
@@ -295,7 +295,7 @@ def test_home_is_private_and_never_holds_a_key(start_finch, teacher, home):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
         data = path.read_bytes()
         assert TEST_KEY.encode() not in data, path
-        assert b"sk-ant-configured-SECRET-77" not in data, path
+        assert b"fake-configured-key-77" not in data, path
 
 
 def test_an_upstream_hang_past_the_read_timeout_is_a_clean_504(start_teacher, start_finch, home):
