@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,6 @@ class Decision:
     answer: str | None = None  # the local answer (served, or kept for the audit of a sampled forward)
     p_router: float | None = None
     p_validator: float | None = None
-    prompt_tokens: int = 0
-    answer_tokens: int = 0
 
 
 @dataclass
@@ -99,11 +98,11 @@ def _frozen(module: torch.nn.Module) -> torch.nn.Module:
 
 
 class Ensemble:
-    def __init__(self, home: Path, config: LearningConfig, seed_texts: list[str] | None = None) -> None:
+    def __init__(self, home: Path, config: LearningConfig, seed_texts: Iterable[str] = ()) -> None:
         self.home = home
         self.config = config
         self.models_dir = home / "models"
-        self.tokenizer: FinchTokenizer = load_or_build(home / "tokenizer.json", seed_texts or [])
+        self.tokenizer: FinchTokenizer = load_or_build(home / "tokenizer.json", seed_texts)
         self.judge = Judge(config.judge_threshold)
         self.memory = Memory(config.judge_threshold)
         if (self.models_dir / "memory.safetensors").exists():
@@ -163,7 +162,7 @@ class Ensemble:
         best = max(range(len(candidates)), key=scores.__getitem__)
         answer, p_validator = candidates[best][0], scores[best]
         answer_tokens = len(tok.encode(answer))
-        decision = Decision("forward", "validator_reject", answer, p_router, p_validator, len(prompt), answer_tokens)
+        decision = Decision("forward", "validator_reject", answer, p_router, p_validator)
         needed = schedule.conservative_p if conservative else self.threshold
         assert needed is not None
         if p_validator < needed or answer_tokens > max_tokens:
@@ -214,10 +213,8 @@ class Ensemble:
         )
         # Score every candidate as the request path would have, from earlier examples only.
         candidates = self._candidates(question_vec, written, written_vec) or [(written, written_vec)]
-        scores = self.validator.p_good(
-            [(conversation, text) for text, _ in candidates],
-            [self.memory.features(question_vec, vec) for _, vec in candidates],
-        )
+        evidence = [self.memory.features(question_vec, vec) for _, vec in candidates]
+        scores = self.validator.p_good([(conversation, text) for text, _ in candidates], evidence)
         verdicts = [self.judge.agrees_embedded(text, teacher_answer, vec, teacher_vec) for text, vec in candidates]
         best = max(range(len(candidates)), key=scores.__getitem__)
         good, divergence = verdicts[best]
@@ -239,10 +236,8 @@ class Ensemble:
             "router": self.router.learn(conversation, good),
         }
         validator_losses = [
-            self.validator.learn(
-                conversation, text, ok, self.memory.features(question_vec, vec), featurize if i == 0 else None
-            )
-            for i, ((text, vec), (ok, _)) in enumerate(zip(candidates, verdicts, strict=True))
+            self.validator.learn(conversation, text, ok, features, featurize if i == 0 else None)
+            for i, ((text, _), (ok, _), features) in enumerate(zip(candidates, verdicts, evidence, strict=True))
         ]
         if not any(ok for ok, _ in verdicts):  # Claude's own answer is a good one: a positive to contrast
             teacher_evidence = self.memory.features(question_vec, teacher_vec)
@@ -379,14 +374,8 @@ class Ensemble:
 
 def _previous_checkpoint(root: Path) -> Path | None:
     """The second newest good checkpoint: the one before the models now being audited."""
-    good = []
-    for path in sorted(root.glob("ckpt-*"), reverse=True):
-        try:
-            checkpoint.verify(path)
-        except checkpoint.CheckpointError:
-            continue
-        good.append(path)
-    return good[1] if len(good) > 1 else None
+    good = checkpoint.verified(root)
+    return good[1].path if len(good) > 1 else None
 
 
 def _key(conversation: Conversation) -> str:

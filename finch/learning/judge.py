@@ -65,16 +65,13 @@ class Judge:
         return torch.nn.functional.normalize(pooled, dim=-1)
 
     def divergence(self, local: str, teacher: str) -> float:
-        if normalise(local) == normalise(teacher):
-            return 0.0
-        if not local.strip() or not teacher.strip():
-            return 1.0
-        a, b = self.embed([local, teacher])
-        return float(1.0 - torch.dot(a, b))
+        return self.agrees(local, teacher)[1]
 
     def agrees(self, local: str, teacher: str) -> tuple[bool, float]:
-        d = self.divergence(local, teacher)
-        return d < self.threshold, d
+        if normalise(local) == normalise(teacher) or not local.strip() or not teacher.strip():
+            return self.agrees_embedded(local, teacher, torch.zeros(0), torch.zeros(0))  # no embedding needed
+        local_vec, teacher_vec = self.embed([local, teacher])
+        return self.agrees_embedded(local, teacher, local_vec, teacher_vec)
 
     def agrees_embedded(
         self, local: str, teacher: str, local_vec: torch.Tensor, teacher_vec: torch.Tensor

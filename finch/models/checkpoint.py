@@ -85,14 +85,8 @@ def save(root: Path, learner: OnlineLearner, tokenizer_hash: str, keep: int = 3)
 
 def latest(root: Path, kind: str, tokenizer_hash: str) -> Checkpoint | None:
     """The newest checkpoint that verifies, or None when there is none at all."""
-    if not root.exists():
-        return None
-    for path in sorted(root.glob("ckpt-*"), reverse=True):
-        try:
-            meta = verify(path)
-        except CheckpointError as exc:
-            log.warning("skipping checkpoint %s: %s", path, exc)
-            continue
+    for found in verified(root):
+        path, meta = found.path, found.meta
         if meta["kind"] != kind:
             raise CheckpointError(f"{path} holds a {meta['kind']} model, not a {kind}")
         if meta["tokenizer_hash"] != tokenizer_hash:
@@ -100,8 +94,19 @@ def latest(root: Path, kind: str, tokenizer_hash: str) -> Checkpoint | None:
                 f"{path} was trained with tokenizer {meta['tokenizer_hash']}, but FINCH_HOME's tokenizer is"
                 f" {tokenizer_hash}. Restore the matching tokenizer.json or reset the models (finch reset)."
             )
-        return Checkpoint(path, meta)
+        return found
     return None
+
+
+def verified(root: Path) -> list[Checkpoint]:
+    """Every checkpoint under ``root`` that verifies, newest first; the others are reported."""
+    good = []
+    for path in sorted(root.glob("ckpt-*"), reverse=True) if root.exists() else []:
+        try:
+            good.append(Checkpoint(path, verify(path)))
+        except CheckpointError as exc:
+            log.warning("skipping checkpoint %s: %s", path, exc)
+    return good
 
 
 def verify(path: Path) -> dict[str, Any]:

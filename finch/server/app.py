@@ -111,7 +111,6 @@ class Proxy:
                 raise InvalidRequest('expected {"request_id": "<x-finch-request-id>", "good": true|false}')
             if self.learning is None:
                 raise InvalidRequest("learning is switched off (learning = false)")
-            self.store.flush(timeout=2.0)
             result = await run_in_threadpool(self.learning.feedback, request_id, good)
             if result is None:
                 raise NotFound(f"no request {request_id!r} in the log")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from finch.config import Settings, parse_sampling
@@ -82,11 +84,12 @@ class LearningLoop:
 
     def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
         """A user's verdict on an answer. None when finch never saw that request."""
+        self.store.flush(timeout=2.0)  # the request's own row may still be on the writer's queue
         found = self._recent.get(request_id) or self._stored_local(request_id)
         known = found is not None or self._stored_request(request_id)
         if not known:
             return None
-        self.store.submit(Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, _now(), int(good))))
+        self.store.submit(Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, time.time(), int(good))))
         if found is None:  # a forwarded answer: recorded, but there is no local attempt to learn from
             return {"request_id": request_id, "learned": False}
         conversation, answer = found
@@ -124,17 +127,10 @@ class LearningLoop:
         return bool(read_rows(self.store.path, "SELECT 1 FROM requests WHERE id = ?", (request_id,)))
 
 
-def _stored_texts(store: Store, limit: int = 2000) -> list[str]:
-    """Recent conversations and answers: extra seed text when the tokenizer is (re)built."""
+def _stored_texts(store: Store, limit: int = 2000) -> Iterator[str]:
+    """Recent conversations and answers: extra seed text when the tokenizer is (re)built. A
+    generator, so the log is only read if the tokenizer actually has to be built."""
     rows = read_rows(store.path, "SELECT conversation, answer FROM examples ORDER BY ts DESC LIMIT ?", (limit,))
-    texts = []
     for row in rows:
-        texts.extend(t for _, t in json.loads(row["conversation"])["turns"])
-        texts.append(row["answer"])
-    return texts
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
+        yield from (t for _, t in json.loads(row["conversation"])["turns"])
+        yield row["answer"]
