@@ -121,6 +121,7 @@ class Ensemble:
         # Audits since the last checkpoint: the audited quality of the models trained since then.
         self.period_audits = state.get("period_audits", {"good": 0, "bad": 0})
         self.rollbacks: int = state.get("rollbacks", 0)
+        self.judge.framing.known = frozenset(state.get("framing", []))
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self._serving = _Serving(self.router, self.validator, self.writer)
@@ -154,7 +155,7 @@ class Ensemble:
                 return Decision("forward", "local_timeout", p_router=p_router)
         # A generation cut short is no candidate; recall from memory may still offer one.
         written = tok.decode(ids) if len(ids) < limit else ""
-        question_vec, written_vec = self.judge.embed([question_text(conversation), written or " "])
+        question_vec, (written_vec,) = self.judge.embed_with_answers(question_text(conversation), [written])
         candidates = self._candidates(question_vec, written, written_vec)
         if not candidates:
             return Decision("forward", "local_too_long", p_router=p_router)
@@ -207,9 +208,11 @@ class Ensemble:
         ``served_attempt`` is the answer finch would have served when the request was a sampled
         forward: judging it against Claude's answer is an audit of what finch serves.
         """
+        if self.judge.framing.observe(teacher_answer):
+            self.memory.reembed(self.judge.embed_answers)  # agreement is measured without framing
         written = self.writer.answer(conversation, self.config.max_local_tokens)
-        question_vec, written_vec, teacher_vec = self.judge.embed(
-            [question_text(conversation), written or " ", teacher_answer]
+        question_vec, (written_vec, teacher_vec) = self.judge.embed_with_answers(
+            question_text(conversation), [written, teacher_answer]
         )
         # Score every candidate as the request path would have, from earlier examples only.
         candidates = self._candidates(question_vec, written, written_vec) or [(written, written_vec)]
@@ -229,7 +232,7 @@ class Ensemble:
         self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good))
 
         def featurize(other: str) -> list[float]:
-            return self.memory.features(question_vec, self.judge.embed([other])[0])
+            return self.memory.features(question_vec, self.judge.embed_answers([other])[0])
 
         losses = {
             "generator": self.writer.learn(conversation, teacher_answer),
@@ -290,7 +293,7 @@ class Ensemble:
             good, divergence = self.judge.agrees(local_answer, teacher_answer)
         if not good:
             self.block(conversation)
-        question_vec, answer_vec = self.judge.embed([question_text(conversation), local_answer or " "])
+        question_vec, (answer_vec,) = self.judge.embed_with_answers(question_text(conversation), [local_answer])
         losses = {
             "router": self.router.learn(conversation, good),
             "validator": self.validator.learn(
@@ -326,6 +329,7 @@ class Ensemble:
             "audits": self.audits,
             "period_audits": {"good": 0, "bad": 0},
             "rollbacks": self.rollbacks,
+            "framing": sorted(self.judge.framing.known),
         }
         atomic_write_text(self.models_dir / "state.json", json.dumps(state))
         self.period_audits = {"good": 0, "bad": 0}

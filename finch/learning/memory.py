@@ -16,9 +16,11 @@ readers on the request path only look at rows below the count they read, so no l
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from finch.conversation import Conversation
@@ -51,6 +53,15 @@ class Memory:
         self._answers[row] = answer
         self._texts[row] = text
         self._count += 1  # published after the row is whole
+
+    def reembed(self, embed_answers: Callable[[list[str]], torch.Tensor], batch: int = 128) -> None:
+        """Embed the stored answers again (the judge learned new framing to leave out)."""
+        n = len(self)
+        answers = self._answers.clone()
+        for start in range(0, n, batch):
+            texts = self._texts[start : min(n, start + batch)]
+            answers[start : start + len(texts)] = embed_answers(texts)
+        self._answers = answers  # one reference swap: readers see the old rows or the new
 
     def recall(self, question: torch.Tensor, k: int = 10) -> tuple[str, torch.Tensor] | None:
         """The answer the nearest past questions vote for: the ``k`` nearest neighbours each back
@@ -87,7 +98,7 @@ class Memory:
             "count": torch.tensor([self._count]),
         }
         tmp = path.with_suffix(".build")
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata={"texts": json.dumps(self._texts[:n])})
         atomic_write_bytes(path, tmp.read_bytes())
         tmp.unlink()
 
@@ -97,7 +108,6 @@ class Memory:
         self._questions[:n] = tensors["questions"][:n]
         self._answers[:n] = tensors["answers"][:n]
         self._count = int(tensors["count"][0])  # equals n unless the ring had wrapped
-        texts_path = path.with_suffix(".json")
-        if texts_path.exists():
-            texts = json.loads(texts_path.read_text())
-            self._texts[: min(n, len(texts))] = texts[:n]
+        with safe_open(str(path), framework="pt") as f:
+            texts = json.loads((f.metadata() or {}).get("texts", "[]"))
+        self._texts[: min(n, len(texts))] = texts[:n]

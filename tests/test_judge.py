@@ -1,0 +1,119 @@
+"""The judge and the retrieval memory: what labels every local attempt good or bad."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from finch.learning.framing import Framing
+from finch.learning.judge import Judge
+from finch.learning.memory import Memory
+
+TOPICS = [
+    "card arrival",
+    "card delivery estimate",
+    "lost or stolen card",
+    "exchange rate",
+    "top up failed",
+    "pending transfer",
+    "change pin",
+    "verify identity",
+    "refund not showing up",
+    "cash withdrawal charge",
+    "declined card payment",
+    "apple pay or google pay",
+    "country support",
+    "terminate account",
+]
+FRAMES = ["{a}", "Sure. {a}", "Here is what I can tell you: {a}", "Good question. {a}", "{a} I hope that helps."]
+
+
+def _answer(topic: str) -> str:
+    return f"{topic.capitalize()}. Our {topic} guide in the app covers {topic} step by step."
+
+
+@pytest.fixture(scope="module")
+def judge() -> Judge:
+    return Judge()
+
+
+def test_framing_is_learned_from_many_contexts_and_content_is_kept():
+    framing = Framing(min_contexts=12)
+    rng = random.Random(0)
+    learned_any = False
+    for _ in range(400):
+        learned_any |= framing.observe(rng.choice(FRAMES).format(a=_answer(rng.choice(TOPICS))))
+    assert learned_any
+    assert framing.known == {"sure.", "here is what i can tell you:", "good question.", "i hope that helps."}
+    assert framing.content("Good question. Card arrival. Our card arrival guide.") == (
+        "Card arrival. Our card arrival guide."
+    )
+    assert framing.content("Sure.") == "Sure."  # nothing but framing: the answer stays whole
+
+
+def test_a_clause_repeated_with_one_answer_is_content():
+    framing = Framing(min_contexts=3)
+    for frame in FRAMES * 5:
+        framing.observe(frame.format(a="Reset it in Settings. Then sign in again."))
+    assert "reset it in settings." not in framing.known
+    assert "then sign in again." not in framing.known
+
+
+def test_rewordings_agree_and_near_misses_do_not_once_framing_is_known(judge: Judge):
+    judge.framing = Framing()
+    rng = random.Random(1)
+    for _ in range(400):
+        judge.framing.observe(rng.choice(FRAMES).format(a=_answer(rng.choice(TOPICS))))
+    for topic in TOPICS:
+        for a, b in zip(FRAMES, FRAMES[1:], strict=False):
+            good, d = judge.agrees(a.format(a=_answer(topic)), b.format(a=_answer(topic)))
+            assert good, (topic, a, b, d)
+    # Same framing, different content: without framing left out, these pairs sit within τ.
+    wrong, _ = judge.agrees(
+        "Here is what I can tell you: " + _answer("card arrival"),
+        "Here is what I can tell you: " + _answer("card delivery estimate"),
+    )
+    assert not wrong
+
+
+def test_without_framing_a_rewording_is_judged_bad(judge: Judge):
+    """The reason framing is learned: the same answer, framed differently, diverges past τ."""
+    judge.framing = Framing()
+    reworded = ("Sure. " + _answer("lost or stolen card"), _answer("lost or stolen card") + " I hope that helps.")
+    assert not judge.agrees(*reworded)[0]
+    for _ in range(20):
+        for topic in TOPICS:
+            judge.framing.observe("Sure. " + _answer(topic))
+            judge.framing.observe(_answer(topic) + " I hope that helps.")
+    assert judge.agrees(*reworded)[0]
+
+
+def test_memory_recall_survives_save_and_load(judge: Judge, tmp_path):
+    judge.framing = Framing()
+    memory = Memory(judge.threshold)
+    questions = ["when will my card arrive", "how do I change my pin", "what is the exchange rate"]
+    answers = [_answer("card arrival"), _answer("change pin"), _answer("exchange rate")]
+    q_vecs = judge.embed(questions)
+    a_vecs = judge.embed_answers(answers)
+    for q, a, text in zip(q_vecs, a_vecs, answers, strict=True):
+        memory.add(q, a, text)
+    probe = judge.embed(["my new card still has not arrived"])[0]
+    assert memory.recall(probe)[0] == answers[0]
+    memory.save(tmp_path / "memory.safetensors")
+    loaded = Memory(judge.threshold)
+    loaded.load(tmp_path / "memory.safetensors")
+    text, vec = loaded.recall(probe)
+    assert text == answers[0]
+    assert torch.equal(vec, a_vecs[0])
+    assert loaded.features(probe, a_vecs[0]) == memory.features(probe, a_vecs[0])
+
+
+def test_reembed_replaces_every_stored_answer(judge: Judge):
+    memory = Memory(judge.threshold)
+    for topic in TOPICS[:3]:
+        memory.add(torch.zeros(384), torch.zeros(384), "Sure. " + _answer(topic))
+    memory.reembed(judge.embed_answers)
+    expected = judge.embed_answers(["Sure. " + _answer(t) for t in TOPICS[:3]])
+    assert torch.allclose(memory._answers[:3], expected, atol=1e-6)
