@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     parser.add_argument("--no-finch", action="store_true", help="baselines only")
+    parser.add_argument("--keep", type=Path, help="finch's home for the run, left in place for inspection")
     args = parser.parse_args()
 
     stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
@@ -230,7 +231,9 @@ def main() -> None:
     runs = [Run("always forward", local=[False] * len(stream), wrong=[False] * len(stream)), exact_cache(stream)]
     runs += semantic_caches(stream, judge, [0.80, 0.85, 0.90, 0.95])
     if not args.no_finch:
-        runs += [finch_run(stream, args.stream, args.preset, bound, args.seed) for bound in args.max_bad_local]
+        for bound in args.max_bad_local:
+            keep = args.keep / f"bound-{bound}" if args.keep else None
+            runs.append(finch_run(stream, args.stream, args.preset, bound, args.seed, keep))
     label = f"{args.stream}{' unique' if args.unique else ''}{' drift' if args.drift else ''}, {len(stream)} requests"
     args.out.mkdir(parents=True, exist_ok=True)
     report = {

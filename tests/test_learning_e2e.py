@@ -173,3 +173,31 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
         assert teacher[0].requests == before
     finally:
         again.server.stop()
+
+
+def test_audits_over_the_bound_stop_local_answers(trained, teacher):
+    """Audits that show, with 95% confidence, more bad answers than the bound: finch keeps
+    forwarding what it would have served (and audits each), until the models earn it back."""
+    from finch.conversation import Conversation
+    from finch.learning.trainer import ClaudeAnswer
+    from finch.store.db import read_rows
+
+    _, home = trained
+    finch = Finch(home, teacher[1])
+    try:
+        assert finch.ask(TRAIN[0][0])[0] == "local"
+        for i in range(6):  # withheld answers that Claude's answers contradict
+            wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", "Bananas.")
+            finch.loop.trainer.submit(wrong)
+        finch.settle()
+        assert finch.loop.ensemble.over_bound()
+        audits = finch.loop.ensemble.audits["good"]
+        before = teacher[0].requests
+        source, message = finch.ask(TRAIN[0][0])
+        assert source == "upstream" and teacher[0].requests == before + 1
+        assert message.content[0].text == TRAIN[0][1]
+        reasons = read_rows(home / "finch.db", "SELECT reason FROM requests ORDER BY ts DESC LIMIT 1")
+        assert reasons[0]["reason"] == "over_bound"
+        assert finch.loop.ensemble.audits["good"] == audits + 1  # the withheld answer was audited: good
+    finally:
+        finch.server.stop()

@@ -74,3 +74,20 @@ def test_too_few_attempts_give_no_threshold():
 )
 def test_sensitive_topics(text, topic):
     assert sensitive_topic(text) == topic
+
+
+def test_weighted_bound_counts_heavy_samples_as_few():
+    # Equal weights change nothing.
+    scores = [0.99] * 200 + [0.7] * 200
+    good = [True] * 200 + [True] * 190 + [False] * 10
+    assert choose_threshold(scores, good, 0.02, weights=[1.0] * 400) == choose_threshold(scores, good, 0.02)
+    # 40 clean sampled forwards, each standing for 20 served answers, are still 40 observations:
+    # not enough to certify a 2% bound. 800 clean observations of weight 1 are.
+    assert choose_threshold([0.99] * 40, [True] * 40, 0.02, weights=[20.0] * 40) is None
+    assert choose_threshold([0.99] * 800, [True] * 800, 0.02, weights=[1.0] * 800) == 0.99
+    # Where finch serves, only samples are seen; one bad sample there stands for 20 bad answers.
+    scores = [0.99] * 100 + [0.8] * 900
+    good = [False] + [True] * 999
+    weights = [20.0] * 100 + [1.0] * 900
+    assert choose_threshold(scores, good, 0.02) == 0.8
+    assert choose_threshold(scores, good, 0.02, weights=weights) is None

@@ -29,7 +29,7 @@ import torch
 
 from finch.conversation import Conversation
 from finch.learning.judge import Judge, normalise
-from finch.learning.memory import N_FEATURES, Memory, question_text
+from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory, question_text
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
@@ -41,7 +41,10 @@ from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
-_CALIBRATION_WINDOW = 600  # recent judged attempts the operating point is chosen from
+_CALIBRATION_WINDOW = 3000  # recent judged attempts the operating point is chosen from
+_RECENT_AUDITS = 100  # audits the conservative rule answers to
+# Forwards whose withheld local answer is judged against Claude's: the audits.
+AUDITED_REASONS = ("sampled", "over_bound")
 # The router only filters out hopeless queries; the validator, which sees the actual answer, decides.
 # Its labels (would a local answer have been good?) are noisy for paraphrases, so on Banking77 it
 # plateaus near 0.8: asking it for 0.95 in the conservative phase kept finch forwarding everything.
@@ -114,10 +117,13 @@ class Ensemble:
         self.learned: int = state.get("learned", 0)
         self.threshold: float | None = state.get("threshold")
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
-        self.calibration: deque[tuple[float, bool]] = deque(
-            [tuple(x) for x in state.get("calibration", [])], maxlen=_CALIBRATION_WINDOW
+        # (validator score, judged good, weight = 1 / chance that this attempt was seen)
+        self.calibration: deque[tuple[float, bool, float]] = deque(
+            [(x[0], x[1], x[2] if len(x) > 2 else 1.0) for x in state.get("calibration", [])],
+            maxlen=_CALIBRATION_WINDOW,
         )
         self.audits = state.get("audits", {"good": 0, "bad": 0})
+        self.recent_audits: deque[bool] = deque(state.get("recent_audits", []), maxlen=_RECENT_AUDITS)
         # Audits since the last checkpoint: the audited quality of the models trained since then.
         self.period_audits = state.get("period_audits", {"good": 0, "bad": 0})
         self.rollbacks: int = state.get("rollbacks", 0)
@@ -137,10 +143,8 @@ class Ensemble:
             return Decision("forward", "feedback_forward")
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
-        device = next(serving.router.parameters()).device
-        with torch.no_grad():
-            router_ids = tok.render(conversation, self.router.config.max_len, cue_answer=False)
-            p_router = float(torch.sigmoid(serving.router(torch.tensor([router_ids], device=device))[0])[0])
+        question_vec = self.judge.embed([question_text(conversation)])[0]
+        p_router = self._route(serving.router, conversation, question_vec)
         conservative = phase == "conservative" or self.threshold is None
         if p_router < _ROUTER_FLOOR:
             return Decision("forward", "router_forward", p_router=p_router)
@@ -155,7 +159,7 @@ class Ensemble:
                 return Decision("forward", "local_timeout", p_router=p_router)
         # A generation cut short is no candidate; recall from memory may still offer one.
         written = tok.decode(ids) if len(ids) < limit else ""
-        question_vec, (written_vec,) = self.judge.embed_with_answers(question_text(conversation), [written])
+        written_vec = self.judge.embed_answers([written])[0]
         candidates = self._candidates(question_vec, written, written_vec)
         if not candidates:
             return Decision("forward", "local_too_long", p_router=p_router)
@@ -168,10 +172,22 @@ class Ensemble:
         assert needed is not None
         if p_validator < needed or answer_tokens > max_tokens:
             return decision
+        if conservative and self.over_bound():
+            decision.reason = "over_bound"  # audited at every ask until the models do better
+            return decision
         with self._rng_lock:
             sampled = self._rng.random() < schedule.sample_rate(self.learned)
         decision.route, decision.reason = ("forward", "sampled") if sampled else ("local", "local")
         return decision
+
+    def over_bound(self) -> bool:
+        """Do the recent audits show, with 95% confidence, more bad local answers than the bound?"""
+        bad = self.recent_audits.count(False)
+        return clopper_pearson(bad, len(self.recent_audits))[0] > self.config.max_bad_local
+
+    def forward_chance(self, reason: str) -> float:
+        """How likely a would-be-local answer was to be forwarded, and so audited, for ``reason``."""
+        return self.config.schedule.sample_rate(self.learned) if reason == "sampled" else 1.0
 
     def _candidates(
         self, question_vec: torch.Tensor, written: str, written_vec: torch.Tensor
@@ -182,6 +198,15 @@ class Ensemble:
         if recalled is not None and all(normalise(recalled[0]) != normalise(c) for c, _ in candidates):
             candidates.append(recalled)
         return candidates
+
+    def _route(self, router: torch.nn.Module, conversation: Conversation, question_vec: torch.Tensor) -> float:
+        ids = self.tokenizer.render(conversation, self.router.config.max_len, cue_answer=False)
+        features = None
+        if self.router.config.n_features:
+            features = torch.tensor([self.memory.question_features(question_vec)])
+        with torch.no_grad():
+            logits, _ = router(torch.tensor([ids]), features=features)
+        return float(torch.sigmoid(logits)[0])
 
     def _score(
         self,
@@ -201,12 +226,17 @@ class Ensemble:
     # -- trainer thread --------------------------------------------------------------------------
 
     def learn_from_claude(
-        self, conversation: Conversation, teacher_answer: str, served_attempt: str | None = None
+        self,
+        conversation: Conversation,
+        teacher_answer: str,
+        served_attempt: str | None = None,
+        forward_chance: float = 1.0,
     ) -> Judged:
         """Learn from Claude's answer to a forwarded request.
 
-        ``served_attempt`` is the answer finch would have served when the request was a sampled
-        forward: judging it against Claude's answer is an audit of what finch serves.
+        ``served_attempt`` is the answer finch would have served when the request was forwarded
+        only to audit it (with probability ``forward_chance``): judging it against Claude's answer
+        is an audit of what finch serves.
         """
         if self.judge.framing.observe(teacher_answer):
             self.memory.reembed(self.judge.embed_answers)  # agreement is measured without framing
@@ -222,21 +252,24 @@ class Ensemble:
         best = max(range(len(candidates)), key=scores.__getitem__)
         good, divergence = verdicts[best]
         p_validator = scores[best]
-        p_router = self.router.p_local([conversation])[0]
+        router_features = self.memory.question_features(question_vec)
+        p_router = self.router.p_local([conversation], [router_features])[0]
         audit_good = None
         if served_attempt is not None:
             audit_good, _ = self.judge.agrees(served_attempt, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
             self.period_audits["good" if audit_good else "bad"] += 1
+            self.recent_audits.append(audit_good)
         # Prequential calibration: the score of what would have been served, then its verdict.
-        self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good))
+        weight = 1.0 / forward_chance if served_attempt is not None else 1.0
+        self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good, weight))
 
         def featurize(other: str) -> list[float]:
             return self.memory.features(question_vec, self.judge.embed_answers([other])[0])
 
         losses = {
             "generator": self.writer.learn(conversation, teacher_answer),
-            "router": self.router.learn(conversation, good),
+            "router": self.router.learn(conversation, good, router_features),
         }
         validator_losses = [
             self.validator.learn(conversation, text, ok, features, featurize if i == 0 else None)
@@ -295,7 +328,7 @@ class Ensemble:
             self.block(conversation)
         question_vec, (answer_vec,) = self.judge.embed_with_answers(question_text(conversation), [local_answer])
         losses = {
-            "router": self.router.learn(conversation, good),
+            "router": self.router.learn(conversation, good, self.memory.question_features(question_vec)),
             "validator": self.validator.learn(
                 conversation, local_answer, good, self.memory.features(question_vec, answer_vec)
             ),
@@ -309,9 +342,8 @@ class Ensemble:
         self.blocked.add(_key(conversation))
 
     def _recalibrate(self) -> None:
-        scores = [s for s, _ in self.calibration]
-        goods = [g for _, g in self.calibration]
-        self.threshold = choose_threshold(scores, goods, self.config.max_bad_local)
+        scores, goods, weights = zip(*self.calibration, strict=True) if self.calibration else ((), (), ())
+        self.threshold = choose_threshold(scores, goods, self.config.max_bad_local, weights=weights)
 
     def publish(self) -> None:
         """Swap in fresh serving copies (one reference assignment: requests see old or new)."""
@@ -327,6 +359,7 @@ class Ensemble:
             "blocked": sorted(self.blocked),
             "calibration": list(self.calibration),
             "audits": self.audits,
+            "recent_audits": list(self.recent_audits),
             "period_audits": {"good": 0, "bad": 0},
             "rollbacks": self.rollbacks,
             "framing": sorted(self.judge.framing.known),
@@ -359,7 +392,7 @@ class Ensemble:
         preset, seed = self.config.preset, self.config.seed
         if kind == "generator":
             return Writer(generator_config(preset, vocab), self.tokenizer, seed=seed)
-        features = N_FEATURES if kind == "validator" else 0
+        features = N_FEATURES if kind == "validator" else N_ROUTER_FEATURES
         config = encoder_config(
             preset, vocab, pad_id=self.tokenizer.pad_id, sep_id=self.tokenizer.sep_id, n_features=features
         )

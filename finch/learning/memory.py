@@ -26,7 +26,8 @@ from safetensors.torch import load_file, save_file
 from finch.conversation import Conversation
 from finch.models.tokenizer import atomic_write_bytes
 
-N_FEATURES = 4
+N_FEATURES = 4  # the validator's evidence
+N_ROUTER_FEATURES = 3  # the router's
 _DIM = 384  # all-MiniLM-L6-v2
 
 
@@ -67,6 +68,24 @@ class Memory:
         """The answer the nearest past questions vote for: the ``k`` nearest neighbours each back
         every neighbour whose answer agrees with theirs, weighted by their similarity to ``question``;
         the winner's own answer is returned with its embedding. None when memory is empty."""
+        vote = self._vote(question, k)
+        if vote is None:
+            return None
+        best = vote[0]
+        text = self._texts[best]
+        return (text, self._answers[best].clone()) if text else None
+
+    def question_features(self, question: torch.Tensor, k: int = 10) -> list[float]:
+        """The router's evidence: [similarity of the nearest past question, share of the ``k``
+        nearest neighbours' (similarity-weighted) vote won by the leading answer, has memory]."""
+        vote = self._vote(question, k)
+        if vote is None:
+            return [0.0, 0.0, 0.0]
+        _, nearest, share = vote
+        return [nearest, share, 1.0]
+
+    def _vote(self, question: torch.Tensor, k: int) -> tuple[int, float, float] | None:
+        """(row of the winning neighbour, nearest similarity, the winner's share of the vote)."""
         n = len(self)
         if n == 0:
             return None
@@ -74,10 +93,11 @@ class Memory:
         top = torch.topk(similarity, min(k, n))
         answers = self._answers[top.indices]  # (k, D)
         agree = (answers @ answers.T) >= self.agree_cos  # (k, k)
-        votes = agree.float() @ top.values.clamp(min=0)  # (k,) similarity-weighted support of each answer
-        best = int(top.indices[int(votes.argmax())])
-        text = self._texts[best]
-        return (text, self._answers[best].clone()) if text else None
+        weights = top.values.clamp(min=0)
+        votes = agree.float() @ weights  # (k,) similarity-weighted support of each answer
+        winner = int(votes.argmax())
+        share = float(votes[winner] / weights.sum()) if float(weights.sum()) > 0 else 0.0
+        return int(top.indices[winner]), float(top.values[0]), share
 
     def features(self, question: torch.Tensor, candidate: torch.Tensor) -> list[float]:
         """[support, conflict, support − conflict, has memory]."""

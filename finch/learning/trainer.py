@@ -35,7 +35,8 @@ class ClaudeAnswer:
     request_id: str
     conversation: Conversation
     teacher_answer: str
-    served_attempt: str | None = None  # set for a sampled forward: the answer that was withheld
+    served_attempt: str | None = None  # set for an audit: the local answer that was withheld
+    forward_chance: float = 1.0  # how likely that answer was to be audited rather than served
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,9 @@ class Trainer:
     def _learn(self, event: Event) -> None:
         started = time.perf_counter()
         if isinstance(event, ClaudeAnswer):
-            judged = self.ensemble.learn_from_claude(event.conversation, event.teacher_answer, event.served_attempt)
+            judged = self.ensemble.learn_from_claude(
+                event.conversation, event.teacher_answer, event.served_attempt, event.forward_chance
+            )
             kind = "claude"
         else:
             judged = self.ensemble.learn_from_local_attempt(event.conversation, event.local_answer, good=event.good)

@@ -113,12 +113,12 @@ class Router(OnlineClassifier):
     def encode(self, conversation: Conversation) -> list[int]:
         return self.tokenizer.render(conversation, self.config.max_len, cue_answer=False)
 
-    def p_local(self, conversations: list[Conversation]) -> list[float]:
+    def p_local(self, conversations: list[Conversation], features: list[list[float]] | None = None) -> list[float]:
         """Probability that a local answer to each conversation would be good."""
-        return self.probabilities([self.encode(c) for c in conversations])
+        return self.probabilities([self.encode(c) for c in conversations], features)
 
-    def learn(self, conversation: Conversation, local_was_good: bool) -> float:
-        return self.update_ids(self.encode(conversation), int(local_was_good))
+    def learn(self, conversation: Conversation, local_was_good: bool, features: list[float] | None = None) -> float:
+        return self.update_ids(self.encode(conversation), int(local_was_good), features)
 
 
 class Validator(OnlineClassifier):

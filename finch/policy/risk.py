@@ -10,6 +10,11 @@ Two uses of the same statistics:
   the judge found the attempt good), the lowest score threshold whose one-sided 95% upper bound on
   the bad rate among attempts above it stays under the bound. With too few attempts no threshold
   qualifies, and finch keeps forwarding.
+
+Judged attempts come from forwarded requests only, and above the operating point only the sampled
+forwards are seen: each stands for 1/s served answers. Attempts therefore carry weights (inverse
+probability of being seen), and the bound uses the weighted rate with Kish's effective sample size,
+so a few heavy samples are not mistaken for many.
 """
 
 from __future__ import annotations
@@ -38,19 +43,38 @@ def upper_bound(bad: int, n: int, confidence: float = 0.95) -> float:
     return float(beta.ppf(confidence, bad + 1, n - bad))
 
 
+def weighted_upper_bound(bad_weight: float, weight: float, weight_sq: float, confidence: float = 0.95) -> float:
+    """``upper_bound`` for weighted observations: the weighted bad rate at the effective sample size."""
+    if weight <= 0:
+        return 1.0
+    n = weight * weight / weight_sq  # Kish: equal weights give n back
+    bad = n * bad_weight / weight
+    if bad >= n:
+        return 1.0
+    return float(beta.ppf(confidence, bad + 1, n - bad))
+
+
 def choose_threshold(
-    scores: Sequence[float], good: Sequence[bool], max_bad: float, floor: float = 0.5, confidence: float = 0.95
+    scores: Sequence[float],
+    good: Sequence[bool],
+    max_bad: float,
+    floor: float = 0.5,
+    confidence: float = 0.95,
+    weights: Sequence[float] | None = None,
 ) -> float | None:
-    """The lowest threshold t ≥ ``floor`` with upper_bound(bad among score ≥ t) ≤ max_bad, or None."""
-    ranked = sorted(zip(scores, good, strict=True), key=lambda x: -x[0])
+    """The lowest threshold t ≥ ``floor`` whose upper bound on the (weighted) bad rate among
+    scores ≥ t is at most ``max_bad``, or None."""
+    weights = [1.0] * len(scores) if weights is None else weights
+    ranked = sorted(zip(scores, good, weights, strict=True), key=lambda x: -x[0])
     best: float | None = None
-    bad = 0
-    for i, (score, is_good) in enumerate(ranked):  # sweep the threshold downwards
+    total = total_sq = bad = 0.0
+    for i, (score, is_good, w) in enumerate(ranked):  # sweep the threshold downwards
         if score < floor:
             break
-        n = i + 1
-        bad += not is_good
+        total += w
+        total_sq += w * w
+        bad += 0.0 if is_good else w
         tie_continues = i + 1 < len(ranked) and ranked[i + 1][0] == score
-        if not tie_continues and upper_bound(bad, n, confidence) <= max_bad:
+        if not tie_continues and weighted_upper_bound(bad, total, total_sq, confidence) <= max_bad:
             best = score
     return best

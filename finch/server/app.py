@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from finch.config import Settings
 from finch.errors import ApiError, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
+from finch.learning.ensemble import AUDITED_REASONS
 from finch.metrics import Metrics
 from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable, estimate_tokens
@@ -161,7 +162,7 @@ class Proxy:
         decision = await run_in_threadpool(self.learning.decide, record.conversation, parsed.max_tokens)
         record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
         if decision.route != "local":
-            record.local_answer = decision.answer if decision.reason == "sampled" else None
+            record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
             return None
         assert decision.answer is not None
         conversation_text = record.conversation.system + "".join(t for _, t in record.conversation.turns)

@@ -13,7 +13,7 @@ from typing import Any
 
 from finch.config import Settings, parse_sampling
 from finch.conversation import Conversation
-from finch.learning.ensemble import Decision, Ensemble, LearningConfig
+from finch.learning.ensemble import AUDITED_REASONS, Decision, Ensemble, LearningConfig
 from finch.learning.trainer import ClaudeAnswer, Feedback, Trainer
 from finch.metrics import Metrics
 from finch.policy.schedule import Schedule
@@ -79,8 +79,9 @@ class LearningLoop:
         """Store listener (writer thread): a forwarded eligible answer becomes a learning event."""
         if record.route != "forward" or record.conversation is None or record.status != 200 or not summary.text:
             return
-        attempt = record.local_answer if record.reason == "sampled" else None
-        self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, attempt))
+        attempt = record.local_answer if record.reason in AUDITED_REASONS else None
+        chance = self.ensemble.forward_chance(record.reason or "")
+        self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, attempt, chance))
 
     def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
         """A user's verdict on an answer. None when finch never saw that request."""
