@@ -45,9 +45,8 @@ _CALIBRATION_WINDOW = 3000  # recent judged attempts the operating point is chos
 _RECENT_AUDITS = 100  # audits the conservative rule answers to
 # Forwards whose withheld local answer is judged against Claude's: the audits.
 AUDITED_REASONS = ("sampled", "over_bound")
-# The router only filters out hopeless queries; the validator, which sees the actual answer, decides.
-# Its labels (would a local answer have been good?) are noisy for paraphrases, so on Banking77 it
-# plateaus near 0.8: asking it for 0.95 in the conservative phase kept finch forwarding everything.
+# Once a validator threshold is certified, the router only filters out hopeless queries; the
+# validator, which sees the actual answer, decides.
 _ROUTER_FLOOR = 0.5
 
 
@@ -146,7 +145,8 @@ class Ensemble:
         question_vec = self.judge.embed([question_text(conversation)])[0]
         p_router = self._route(serving.router, conversation, question_vec)
         conservative = phase == "conservative" or self.threshold is None
-        if p_router < _ROUTER_FLOOR:
+        # Until a threshold is certified, both models must be confident (DESIGN.md §1.3).
+        if p_router < (schedule.conservative_p if conservative else _ROUTER_FLOOR):
             return Decision("forward", "router_forward", p_router=p_router)
 
         prompt = tok.render(conversation, self.writer.config.max_len - 1)
@@ -192,10 +192,16 @@ class Ensemble:
     def _candidates(
         self, question_vec: torch.Tensor, written: str, written_vec: torch.Tensor
     ) -> list[tuple[str, torch.Tensor]]:
-        """The generator's answer and the answer recalled from similar past questions, when distinct."""
-        candidates = [(written, written_vec)] if written.strip() else []
+        """The generator's answer and the answer recalled from similar past questions, when they differ.
+
+        A written answer that says what one of Claude's stored answers says is replaced by that
+        answer: the same meaning in Claude's own words, so a small generator's slips (a repeated or
+        dropped phrase, which the embedding barely notices) never reach a user."""
+        candidates = []
+        if written.strip():
+            candidates.append(self.memory.same_answer(written_vec) or (written, written_vec))
         recalled = self.memory.recall(question_vec)
-        if recalled is not None and all(normalise(recalled[0]) != normalise(c) for c, _ in candidates):
+        if recalled is not None and all(float(recalled[1] @ vec) < self.memory.agree_cos for _, vec in candidates):
             candidates.append(recalled)
         return candidates
 

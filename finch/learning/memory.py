@@ -75,6 +75,17 @@ class Memory:
         text = self._texts[best]
         return (text, self._answers[best].clone()) if text else None
 
+    def same_answer(self, answer: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+        """The stored answer of Claude's closest to ``answer``, when the two agree; else None."""
+        n = len(self)
+        if n == 0:
+            return None
+        similarity = self._answers[:n] @ answer  # (n,)
+        best = int(similarity.argmax())
+        if float(similarity[best]) < self.agree_cos or not self._texts[best]:
+            return None
+        return self._texts[best], self._answers[best].clone()
+
     def question_features(self, question: torch.Tensor, k: int = 10) -> list[float]:
         """The router's evidence: [similarity of the nearest past question, share of the ``k``
         nearest neighbours' (similarity-weighted) vote won by the leading answer, has memory]."""

@@ -2,7 +2,7 @@
 
 Cold start: the first ``cold_start`` examples always forward (nothing local yet); until
 ``conservative_until`` (and later, whenever too few judged attempts exist to calibrate a threshold)
-a local answer needs the validator above ``conservative_p`` and the router above its floor.
+a local answer needs both the router and the validator above ``conservative_p``.
 Strategic sampling: a request that would be served locally is forwarded anyway with probability
 s(n), so learning and auditing never stop. Defaults follow DESIGN.md; every number is a setting.
 """

@@ -159,7 +159,7 @@ class Proxy:
             record.reason = "learning_off"
             return None
         assert record.conversation is not None
-        decision = await run_in_threadpool(self.learning.decide, record.conversation, parsed.max_tokens)
+        decision = await self.learning.decide(record.conversation, parsed.max_tokens)
         record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
         if decision.route != "local":
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None

@@ -3,12 +3,13 @@ request path, and turn written request records into learning events (never on th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from finch.config import Settings, parse_sampling
@@ -45,7 +46,8 @@ class LearningLoop:
         self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
         self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every)
         self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
-        self._attempt_slot = threading.Lock()
+        self._local_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finch-local")
+        self._attempting = False
         store.add_listener(self.on_written)
 
     @property
@@ -58,17 +60,22 @@ class LearningLoop:
         self.trainer.start()
 
     def stop(self) -> None:
+        self._local_thread.shutdown(wait=True)
         self.trainer.stop()
 
-    def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
-        """One local attempt at a time: under load, a request that would wait for the models is
-        forwarded at once instead (``local_busy``), so the forward path never queues behind them."""
-        if not self._attempt_slot.acquire(blocking=False):
+    async def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
+        """One local attempt at a time, on finch's one local-answer thread: under load, a request
+        that would wait for the models is forwarded at once instead (``local_busy``), so the forward
+        path never queues behind them. (One thread, not the server's pool of them: each thread that
+        runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
+        if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision("forward", "local_busy")
+        self._attempting = True
         try:
-            return self.ensemble.decide(conversation, max_tokens)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._local_thread, self.ensemble.decide, conversation, max_tokens)
         finally:
-            self._attempt_slot.release()
+            self._attempting = False
 
     def served(self, request_id: str, conversation: Conversation, answer: str) -> None:
         self._recent[request_id] = (conversation, answer)
