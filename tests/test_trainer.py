@@ -60,3 +60,40 @@ def test_a_trainer_that_falls_behind_drops_the_oldest_events(start_finch, teache
         assert trainer.backlog == trainer._capacity
     finally:
         release.set()
+
+
+def test_the_trainer_steps_aside_while_requests_need_the_cpu(start_finch, teacher):
+    finch = start_finch(teacher.url)
+    trainer = finch.app.state.proxy.learning.trainer
+    busy = threading.Event()
+    busy.set()
+    trainer.pause_while, trainer.max_pause_s = busy.is_set, 30.0
+    conversation = Conversation("", (("user", "q"),))
+    before = trainer.processed
+    trainer.submit(ClaudeAnswer("r-busy", conversation, "a"))
+    time.sleep(0.5)
+    assert trainer.processed == before and trainer.backlog == 1  # waiting, not learning
+    busy.clear()
+    assert trainer.drain(60) and trainer.processed == before + 1
+
+
+def test_loop_lag_sees_a_starved_event_loop():
+    import asyncio
+
+    from finch.server.pressure import LoopLag
+
+    async def scenario():
+        lag = LoopLag(interval_s=0.01)
+        watcher = asyncio.create_task(lag.watch())
+        await asyncio.sleep(0.1)
+        idle = lag.busy()
+        for _ in range(10):  # callbacks that hold the loop, as a CPU-starved server's do
+            time.sleep(0.02)
+            await asyncio.sleep(0)
+        starved = lag.busy()
+        await asyncio.sleep(0.5)
+        recovered = lag.busy()
+        watcher.cancel()
+        return idle, starved, recovered
+
+    assert asyncio.run(scenario()) == (False, True, False)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from finch.conversation import Conversation
@@ -53,8 +54,20 @@ Event = ClaudeAnswer | Feedback
 
 
 class Trainer:
-    def __init__(self, ensemble: Ensemble, store: Store, capacity: int = 256, save_every: int = 50) -> None:
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        store: Store,
+        capacity: int = 256,
+        save_every: int = 50,
+        pause_while: Callable[[], bool] | None = None,
+        max_pause_s: float = 2.0,
+    ) -> None:
+        """``pause_while()`` true: requests need the CPU; wait (at most ``max_pause_s``) before the
+        next event, and let the queue shed what piles up meanwhile."""
         self.ensemble = ensemble
+        self.pause_while = pause_while
+        self.max_pause_s = max_pause_s
         self.store = store
         self.save_every = save_every
         self.dropped = 0
@@ -112,8 +125,12 @@ class Trainer:
             with self._cond:
                 while not self._events and not self._stopping:
                     self._cond.wait()
+            self._wait_for_quiet()  # the newest events are kept while it waits: the queue sheds the oldest
+            with self._cond:
                 if self._stopping:
                     return
+                if not self._events:
+                    continue
                 event = self._events.popleft()
                 self._busy = True
             try:
@@ -124,6 +141,13 @@ class Trainer:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _wait_for_quiet(self) -> None:
+        if self.pause_while is None:
+            return
+        deadline = time.monotonic() + self.max_pause_s
+        while self.pause_while() and not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _learn(self, event: Event) -> None:
         started = time.perf_counter()

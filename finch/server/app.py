@@ -11,6 +11,7 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -35,6 +36,7 @@ from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable, estimate_tokens
 from finch.server.learning import LearningLoop
 from finch.server.local import local_message, local_response
+from finch.server.pressure import LoopLag
 from finch.server.relay import HOP_BY_HOP, RelayResponse
 from finch.server.schema import MessagesRequest, parse_json_object, parse_messages_request
 from finch.store import queries
@@ -55,6 +57,7 @@ class Proxy:
         self.settings = settings
         self.learning: LearningLoop | None = None  # built at start-up: loading models takes seconds
         self.metrics = Metrics()
+        self.pressure = LoopLag()
         self.store = Store(settings.db_path, PriceTable(settings.prices))
         self.store.add_listener(self.metrics.observe)
         self.upstream = UpstreamClient(
@@ -68,12 +71,16 @@ class Proxy:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.store.start()
+        watcher = asyncio.create_task(self.pressure.watch())
         if self.settings.learning:
-            self.learning = await run_in_threadpool(LearningLoop, self.settings, self.store, self.metrics)
+            self.learning = await run_in_threadpool(
+                LearningLoop, self.settings, self.store, self.metrics, self.pressure
+            )
             self.learning.start()
         try:
             yield
         finally:
+            watcher.cancel()
             await self.upstream.aclose()
             if self.learning is not None:
                 await run_in_threadpool(self.learning.stop)

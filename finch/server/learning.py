@@ -18,6 +18,7 @@ from finch.learning.ensemble import AUDITED_REASONS, Decision, Ensemble, Learnin
 from finch.learning.trainer import ClaudeAnswer, Feedback, Trainer
 from finch.metrics import Metrics
 from finch.policy.schedule import Schedule
+from finch.server.pressure import LoopLag
 from finch.sse import ResponseSummary
 from finch.store.db import RequestRecord, Row, Store, read_rows
 
@@ -27,7 +28,7 @@ _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives b
 
 
 class LearningLoop:
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, pressure: LoopLag | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -44,7 +45,9 @@ class LearningLoop:
             seed=settings.seed,
         )
         self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
-        self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every)
+        self.pressure = pressure
+        busy = pressure.busy if pressure is not None else None
+        self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every, pause_while=busy)
         self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
         self._local_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finch-local")
         self._attempting = False
@@ -70,6 +73,8 @@ class LearningLoop:
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
         if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision("forward", "local_busy")
+        if self.pressure is not None and self.pressure.busy():
+            return Decision("forward", "server_busy")
         self._attempting = True
         try:
             loop = asyncio.get_running_loop()
