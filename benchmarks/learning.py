@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from streams import OOS, build_stream, reference_answer, teacher_pairs  # noqa: E402
+from streams import OOS, build_stream, reference_answers, teacher_pairs  # noqa: E402
 
 from finch.learning.judge import Judge, normalise  # noqa: E402
 from finch.policy.risk import clopper_pearson  # noqa: E402
@@ -75,20 +75,43 @@ class Run:
 PRICES = PriceTable()
 
 
-def exact_cache(stream: list[tuple[str, str]]) -> Run:
+@dataclass
+class Truth:
+    """What counts as a wrong local answer: not its intent's answer (for out-of-scope queries, any
+    answer). With ``judge`` (the chat stream) an answer the judge finds in agreement also counts."""
+
+    answers: dict[str, str]
+    judge: Judge | None = None
+
+    def answer(self, intent: str) -> str:
+        return self.answers.get(intent, "")
+
+    def cache_wrong(self, served_intent: str, intent: str) -> bool:
+        return intent == OOS or self.answer(served_intent) != self.answer(intent)
+
+    def wrong(self, intent: str, text: str) -> bool:
+        if intent == OOS:
+            return True
+        right = self.answer(intent)
+        if right in text:
+            return False
+        return self.judge is None or not self.judge.agrees(text, right)[0]
+
+
+def exact_cache(stream: list[tuple[str, str]], truth: Truth) -> Run:
     run, seen = Run("exact cache"), {}
     for question, intent in stream:
         key = normalise(question)
         if key in seen:
             answer_intent = seen[key]
-            run.record(question, reference_answer(answer_intent), answer_intent != intent or intent == OOS)
+            run.record(question, truth.answer(answer_intent), truth.cache_wrong(answer_intent, intent))
         else:
             run.record(question, None)
             seen[key] = intent
     return run
 
 
-def semantic_caches(stream: list[tuple[str, str]], judge: Judge, thresholds: list[float]) -> list[Run]:
+def semantic_caches(stream: list[tuple[str, str]], truth: Truth, judge: Judge, thresholds: list[float]) -> list[Run]:
     """GPTCache's method: embed each query; serve the stored answer of the nearest earlier query when
     cosine ≥ threshold, else forward and store. One pass per threshold over shared embeddings."""
     texts = [q for q, _ in stream]
@@ -103,7 +126,7 @@ def semantic_caches(stream: list[tuple[str, str]], judge: Judge, thresholds: lis
                 best = int(sims.argmax())
                 if float(sims[best]) >= threshold:
                     answer_intent = stream[stored[best]][1]
-                    run.record(question, reference_answer(answer_intent), answer_intent != intent or intent == OOS)
+                    run.record(question, truth.answer(answer_intent), truth.cache_wrong(answer_intent, intent))
                     continue
             run.record(question, None)
             stored.append(i)
@@ -112,7 +135,14 @@ def semantic_caches(stream: list[tuple[str, str]], judge: Judge, thresholds: lis
 
 
 def finch_run(
-    stream: list[tuple[str, str]], name: str, preset: str, max_bad_local: float, seed: int, keep: Path | None = None
+    stream: list[tuple[str, str]],
+    truth: Truth,
+    name: str,
+    preset: str,
+    max_bad_local: float,
+    seed: int,
+    keep: Path | None = None,
+    retrieval: bool = True,
 ) -> Run:
     """``keep``: use this FINCH_HOME (and leave it there for inspection) instead of a temporary one."""
     import anthropic
@@ -125,7 +155,7 @@ def finch_run(
     from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
 
     teacher = Teacher(Corpus(teacher_pairs(name)), TeacherConfig(reword=True, seed=seed))
-    run = Run(f"finch (bound {max_bad_local:.0%})")
+    run = Run(f"finch (bound {max_bad_local:.0%}{'' if retrieval else ', no retrieval'})")
     with tempfile.TemporaryDirectory(prefix="finch-bench-") as scratch, running(build_teacher_app(teacher)) as upstream:
         home = str(keep) if keep is not None else scratch
         overrides = {
@@ -134,6 +164,7 @@ def finch_run(
             "preset": preset,
             "max_bad_local": max_bad_local,
             "seed": seed,
+            "retrieval": retrieval,
         }
         app = build_app(load_settings(overrides, environ={}))
         with running(app) as proxy:
@@ -146,7 +177,7 @@ def finch_run(
                 )
                 if raw.headers["x-finch-source"] == "local":
                     answer = raw.parse().content[0].text
-                    run.record(question, answer, intent == OOS or reference_answer(intent) not in answer)
+                    run.record(question, answer, truth.wrong(intent, answer))
                 else:
                     run.record(question, None)
                 app.state.proxy.store.flush()
@@ -214,7 +245,7 @@ def plot(runs: list[Run], out: Path, title: str) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stream", default="banking77", choices=["banking77", "clinc150"])
+    parser.add_argument("--stream", default="banking77", choices=["banking77", "clinc150", "chat"])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--unique", action="store_true", help="each utterance at most once (paraphrases only)")
     parser.add_argument("--drift", action="store_true", help="popular intents change halfway")
@@ -223,17 +254,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     parser.add_argument("--no-finch", action="store_true", help="baselines only")
+    parser.add_argument("--no-retrieval", action="store_true", help="also run finch without retrieval")
     parser.add_argument("--keep", type=Path, help="finch's home for the run, left in place for inspection")
     args = parser.parse_args()
 
     stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
     judge = Judge()
-    runs = [Run("always forward", local=[False] * len(stream), wrong=[False] * len(stream)), exact_cache(stream)]
-    runs += semantic_caches(stream, judge, [0.80, 0.85, 0.90, 0.95])
+    truth = Truth(reference_answers(args.stream), Judge() if args.stream == "chat" else None)
+    runs = [Run("always forward", local=[False] * len(stream), wrong=[False] * len(stream)), exact_cache(stream, truth)]
+    runs += semantic_caches(stream, truth, judge, [0.80, 0.85, 0.90, 0.95])
     if not args.no_finch:
         for bound in args.max_bad_local:
             keep = args.keep / f"bound-{bound}" if args.keep else None
-            runs.append(finch_run(stream, args.stream, args.preset, bound, args.seed, keep))
+            runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep))
+        if args.no_retrieval:
+            bound = args.max_bad_local[0]
+            keep = args.keep / f"bound-{bound}-no-retrieval" if args.keep else None
+            runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep, retrieval=False))
     label = f"{args.stream}{' unique' if args.unique else ''}{' drift' if args.drift else ''}, {len(stream)} requests"
     args.out.mkdir(parents=True, exist_ok=True)
     report = {

@@ -5,6 +5,10 @@ popularity, each request a random utterance of its intent (with repeats, or each
 once: paraphrases only). CLINC150 mixes in out-of-scope queries (intent "oos"), which must never be
 answered locally. With ``drift`` the popular intents change halfway through.
 
+``chat`` draws real first prompts of the chatterbot-corpus package (installed with finch) with Zipf
+popularity, so they repeat as people's questions do; each prompt is its own "intent", answered with
+its real answer. Ground truth there is the judge against that answer.
+
 The teacher answers each utterance with its intent's reference answer; with rewording on, that
 answer comes in varied words. Ground truth for a local answer: right when it is the answer of the
 request's intent, wrong otherwise (and always wrong for out-of-scope queries).
@@ -29,6 +33,9 @@ def load_intents(name: str, data: Path = SHARED) -> dict[str, list[str]]:
             with (data / "banking77" / f"{split}.csv").open(encoding="utf-8") as f:
                 for row in csv.DictReader(f):
                     by_intent[row["category"]].append(row["text"])
+    elif name == "chat":
+        for question, _ in chat_answers().items():
+            by_intent[question].append(question)
     elif name == "clinc150":
         raw = json.loads((data / "clinc150" / "data_full.json").read_text())
         for split in ("train", "val", "test"):
@@ -39,6 +46,27 @@ def load_intents(name: str, data: Path = SHARED) -> dict[str, list[str]]:
     else:
         raise ValueError(f"unknown data set {name!r}")
     return dict(by_intent)
+
+
+def chat_answers() -> dict[str, str]:
+    """Each distinct chatterbot question (the first spelling) and its first answer, as the teacher keeps it."""
+    from finch.bundled import chatterbot_pairs
+
+    answers: dict[str, str] = {}
+    seen: set[str] = set()
+    for question, answer in chatterbot_pairs():
+        key = " ".join(question.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            answers[question] = answer
+    return answers
+
+
+def reference_answers(name: str) -> dict[str, str]:
+    """intent -> the answer the teacher gives (before rewording)."""
+    if name == "chat":
+        return chat_answers()
+    return {intent: reference_answer(intent) for intent in load_intents(name)}
 
 
 def reference_answer(intent: str) -> str:
@@ -98,6 +126,8 @@ def teacher_pairs(name: str) -> list[tuple[str, str]]:
     """(utterance, reference answer) for every utterance: the teacher simulator's knowledge.
 
     Out-of-scope utterances get a refusal that names nothing in scope."""
+    if name == "chat":
+        return list(chat_answers().items())
     pairs = []
     for intent, utterances in load_intents(name).items():
         answer = "I'm sorry, that is not something I can help with here." if intent == OOS else reference_answer(intent)

@@ -47,6 +47,9 @@ class Settings:
     # probability while fewer than `below` examples are learned ("*" for the rest).
     sampling: str = "100:0.5,500:0.2,2000:0.1,*:0.05"
     local_budget_s: float = 2.0  # a local attempt slower than this is abandoned (forwarded)
+    # Retrieval: also offer the answer the nearest past questions vote for, and serve a written answer
+    # in the words of the stored Claude answer it matches (measured better: BENCHMARKS.md).
+    retrieval: bool = True
     save_every: int = 50  # learning events between checkpoints
     seed: int = 0
 

@@ -58,6 +58,7 @@ class LearningConfig:
     schedule: Schedule = field(default_factory=Schedule)
     max_local_tokens: int = 256
     local_budget_s: float = 2.0  # past this, the local attempt is abandoned and the request forwarded
+    retrieval: bool = True  # recalled candidate and Claude's words for matching written answers
     seed: int = 0
 
 
@@ -198,6 +199,8 @@ class Ensemble:
         answer: the same meaning in Claude's own words, so a small generator's slips (a repeated or
         dropped phrase, which the embedding barely notices) never reach a user."""
         candidates = []
+        if not self.config.retrieval:
+            return [(written, written_vec)] if written.strip() else []
         if written.strip():
             candidates.append(self.memory.same_answer(written_vec) or (written, written_vec))
         recalled = self.memory.recall(question_vec)

@@ -42,6 +42,7 @@ class LearningLoop:
                 sampling=parse_sampling(settings.sampling),
             ),
             local_budget_s=settings.local_budget_s,
+            retrieval=settings.retrieval,
             seed=settings.seed,
         )
         self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
