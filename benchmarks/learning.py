@@ -14,9 +14,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -130,6 +132,51 @@ def semantic_caches(stream: list[tuple[str, str]], truth: Truth, judge: Judge, t
                     continue
             run.record(question, None)
             stored.append(i)
+        runs.append(run)
+    return runs
+
+
+def gptcache_runs(stream: list[tuple[str, str]], truth: Truth, judge: Judge, thresholds: list[float]) -> list[Run]:
+    """GPTCache itself (sqlite + faiss, the same MiniLM embeddings), one cache per cosine threshold.
+
+    GPTCache scores a hit as 4 - squared L2 distance and compares it with 4 x its
+    ``similarity_threshold``; for unit vectors that is cos >= 2t - 1, so t = (1 + cos) / 2."""
+    try:
+        from gptcache import Cache, Config
+        from gptcache.adapter.api import get, put
+        from gptcache.manager import CacheBase, VectorBase, get_data_manager
+        from gptcache.processor.pre import get_prompt
+        from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation
+    except ImportError:
+        print("gptcache is not installed (pip install -e '.[bench]'): skipped", file=sys.stderr)
+        return []
+    texts = sorted({q for q, _ in stream})
+    vectors = torch.cat([judge.embed(texts[k : k + 256]) for k in range(0, len(texts), 256)]).numpy()
+    by_text = dict(zip(texts, vectors, strict=True))
+    runs = []
+    for threshold in thresholds:
+        run = Run(f"GPTCache {threshold:.2f}")
+        scratch = tempfile.mkdtemp(prefix="gptcache-")
+        atexit.register(shutil.rmtree, scratch, True)  # after GPTCache's own exit hook has saved its index
+        cache = Cache()
+        cache.init(
+            pre_embedding_func=get_prompt,
+            embedding_func=lambda text, **_: by_text[text],
+            data_manager=get_data_manager(
+                CacheBase("sqlite", sql_url=f"sqlite:///{scratch}/cache.db"),
+                VectorBase("faiss", dimension=vectors.shape[1], index_path=f"{scratch}/faiss.index"),
+                max_size=len(stream) + 1,
+            ),
+            similarity_evaluation=SearchDistanceEvaluation(),
+            config=Config(similarity_threshold=(1 + threshold) / 2),
+        )
+        for question, intent in stream:
+            served_intent = get(question, cache_obj=cache)
+            if served_intent is not None:
+                run.record(question, truth.answer(served_intent), truth.cache_wrong(served_intent, intent))
+            else:
+                run.record(question, None)
+                put(question, intent, cache_obj=cache)
         runs.append(run)
     return runs
 
@@ -263,6 +310,7 @@ def main() -> None:
     truth = Truth(reference_answers(args.stream), Judge() if args.stream == "chat" else None)
     runs = [Run("always forward", local=[False] * len(stream), wrong=[False] * len(stream)), exact_cache(stream, truth)]
     runs += semantic_caches(stream, truth, judge, [0.80, 0.85, 0.90, 0.95])
+    runs += gptcache_runs(stream, truth, judge, [0.85, 0.90])
     if not args.no_finch:
         for bound in args.max_bad_local:
             keep = args.keep / f"bound-{bound}" if args.keep else None
