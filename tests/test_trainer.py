@@ -84,6 +84,7 @@ def test_loop_lag_sees_a_starved_event_loop():
 
     async def scenario():
         lag = LoopLag(interval_s=0.01)
+        lag.in_flight = 1
         watcher = asyncio.create_task(lag.watch())
         await asyncio.sleep(0.1)
         idle = lag.busy()
@@ -91,6 +92,7 @@ def test_loop_lag_sees_a_starved_event_loop():
             time.sleep(0.02)
             await asyncio.sleep(0)
         starved = lag.busy()
+        assert not lag.busy(others=1)  # late, but no other request is waiting
         await asyncio.sleep(0.5)
         recovered = lag.busy()
         watcher.cancel()

@@ -251,11 +251,16 @@ class FinchApp:
             await self.admin(scope, receive, send)
             return
         request = Request(scope, receive)
+        pressure = self.proxy.pressure
+        pressure.in_flight += 1
         try:
-            response = await self.proxy.forward(request)
-        except Exception as exc:
-            response = await _internal_error(request, exc)
-        await response(scope, receive, send)
+            try:
+                response = await self.proxy.forward(request)
+            except Exception as exc:
+                response = await _internal_error(request, exc)
+            await response(scope, receive, send)
+        finally:
+            pressure.in_flight -= 1
 
 
 def build_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> FinchApp:

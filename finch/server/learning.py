@@ -74,7 +74,7 @@ class LearningLoop:
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
         if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision("forward", "local_busy")
-        if self.pressure is not None and self.pressure.busy():
+        if self.pressure is not None and self.pressure.busy(others=1):  # other requests are waiting
             return Decision("forward", "server_busy")
         self._attempting = True
         try:

@@ -1,8 +1,10 @@
-"""Event-loop lag: how late the server's loop runs a timer it set.
+"""Event-loop lag: how late the server's loop runs a timer it set, while requests are in flight.
 
-When the loop runs late, the forward path is short of CPU (on two cores the models, the trainer
-and the relay share it). Learning and local attempts then step aside: the trainer pauses between
-events (and sheds what piles up) and requests forward without a local attempt. Requests first.
+When the loop runs late with requests in flight, the forward path is short of CPU (on two cores
+the models, the trainer and the relay share it, and the trainer's Python holds the GIL). Learning
+and local attempts then step aside: the trainer pauses between events (and sheds what piles up)
+and requests forward without a local attempt. Requests first. With nothing in flight the trainer
+runs freely, however late the loop (its own work is what makes it late).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class LoopLag:
         self.busy_ms = busy_ms  # measured: an idle loop runs its timers well under a millisecond late
         self.smoothing = smoothing
         self.lag_ms = 0.0  # exponential moving average; written by the loop, read from any thread
+        self.in_flight = 0  # /v1/ requests being answered; written by the loop only
 
     async def watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -25,5 +28,6 @@ class LoopLag:
             late_ms = (loop.time() - started - self.interval_s) * 1000
             self.lag_ms += self.smoothing * (max(0.0, late_ms) - self.lag_ms)
 
-    def busy(self) -> bool:
-        return self.lag_ms > self.busy_ms
+    def busy(self, others: int = 0) -> bool:
+        """Is the loop late while more than ``others`` requests are in flight?"""
+        return self.in_flight > others and self.lag_ms > self.busy_ms
