@@ -43,7 +43,7 @@ class _Seen:
 
 
 class Framing:
-    def __init__(self, min_contexts: int = 12, known: Iterable[str] = ()) -> None:
+    def __init__(self, min_contexts: int = 6, known: Iterable[str] = ()) -> None:
         self.min_contexts = min_contexts
         self.known: frozenset[str] = frozenset(known)  # replaced whole, so readers need no lock
         self._seen: dict[str, _Seen] = {}
