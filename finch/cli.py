@@ -167,7 +167,11 @@ def describe_learning(learning: dict[str, Any]) -> str:
     return (
         f"learned from {learning['learned']} answers; {learning['audits']} audits of would-be-local answers"
         + (f", bad-local rate {estimate:.1%} (95% interval {low:.1%} to {high:.1%})" if estimate is not None else "")
-        + (f"; validator threshold {threshold:.3f}" if threshold is not None else "; validator threshold: none yet")
+        + (
+            f"; operating point: router {learning.get('router_cut') or 0.5:.2f}, validator {threshold:.3f}"
+            if threshold is not None
+            else "; operating point: none certified yet (router and validator must both pass 0.95)"
+        )
     )
 
 

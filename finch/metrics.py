@@ -49,6 +49,7 @@ class Metrics:
         )
         self.audits = Gauge("finch_audits", "Audited would-be-local answers, by verdict.", ["verdict"], registry=r)
         self.threshold = Gauge("finch_validator_threshold", "The validator's operating point (-1: none).", registry=r)
+        self.router_cut = Gauge("finch_router_cut", "The router's operating point (-1: none).", registry=r)
         self.log_dropped = Gauge(
             "finch_log_dropped", "Request records dropped because the writer fell behind.", registry=r
         )

@@ -152,6 +152,19 @@ def test_validator_accepts_matching_answers_and_rejects_other_intents(tokenizer)
     assert area >= 0.8
 
 
+def test_router_probabilities_keep_the_real_share_of_good_answers(tokenizer):
+    """Balanced replay trains on equal shares of both labels; p_local puts the real prior back."""
+    rng = random.Random(5)
+    pool = bundled_texts()
+    router = Router(encoder_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
+    for _ in range(200):  # questions that tell nothing apart, answered well nine times in ten
+        router.learn(ask(rng.choice(pool)), rng.random() < 0.9)
+    probe = [ask(rng.choice(pool)) for _ in range(50)]
+    mean = sum(router.p_local(probe)) / len(probe)
+    assert router.prior_logit() > 1.5  # log(0.9 / 0.1) = 2.2, give or take the draws
+    assert 0.75 < mean < 0.97, mean
+
+
 def test_untrained_models_are_pessimistic(tokenizer):
     rng = random.Random(3)
     pool = bundled_texts()

@@ -91,3 +91,20 @@ def test_weighted_bound_counts_heavy_samples_as_few():
     weights = [20.0] * 100 + [1.0] * 900
     assert choose_threshold(scores, good, 0.02) == 0.8
     assert choose_threshold(scores, good, 0.02, weights=weights) is None
+
+
+def test_a_stricter_router_cut_certifies_what_the_validator_alone_cannot():
+    from finch.policy.risk import choose_operating_point
+
+    rng = random.Random(1)
+    router, validator, good = [], [], []
+    for _ in range(3000):
+        r, v = rng.random(), rng.uniform(0.5, 1.0)
+        router.append(r)
+        validator.append(v)
+        # Confident questions are answered well; doubtful ones badly one time in ten, whatever the validator says.
+        good.append(r >= 0.8 or rng.random() > 0.1)
+    assert choose_threshold(validator, good, 0.02) is None
+    cut, threshold = choose_operating_point(router, validator, good, 0.02)
+    assert cut == 0.8 and threshold < 0.55
+    assert choose_operating_point(router, validator, [False] * 3000, 0.02) is None

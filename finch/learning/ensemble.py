@@ -36,7 +36,7 @@ from finch.models.generator import generator_config
 from finch.models.learners import Router, Validator, Writer, load_learner
 from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
-from finch.policy.risk import choose_threshold, clopper_pearson
+from finch.policy.risk import choose_operating_point, clopper_pearson
 from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ _CALIBRATION_WINDOW = 3000  # recent judged attempts the operating point is chos
 _RECENT_AUDITS = 100  # audits the conservative rule answers to
 # Forwards whose withheld local answer is judged against Claude's: the audits.
 AUDITED_REASONS = ("sampled", "over_bound")
-# Once a validator threshold is certified, the router only filters out hopeless queries; the
-# validator, which sees the actual answer, decides.
+# Below this the router's query is hopeless and the local attempt is not even made.
 _ROUTER_FLOOR = 0.5
 
 
@@ -88,6 +87,7 @@ class _Serving:
 
     def __init__(self, router: Router, validator: Validator, writer: Writer) -> None:
         self.router = _frozen(router.module)
+        self.router_prior = router.prior_logit()
         self.validator = _frozen(validator.module)
         self.generator = _frozen(writer.module)
 
@@ -115,11 +115,13 @@ class Ensemble:
         self.writer: Writer = self._load_or_new("generator")  # type: ignore[assignment]
         state = self._read_state()
         self.learned: int = state.get("learned", 0)
+        # The operating point, once certified: router cut and validator threshold.
         self.threshold: float | None = state.get("threshold")
+        self.router_cut: float = state.get("router_cut", _ROUTER_FLOOR)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
-        # (validator score, judged good, weight = 1 / chance that this attempt was seen)
-        self.calibration: deque[tuple[float, bool, float]] = deque(
-            [(x[0], x[1], x[2] if len(x) > 2 else 1.0) for x in state.get("calibration", [])],
+        # (router score, validator score, judged good, weight = 1 / chance that this attempt was seen)
+        self.calibration: deque[tuple[float, float, bool, float]] = deque(
+            [tuple(x) for x in state.get("calibration", []) if len(x) == 4],  # type: ignore[misc]
             maxlen=_CALIBRATION_WINDOW,
         )
         self.audits = state.get("audits", {"good": 0, "bad": 0})
@@ -144,10 +146,10 @@ class Ensemble:
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
         question_vec = self.judge.embed([question_text(conversation)])[0]
-        p_router = self._route(serving.router, conversation, question_vec)
+        p_router = self._route(serving, conversation, question_vec)
         conservative = phase == "conservative" or self.threshold is None
-        # Until a threshold is certified, both models must be confident (DESIGN.md §1.3).
-        if p_router < (schedule.conservative_p if conservative else _ROUTER_FLOOR):
+        # Until an operating point is certified, both models must be confident (DESIGN.md §1.3).
+        if p_router < (schedule.conservative_p if conservative else self.router_cut):
             return Decision("forward", "router_forward", p_router=p_router)
 
         prompt = tok.render(conversation, self.writer.config.max_len - 1)
@@ -208,14 +210,14 @@ class Ensemble:
             candidates.append(recalled)
         return candidates
 
-    def _route(self, router: torch.nn.Module, conversation: Conversation, question_vec: torch.Tensor) -> float:
+    def _route(self, serving: _Serving, conversation: Conversation, question_vec: torch.Tensor) -> float:
         ids = self.tokenizer.render(conversation, self.router.config.max_len, cue_answer=False)
         features = None
         if self.router.config.n_features:
             features = torch.tensor([self.memory.question_features(question_vec)])
         with torch.no_grad():
-            logits, _ = router(torch.tensor([ids]), features=features)
-        return float(torch.sigmoid(logits)[0])
+            logits, _ = serving.router(torch.tensor([ids]), features=features)
+        return float(torch.sigmoid(logits + serving.router_prior)[0])
 
     def _score(
         self,
@@ -271,7 +273,7 @@ class Ensemble:
             self.recent_audits.append(audit_good)
         # Prequential calibration: the score of what would have been served, then its verdict.
         weight = 1.0 / forward_chance if served_attempt is not None else 1.0
-        self.calibration.append((p_validator if p_router >= _ROUTER_FLOOR else 0.0, good, weight))
+        self.calibration.append((p_router, p_validator if p_router >= _ROUTER_FLOOR else 0.0, good, weight))
 
         def featurize(other: str) -> list[float]:
             return self.memory.features(question_vec, self.judge.embed_answers([other])[0])
@@ -351,8 +353,11 @@ class Ensemble:
         self.blocked.add(_key(conversation))
 
     def _recalibrate(self) -> None:
-        scores, goods, weights = zip(*self.calibration, strict=True) if self.calibration else ((), (), ())
-        self.threshold = choose_threshold(scores, goods, self.config.max_bad_local, weights=weights)
+        if not self.calibration:
+            return
+        routers, validators, goods, weights = zip(*self.calibration, strict=True)
+        point = choose_operating_point(routers, validators, goods, self.config.max_bad_local, weights)
+        self.router_cut, self.threshold = point if point is not None else (_ROUTER_FLOOR, None)
 
     def publish(self) -> None:
         """Swap in fresh serving copies (one reference assignment: requests see old or new)."""
@@ -365,6 +370,7 @@ class Ensemble:
         state = {
             "learned": self.learned,
             "threshold": self.threshold,
+            "router_cut": self.router_cut,
             "blocked": sorted(self.blocked),
             "calibration": list(self.calibration),
             "audits": self.audits,
@@ -384,6 +390,7 @@ class Ensemble:
             "phase": self.config.schedule.phase(self.learned),
             "sample_rate": self.config.schedule.sample_rate(self.learned),
             "validator_threshold": self.threshold,
+            "router_cut": self.router_cut if self.threshold is not None else None,
             "max_bad_local": self.config.max_bad_local,
             "audits": n,
             "bad_local_estimate": self.audits["bad"] / n if n else None,

@@ -11,6 +11,7 @@ which an input keeps only its newest label.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,7 +116,22 @@ class Router(OnlineClassifier):
 
     def p_local(self, conversations: list[Conversation], features: list[list[float]] | None = None) -> list[float]:
         """Probability that a local answer to each conversation would be good."""
-        return self.probabilities([self.encode(c) for c in conversations], features)
+        self.module.eval()
+        x = pad_batch([self.encode(c) for c in conversations], self.config.pad_id, self.device)
+        with torch.no_grad():
+            logits, _ = self.module(x, features=self._features(features))
+        return torch.sigmoid(logits + self.prior_logit()).tolist()
+
+    def prior_logit(self) -> float:
+        """The log-odds of the labels seen. Balanced replay trains the router as if good and bad
+        local answers were equally common; adding this restores their real frequency, so that
+        "p > 0.95" means what it says (with 85% good labels, a question that is answered well 97%
+        of the time would otherwise score 0.85)."""
+        good, bad = self.replay[1].seen, self.replay[0].seen
+        if good + bad < 20:
+            return 0.0
+        share = min(max(good / (good + bad), 0.02), 0.98)
+        return math.log(share / (1 - share))
 
     def learn(self, conversation: Conversation, local_was_good: bool, features: list[float] | None = None) -> float:
         return self.update_ids(self.encode(conversation), int(local_was_good), features)

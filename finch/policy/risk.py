@@ -78,3 +78,40 @@ def choose_threshold(
         if not tie_continues and weighted_upper_bound(bad, total, total_sq, confidence) <= max_bad:
             best = score
     return best
+
+
+# Router cuts tried when choosing the operating point: its floor, up to the conservative rule's.
+ROUTER_CUTS = (0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def choose_operating_point(
+    router: Sequence[float],
+    validator: Sequence[float],
+    good: Sequence[bool],
+    max_bad: float,
+    weights: Sequence[float] | None = None,
+    router_cuts: Sequence[float] = ROUTER_CUTS,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """The (router cut, validator threshold) pair that serves the most (weighted) attempts while the
+    upper bound on their bad rate stays under ``max_bad``, or None when no pair qualifies.
+
+    A stricter router cut can certify a lower validator threshold: the router sees only the
+    question, the validator the answer, and their mistakes differ."""
+    weights = [1.0] * len(good) if weights is None else weights
+    rows = list(zip(router, validator, good, weights, strict=True))
+    best: tuple[float, float] | None = None
+    best_mass = 0.0
+    for cut in router_cuts:
+        kept = [r for r in rows if r[0] >= cut]
+        if not kept:
+            continue
+        threshold = choose_threshold(
+            [r[1] for r in kept], [r[2] for r in kept], max_bad, confidence=confidence, weights=[r[3] for r in kept]
+        )
+        if threshold is None:
+            continue
+        mass = sum(r[3] for r in kept if r[1] >= threshold)
+        if mass > best_mass:
+            best, best_mass = (cut, threshold), mass
+    return best

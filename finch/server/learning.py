@@ -130,6 +130,7 @@ class LearningLoop:
         m.bad_local.labels("low").set(low)
         m.bad_local.labels("high").set(high)
         m.threshold.set(-1 if status["validator_threshold"] is None else status["validator_threshold"])
+        m.router_cut.set(-1 if status["router_cut"] is None else status["router_cut"])
 
     def _stored_local(self, request_id: str) -> tuple[Conversation, str] | None:
         rows = read_rows(
