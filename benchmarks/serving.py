@@ -135,11 +135,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-learning", action="store_true", help="finch as a recording proxy only")
     args = parser.parse_args()
 
     procs = []
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "FINCH_HOME": home}
+        env = {**os.environ, "FINCH_HOME": home, "FINCH_LEARNING": "false" if args.no_learning else "true"}
         env.pop("ANTHROPIC_API_KEY", None)
         ports = {name: free_port() for name in ("teacher", "finch", "slow_teacher", "slow_finch")}
         url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

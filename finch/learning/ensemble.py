@@ -13,6 +13,7 @@ Two sides, two threads:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import random
@@ -133,6 +134,8 @@ class Ensemble:
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self._serving = _Serving(self.router, self.validator, self.writer)
+        # People ask the same things again: a repeated question skips its embedding on the request path.
+        self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
 
     # -- request path ----------------------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class Ensemble:
             return Decision("forward", "feedback_forward")
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
-        question_vec = self.judge.embed([question_text(conversation)])[0]
+        question_vec = self._question_vec(question_text(conversation))
         p_router = self._route(serving, conversation, question_vec)
         conservative = phase == "conservative" or self.threshold is None
         # Until an operating point is certified, both models must be confident (DESIGN.md §1.3).
