@@ -142,6 +142,10 @@ def main() -> None:
         "added_p50_ms": proxied["by_source"]["upstream"]["p50_ms"] - direct["p50_ms"],
         "added_p95_ms": proxied["by_source"]["upstream"]["p95_ms"] - direct["p95_ms"],
         "finch_rss_mb": {"first": memory[0][1], "middle": memory[len(memory) // 2][1], "last": memory[-1][1]},
+        # Warm-up fills replay buffers, the retrieval memory and allocator pools; growth that goes
+        # on in the second half would be a leak.
+        "finch_rss_second_half_growth_mb": memory[-1][1] - memory[len(memory) // 2][1],
+        "finch_rss_series": [(round(t), round(mb)) for t, mb in memory],
         "learning_events_shed": stats["learning"]["learning_dropped"],
         "learned": stats["learning"]["learned"],
         "log_rows_dropped": stats["log_dropped"],
