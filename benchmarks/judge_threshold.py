@@ -63,13 +63,35 @@ def pairs_for(judge: Judge, by_intent: dict[str, list[str]], n: int, rng: random
     return {"same": same, "near_miss": miss}
 
 
-def rewordings(judge: Judge, n: int, rng: random.Random) -> dict[str, list[float]]:
-    """The teacher simulator's answers: the same answer in two wordings, versus the answer to the
-    most similar other question of the chatterbot corpus."""
-    from finch.teacher.corpus import load_default, reword
+def chatterbot_answers() -> list[str]:
+    from finch.teacher.corpus import load_default
 
-    corpus = load_default()
-    answers = sorted({a for a in corpus.answers if len(a) > 20})
+    return sorted({a for a in load_default().answers if len(a) > 20})
+
+
+def banking77_answers() -> list[str]:
+    """The learning benchmark's reference answers, one per Banking77 intent."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from streams import reference_answers
+
+    return sorted(reference_answers("banking77").values())
+
+
+def with_framing_learned(answers: list[str], rng: random.Random, n: int = 3000) -> Judge:
+    """A judge that has seen ``n`` of these answers, reworded, as finch sees Claude's answers."""
+    from finch.teacher.corpus import reword
+
+    judge = Judge()
+    for _ in range(n):
+        judge.framing.observe(reword(rng.choice(answers), rng))
+    return judge
+
+
+def rewordings(judge: Judge, answers: list[str], n: int, rng: random.Random) -> dict[str, list[float]]:
+    """The teacher simulator's answers: the same answer in two wordings, versus the most similar
+    other answer (reworded too: rewording is all framing, and near misses share it)."""
+    from finch.teacher.corpus import reword
+
     vectors = torch.cat([judge.embed(answers[k : k + 256]) for k in range(0, len(answers), 256)])
     similarity = vectors @ vectors.T
     similarity.fill_diagonal_(-1)
@@ -77,7 +99,7 @@ def rewordings(judge: Judge, n: int, rng: random.Random) -> dict[str, list[float
     for _ in range(n):
         k = rng.randrange(len(answers))
         same.append(judge.divergence(reword(answers[k], rng), reword(answers[k], rng)))
-        miss.append(judge.divergence(reword(answers[k], rng), answers[int(similarity[k].argmax())]))
+        miss.append(judge.divergence(reword(answers[k], rng), reword(answers[int(similarity[k].argmax())], rng)))
     return {"same": same, "near_miss": miss}
 
 
@@ -100,9 +122,20 @@ def main() -> None:
     args = parser.parse_args()
     judge, rng = Judge(), random.Random(0)
     report: dict = {"command": "python " + " ".join(sys.argv), "datasets": {}}
-    for name in ("banking77", "clinc150", "teacher_rewording"):
-        if name == "teacher_rewording":
-            d = rewordings(judge, args.pairs // 4, rng)
+    answer_sets = {"teacher_rewording": chatterbot_answers(), "banking77_answers": banking77_answers()}
+    for name in (
+        "banking77",
+        "clinc150",
+        "teacher_rewording",
+        "teacher_rewording, framing learned",
+        "banking77_answers",
+        "banking77_answers, framing learned",
+    ):
+        if name.endswith(", framing learned"):
+            answers = answer_sets[name.split(",")[0]]
+            d = rewordings(with_framing_learned(answers, rng), answers, args.pairs // 4, rng)
+        elif name in answer_sets:
+            d = rewordings(judge, answer_sets[name], args.pairs // 4, rng)
         else:
             d = pairs_for(judge, {"banking77": banking77, "clinc150": clinc150}[name](), args.pairs, rng)
         rows = []
