@@ -73,6 +73,7 @@ def committed_rows(db):
         conn.close()
 
 
+@pytest.mark.timeout(900)  # 50 restarts, each loading torch and the models: minutes on two cores
 def test_sigkill_at_random_moments_loses_nothing_committed(teacher, home):
     rng = random.Random(11)
     port = free_port()
