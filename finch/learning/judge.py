@@ -70,11 +70,11 @@ class Judge:
 
     def embed_answers(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of answers' content, framing left out: what agreement is measured on."""
-        return self.embed([self.framing.content(t) or " " for t in texts])
+        return self.embed(self._contents(texts))
 
     def embed_with_answers(self, question: str, answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """A question's embedding and its answers' (framing left out), in one batch."""
-        vecs = self.embed([question, *(self.framing.content(a) or " " for a in answers)])
+        vecs = self.embed([question, *self._contents(answers)])
         return vecs[0], vecs[1:]
 
     def divergence(self, local: str, teacher: str) -> float:
@@ -96,6 +96,9 @@ class Judge:
             return False, 1.0
         d = float(1.0 - torch.dot(local_vec, teacher_vec))
         return d < self.threshold, d
+
+    def _contents(self, answers: Sequence[str]) -> list[str]:
+        return [self.framing.content(a) or " " for a in answers]
 
     def _same(self, local: str, teacher: str) -> bool:
         content = self.framing.content

@@ -61,11 +61,13 @@ class OnlineClassifier(OnlineLearner):
         return groups
 
     @torch.no_grad()
-    def probabilities(self, inputs: list[list[int]], features: list[list[float]] | None = None) -> list[float]:
+    def probabilities(
+        self, inputs: list[list[int]], features: list[list[float]] | None = None, prior_logit: float = 0.0
+    ) -> list[float]:
         self.module.eval()
         x = pad_batch(inputs, self.config.pad_id, self.device)
         logits, _ = self.module(x, features=self._features(features))
-        return torch.sigmoid(logits).tolist()
+        return torch.sigmoid(logits + prior_logit).tolist()
 
     def update_ids(self, ids: list[int], label: int, features: list[float] | None = None) -> float:
         label = int(bool(label))
@@ -116,11 +118,7 @@ class Router(OnlineClassifier):
 
     def p_local(self, conversations: list[Conversation], features: list[list[float]] | None = None) -> list[float]:
         """Probability that a local answer to each conversation would be good."""
-        self.module.eval()
-        x = pad_batch([self.encode(c) for c in conversations], self.config.pad_id, self.device)
-        with torch.no_grad():
-            logits, _ = self.module(x, features=self._features(features))
-        return torch.sigmoid(logits + self.prior_logit()).tolist()
+        return self.probabilities([self.encode(c) for c in conversations], features, self.prior_logit())
 
     def prior_logit(self) -> float:
         """The log-odds of the labels seen. Balanced replay trains the router as if good and bad
