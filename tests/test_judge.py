@@ -110,6 +110,23 @@ def test_memory_recall_survives_save_and_load(judge: Judge, tmp_path):
     assert loaded.features(probe, a_vecs[0]) == memory.features(probe, a_vecs[0])
 
 
+def test_an_exact_repeat_outvotes_a_crowd_of_looser_neighbours():
+    """Nine past questions at similarity 0.8 agree on one answer; the question itself was asked
+    before and got another. The vote must follow the exact repeat, and say it is confident."""
+    generator = torch.Generator().manual_seed(0)
+    question, crowd_answer, own_answer = torch.nn.functional.normalize(torch.randn(3, 384, generator=generator), dim=1)
+    memory = Memory(agree_threshold=0.15)
+    for _ in range(9):
+        noise = torch.nn.functional.normalize(torch.randn(384, generator=generator), dim=0)
+        noise = torch.nn.functional.normalize(noise - (noise @ question) * question, dim=0)
+        memory.add(0.8 * question + 0.6 * noise, crowd_answer, "the crowd's answer")
+    memory.add(question, own_answer, "its own answer")
+    assert memory.recall(question)[0] == "its own answer"
+    nearest, share, _ = memory.question_features(question)
+    assert nearest == pytest.approx(1.0, abs=1e-5)
+    assert share > 0.8  # against 1 / (1 + 9 × 0.8) ≈ 0.12 were similarity itself the weight
+
+
 def test_reembed_replaces_every_stored_answer(judge: Judge):
     memory = Memory(judge.threshold)
     for topic in TOPICS[:3]:
