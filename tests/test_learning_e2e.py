@@ -163,14 +163,28 @@ def test_stats_and_metrics_show_the_learning_state(trained):
 
 
 def test_what_was_learned_survives_a_restart(trained, teacher):
+    """Save, then load: the same scores and the same answers for every question, and a question
+    answered locally before the restart is answered locally after it, without the teacher."""
+    from finch.conversation import Conversation
+
+    def decisions(finch):
+        ensemble = finch.loop.ensemble
+        made = [ensemble.decide(Conversation("", (("user", q),)), 100) for q, _ in TRAIN]
+        return [(d.route, d.reason, d.answer, d.p_router, d.p_validator) for d in made]
+
     finch, home = trained
+    before = decisions(finch)
     finch.server.stop()  # saves the models on shutdown
     again = Finch(home, teacher[1])
     try:
-        before = teacher[0].requests
-        source, message = again.ask(TRAIN[0][0])
-        assert source == "local" and message.content[0].text == TRAIN[0][1]
-        assert teacher[0].requests == before
+        assert decisions(again) == before
+        local = [(q, d[2]) for (q, _), d in zip(TRAIN, before, strict=True) if d[0] == "local"]
+        assert local, before
+        asked = teacher[0].requests
+        for question, answer in local:
+            source, message = again.ask(question)
+            assert source == "local" and message.content[0].text == answer
+        assert teacher[0].requests == asked
     finally:
         again.server.stop()
 
@@ -185,7 +199,11 @@ def test_audits_over_the_bound_stop_local_answers(trained, teacher):
     _, home = trained
     finch = Finch(home, teacher[1])
     try:
-        assert finch.ask(TRAIN[0][0])[0] == "local"
+        ensemble = finch.loop.ensemble
+        question, answer = next(
+            (q, a) for q, a in TRAIN if ensemble.decide(Conversation("", (("user", q),)), 100).route == "local"
+        )
+        assert finch.ask(question)[0] == "local"
         for i in range(6):  # withheld answers that Claude's answers contradict
             wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", "Bananas.")
             finch.loop.trainer.submit(wrong)
@@ -193,9 +211,9 @@ def test_audits_over_the_bound_stop_local_answers(trained, teacher):
         assert finch.loop.ensemble.over_bound()
         audits = finch.loop.ensemble.audits["good"]
         before = teacher[0].requests
-        source, message = finch.ask(TRAIN[0][0])
+        source, message = finch.ask(question)
         assert source == "upstream" and teacher[0].requests == before + 1
-        assert message.content[0].text == TRAIN[0][1]
+        assert message.content[0].text == answer
         reasons = read_rows(home / "finch.db", "SELECT reason FROM requests ORDER BY ts DESC LIMIT 1")
         assert reasons[0]["reason"] == "over_bound"
         assert finch.loop.ensemble.audits["good"] == audits + 1  # the withheld answer was audited: good
