@@ -5,9 +5,12 @@ alternating direct and proxied calls so both see the same machine state:
 
   1. non-streaming latency, sequential: p50/p95 direct and through finch, and the added time
   2. streaming time to first byte (response headers) and to the first text delta
-  3. requests/s with C concurrent clients, direct and through finch
+  3. requests/s with C concurrent clients, direct and through finch, in alternating rounds; the
+     ratio is the median of the rounds' ratios (the direct rate alone drifts by half between runs
+     minutes apart on a shared machine)
 
-Usage: python benchmarks/serving.py [--requests 400] [--concurrency 16] [--seconds 8] [--json out.json]
+Usage: python benchmarks/serving.py [--requests 400] [--concurrency 16] [--seconds 4] [--rounds 5]
+       [--json out.json]
 """
 
 from __future__ import annotations
@@ -94,32 +97,44 @@ async def throughput(url: str, concurrency: int, seconds: float) -> tuple[float,
 
 
 async def measure(
-    urls: dict[str, str], n: int, concurrency: int, seconds: float, delay_url: dict | None, finch_pid: int
+    urls: dict[str, str],
+    n: int,
+    concurrency: int,
+    seconds: float,
+    rounds: int,
+    delay_url: dict | None,
+    finch_pid: int,
 ) -> dict:
     async with httpx.AsyncClient(timeout=30) as client:
         await sequential_latency(client, urls, 30)  # warm pools and code paths
         latency = await sequential_latency(client, urls, n)
         stream = await streaming_first_byte(client, urls, max(50, n // 4))
-    rps: dict[str, list[float]] = {}
-    for name, url in urls.items():  # direct first, then finch, then direct again to bracket drift
-        cpu_before = cpu_seconds(finch_pid)
-        rate, count = await throughput(url, concurrency, seconds)
-        rps.setdefault(name, []).append(rate)
-        if name == "finch":
-            finch_cpu_ms = (cpu_seconds(finch_pid) - cpu_before) * 1000 / count
-    rps["direct"].append((await throughput(urls["direct"], concurrency, seconds))[0])
+    # Rounds of direct and proxied runs, alternating which goes first; each round's ratio compares
+    # two runs seconds apart, and the median of the rounds' ratios is reported.
+    rps: dict[str, list[float]] = {name: [] for name in urls}
+    ratios, finch_cpu_ms = [], []
+    for round_ in range(rounds):
+        order = list(urls.items()) if round_ % 2 == 0 else list(reversed(urls.items()))
+        for name, url in order:
+            cpu_before = cpu_seconds(finch_pid)
+            rate, count = await throughput(url, concurrency, seconds)
+            rps[name].append(rate)
+            if name == "finch":
+                finch_cpu_ms.append((cpu_seconds(finch_pid) - cpu_before) * 1000 / count)
+        ratios.append(rps["finch"][-1] / rps["direct"][-1])
     report = {
         "latency_ms": {k: {"p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in latency.items()},
         "stream_ms": {k: {m: statistics.median(vals) for m, vals in v.items()} for k, v in stream.items()},
-        "requests_per_s": {k: max(v) if k == "direct" else v[0] for k, v in rps.items()},
-        "finch_cpu_ms_per_request": finch_cpu_ms,
+        "requests_per_s": {k: statistics.median(v) for k, v in rps.items()},
+        "requests_per_s_by_round": rps,
+        "finch_cpu_ms_per_request": statistics.median(finch_cpu_ms),
     }
     d, f = report["latency_ms"]["direct"], report["latency_ms"]["finch"]
     report["added_ms"] = {"p50": f["p50"] - d["p50"], "p95": f["p95"] - d["p95"]}
     sd, sf = report["stream_ms"]["direct"], report["stream_ms"]["finch"]
     report["first_byte_ratio"] = sf["headers"] / sd["headers"]
     report["first_delta_ratio"] = sf["first_delta"] / sd["first_delta"]
-    report["throughput_ratio"] = report["requests_per_s"]["finch"] / report["requests_per_s"]["direct"]
+    report["throughput_ratio"] = statistics.median(ratios)
     if delay_url:
         async with httpx.AsyncClient(timeout=30) as client:
             slow = await streaming_first_byte(client, delay_url, 20)
@@ -133,7 +148,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="each throughput run")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds, direct and through finch")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--no-learning", action="store_true", help="finch as a recording proxy only")
     args = parser.parse_args()
@@ -202,6 +218,7 @@ def main() -> None:
                     args.requests,
                     args.concurrency,
                     args.seconds,
+                    args.rounds,
                     {"direct": url["slow_teacher"], "finch": url["slow_finch"]},
                     procs[1].pid,
                 )
