@@ -101,10 +101,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-learning", action="store_true", help="finch as a recording proxy only")
     args = parser.parse_args()
     procs = []
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "FINCH_HOME": home, "FINCH_PRESET": args.preset}
+        env["FINCH_LEARNING"] = "false" if args.no_learning else "true"
         teacher_port, finch_port = free_port(), free_port()
         teacher_url, finch_url = f"http://127.0.0.1:{teacher_port}", f"http://127.0.0.1:{finch_port}"
         try:
@@ -146,8 +148,8 @@ def main() -> None:
         # on in the second half would be a leak.
         "finch_rss_second_half_growth_mb": memory[-1][1] - memory[len(memory) // 2][1],
         "finch_rss_series": [(round(t), round(mb)) for t, mb in memory],
-        "learning_events_shed": stats["learning"]["learning_dropped"],
-        "learned": stats["learning"]["learned"],
+        "learning_events_shed": (stats["learning"] or {}).get("learning_dropped"),
+        "learned": (stats["learning"] or {}).get("learned"),
         "log_rows_dropped": stats["log_dropped"],
     }
     report["direct"].pop("memory_mb")
