@@ -63,6 +63,10 @@ def load(url, stop):
             with contextlib.suppress(httpx.HTTPError):  # the server is being killed
                 client.post("/v1/messages", json=body)
             i += 1
+            # A client that reads each answer before asking again. Back-to-back requests keep one
+            # always in flight, and the trainer, which steps aside for requests, could then go a
+            # whole round without learning the two examples that a checkpoint needs.
+            time.sleep(0.02)
 
 
 def committed_rows(db):
