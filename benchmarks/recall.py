@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from finch.learning.judge import Judge
+from finch.learning.memory import vote_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from streams import build_stream  # noqa: E402
@@ -30,8 +31,7 @@ CUTS = (0.99, 0.95, 0.9, 0.8)
 def vote(similarity: torch.Tensor, labels: list[str], temperature: float | None) -> tuple[str, float]:
     """The winning label and its share of the vote; ``temperature`` None weighs by similarity."""
     top = torch.topk(similarity, min(K, len(labels)))
-    nearest = top.values[0]
-    weights = top.values.clamp(min=0) if temperature is None else torch.exp((top.values - nearest) / temperature)
+    weights = top.values.clamp(min=0) if temperature is None else vote_weights(top.values, temperature)
     votes: dict[str, float] = {}
     for index, weight in zip(top.indices.tolist(), weights.tolist(), strict=True):
         votes[labels[index]] = votes.get(labels[index], 0.0) + weight

@@ -60,6 +60,13 @@ class Finch:
         return raw.headers["x-finch-source"], raw.parse()
 
 
+def decide(finch, question):
+    """finch's decision on a question, made without sending it (nothing is learned)."""
+    from finch.conversation import Conversation
+
+    return finch.loop.ensemble.decide(Conversation("", (("user", question),)), 100)
+
+
 @pytest.fixture(scope="module")
 def teacher():
     t = Teacher(Corpus([*TRAIN, PIN]))
@@ -165,11 +172,9 @@ def test_stats_and_metrics_show_the_learning_state(trained):
 def test_what_was_learned_survives_a_restart(trained, teacher):
     """Save, then load: the same scores and the same answers for every question, and a question
     answered locally before the restart is answered locally after it, without the teacher."""
-    from finch.conversation import Conversation
 
     def decisions(finch):
-        ensemble = finch.loop.ensemble
-        made = [ensemble.decide(Conversation("", (("user", q),)), 100) for q, _ in TRAIN]
+        made = [decide(finch, q) for q, _ in TRAIN]
         return [(d.route, d.reason, d.answer, d.p_router, d.p_validator) for d in made]
 
     finch, home = trained
@@ -199,10 +204,7 @@ def test_audits_over_the_bound_stop_local_answers(trained, teacher):
     _, home = trained
     finch = Finch(home, teacher[1])
     try:
-        ensemble = finch.loop.ensemble
-        question, answer = next(
-            (q, a) for q, a in TRAIN if ensemble.decide(Conversation("", (("user", q),)), 100).route == "local"
-        )
+        question, answer = next((q, a) for q, a in TRAIN if decide(finch, q).route == "local")
         assert finch.ask(question)[0] == "local"
         for i in range(6):  # withheld answers that Claude's answers contradict
             wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", "Bananas.")

@@ -36,6 +36,11 @@ _DIM = 384  # all-MiniLM-L6-v2
 VOTE_TEMPERATURE = 0.05
 
 
+def vote_weights(similarities: torch.Tensor, temperature: float = VOTE_TEMPERATURE) -> torch.Tensor:
+    """Each neighbour's weight in the vote, from similarities sorted nearest first: the nearest weighs 1."""
+    return torch.exp((similarities - similarities[0]) / temperature)
+
+
 def question_text(conversation: Conversation, max_chars: int = 1000) -> str:
     """What a conversation asks, for embedding: its turns, newest last, cut from the left."""
     return "\n".join(text for _, text in conversation.turns)[-max_chars:]
@@ -110,7 +115,7 @@ class Memory:
         top = torch.topk(similarity, min(k, n))
         answers = self._answers[top.indices]  # (k, D)
         agree = (answers @ answers.T) >= self.agree_cos  # (k, k)
-        weights = torch.exp((top.values - top.values[0]) / VOTE_TEMPERATURE)  # the nearest weighs 1
+        weights = vote_weights(top.values)
         votes = agree.float() @ weights  # (k,) weighted support of each answer
         winner = int(votes.argmax())
         share = float(votes[winner] / weights.sum())
