@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 
 HELP = """commands:
   /help    this text
@@ -18,11 +18,11 @@ HELP = """commands:
 
 
 class ChatSession:
-    def __init__(self, url: str, model: str, max_tokens: int, client: httpx.Client | None = None) -> None:
+    def __init__(self, url: str, model: str, max_tokens: int, client: httpx2.Client | None = None) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.max_tokens = max_tokens
-        self.client = client or httpx.Client(base_url=self.url, timeout=600)
+        self.client = client or httpx2.Client(base_url=self.url, timeout=600)
         self.messages: list[dict[str, str]] = []
         self.last_request_id: str | None = None
 
@@ -71,7 +71,7 @@ class ChatSession:
             elif line:
                 try:
                     answer, route, elapsed = self.send(line)
-                except httpx.HTTPError as exc:
+                except httpx2.HTTPError as exc:
                     self.messages.pop()
                     echo(f"could not reach finch: {exc}")
                     continue
@@ -89,5 +89,5 @@ class ChatSession:
     def _alive(self) -> bool:
         try:
             return self.client.get("/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             return False

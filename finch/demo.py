@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from finch.config import load_settings
 from finch.server.app import build_app
@@ -60,7 +60,7 @@ def run_demo(
         with running(build_teacher_app(teacher)) as upstream:
             overrides = {"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key", "preset": preset}
             app = build_app(load_settings(overrides, environ={}))
-            with running(app) as proxy, httpx.Client(base_url=proxy.url, timeout=60) as client:
+            with running(app) as proxy, httpx2.Client(base_url=proxy.url, timeout=60) as client:
                 loop = app.state.proxy.learning
                 routes, wrong = [], 0
                 questions = question_stream(corpus, n, seed)

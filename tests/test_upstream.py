@@ -1,6 +1,6 @@
 import asyncio
 
-import httpx
+import httpx2
 import pytest
 
 from finch.errors import UpstreamUnreachable
@@ -9,7 +9,7 @@ from finch.upstream.client import UpstreamClient, _retry_after, _should_retry
 
 
 def response(status, **headers):
-    return httpx.Response(status, headers=headers)
+    return httpx2.Response(status, headers=headers)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -46,14 +46,14 @@ from finch.upstream.client import UpstreamClient
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
-# Request headers finch consumes itself or that httpx must compute: never forwarded.
+# Request headers finch consumes itself or that the HTTP client must compute: never forwarded.
 _DROP_REQUEST_HEADERS = HOP_BY_HOP | {b"host", b"content-length", b"x-finch-token"}
 
 
 class Proxy:
     """The state one server needs; its methods are the routes."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self.learning: LearningLoop | None = None  # built at start-up: loading models takes seconds
         self.metrics = Metrics()
@@ -263,7 +263,7 @@ class FinchApp:
             pressure.in_flight -= 1
 
 
-def build_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> FinchApp:
+def build_app(settings: Settings, transport: httpx2.AsyncBaseTransport | None = None) -> FinchApp:
     proxy = Proxy(settings, transport)
     admin = Starlette(
         routes=[

@@ -13,7 +13,7 @@ import asyncio
 import time
 
 import anyio
-import httpx
+import httpx2
 from starlette.types import Receive, Scope, Send
 
 from finch.errors import sse_error_event
@@ -101,7 +101,7 @@ class RelayResponse:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             self._done = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx2.TransportError, httpx2.StreamError) as exc:
             record.error_type = "upstream_disconnected"
             if record.is_sse:
                 # The status line is long gone; an SSE error event is how the API reports this.

@@ -1,4 +1,4 @@
-"""The upstream client: one pooled async httpx client, streaming responses, safe retries.
+"""The upstream client: one pooled async httpx2 client, streaming responses, safe retries.
 
 A request is retried only before any byte has gone back to the client, which is always the case
 here: ``send`` returns a response whose headers have arrived and whose body is still unread, and
@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from finch.errors import InvalidRequest, UpstreamTimeout, UpstreamUnreachable
 
@@ -26,7 +26,7 @@ _BACKOFF_CAP = 8.0
 
 @dataclass
 class UpstreamResponse:
-    response: httpx.Response  # headers read, body not yet
+    response: httpx2.Response  # headers read, body not yet
     attempts: int
 
 
@@ -38,7 +38,7 @@ class UpstreamClient:
         max_retries: int = 2,
         connect_timeout: float = 5.0,
         read_timeout: float = 600.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -46,9 +46,9 @@ class UpstreamClient:
         self.max_retries = max_retries
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=30),
+        self._client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=30),
             transport=transport,
             follow_redirects=False,
             trust_env=False,
@@ -65,10 +65,10 @@ class UpstreamClient:
             try:
                 response = await self._client.send(request, stream=True)
             except (
-                httpx.ConnectError,
-                httpx.ConnectTimeout,
-                httpx.RemoteProtocolError,
-                httpx.ReadError,
+                httpx2.ConnectError,
+                httpx2.ConnectTimeout,
+                httpx2.RemoteProtocolError,
+                httpx2.ReadError,
             ) as exc:
                 # Nothing came back, so nothing reached the client: safe to try again.
                 if attempt <= self.max_retries:
@@ -77,9 +77,9 @@ class UpstreamClient:
                 raise UpstreamUnreachable(
                     f"upstream unreachable after {attempt} attempt(s): {type(exc).__name__}"
                 ) from exc
-            except httpx.TimeoutException as exc:
+            except httpx2.TimeoutException as exc:
                 raise UpstreamTimeout("upstream did not answer within the read timeout") from exc
-            except httpx.LocalProtocolError as exc:  # the client's headers cannot be sent on as HTTP/1.1
+            except httpx2.LocalProtocolError as exc:  # the client's headers cannot be sent on as HTTP/1.1
                 raise InvalidRequest(f"request cannot be forwarded: {exc}") from exc
             if attempt <= self.max_retries and _should_retry(response):
                 delay = _retry_after(response)
@@ -97,7 +97,7 @@ class UpstreamClient:
         await self._client.aclose()
 
 
-def _should_retry(response: httpx.Response) -> bool:
+def _should_retry(response: httpx2.Response) -> bool:
     verdict = response.headers.get("x-should-retry")
     if verdict == "true":
         return True
@@ -106,7 +106,7 @@ def _should_retry(response: httpx.Response) -> bool:
     return response.status_code in RETRYABLE_STATUS
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx2.Response) -> float | None:
     """Seconds the upstream asked us to wait, from retry-after-ms or retry-after (seconds or a date)."""
     ms = response.headers.get("retry-after-ms")
     if ms:
