@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,5 +99,11 @@ def queue_faults(teacher: Running, *faults: str) -> None:
     httpx.post(teacher.url + "/_teacher/faults", json={"queue": list(faults)}).raise_for_status()
 
 
-def flush(finch: Running) -> None:
-    finch.app.state.proxy.store.flush()
+def flush(finch: Running, timeout: float = 10.0) -> None:
+    """Wait until every request finch has answered is committed to its log. A client may have its
+    answer a moment before the server has recorded it: wait for the server's requests to finish."""
+    proxy = finch.app.state.proxy
+    deadline = time.monotonic() + timeout
+    while proxy.pressure.in_flight and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proxy.store.flush()

@@ -15,6 +15,7 @@ from finch.server.app import build_app
 from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, build_teacher_app
+from tests.conftest import flush
 
 KEY = "fake-learning-key"
 MODEL = "claude-haiku-4-5"
@@ -49,7 +50,7 @@ class Finch:
 
     def settle(self):
         """Wait until everything asked so far is logged and learned."""
-        self.app.state.proxy.store.flush()
+        flush(self)
         assert self.loop.trainer.drain(120)
 
     def ask(self, question, **extra):

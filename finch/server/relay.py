@@ -117,7 +117,7 @@ class RelayResponse:
             # A JSON body cut short is left unfinished: the server closes the connection and the
             # client sees the failure, as it would have talking to the upstream directly.
         finally:
+            record.latency_ms = (time.perf_counter() - self.started) * 1000
+            self.store.submit(record)  # before the upstream connection's clean-up: the client is done
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-            record.latency_ms = (time.perf_counter() - self.started) * 1000
-            self.store.submit(record)
