@@ -1,5 +1,8 @@
 """The trainer runs beside the request path and never slows it."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -67,7 +70,7 @@ def test_the_trainer_steps_aside_while_requests_need_the_cpu(start_finch, teache
     trainer = finch.app.state.proxy.learning.trainer
     busy = threading.Event()
     busy.set()
-    trainer.pause_while, trainer.max_pause_s = busy.is_set, 30.0
+    trainer.quiet, trainer.max_pause_s = (lambda: not busy.is_set()), 30.0
     conversation = Conversation("", (("user", "q"),))
     before = trainer.processed
     trainer.submit(ClaudeAnswer("r-busy", conversation, "a"))
@@ -93,9 +96,45 @@ def test_loop_lag_sees_a_starved_event_loop():
             await asyncio.sleep(0)
         starved = lag.busy()
         assert not lag.busy(others=1)  # late, but no other request is waiting
+        assert not lag.quiet()
+        lag.in_flight = 0
+        assert lag.quiet()  # late, but nothing is waiting: background work may run
+        lag.in_flight = 1
+        await asyncio.sleep(0.05)  # a few on-time ticks: quiet again, long before the average forgets
+        quiet_soon = lag.quiet()
         await asyncio.sleep(0.5)
         recovered = lag.busy()
         watcher.cancel()
-        return idle, starved, recovered
+        return idle, starved, quiet_soon, recovered
 
-    assert asyncio.run(scenario()) == (False, True, False)
+    assert asyncio.run(scenario()) == (False, True, True, False)
+
+
+def test_loop_lag_sees_a_machine_with_no_idle_cpu():
+    """Other processes using every core (here at low priority, so the loop itself stays on time)
+    leave background work no room while a request is in flight."""
+    import asyncio
+
+    from finch.server.pressure import LoopLag
+
+    burn = "import os, time\nos.nice(10)\nend = time.time() + 2.0\nwhile time.time() < end: pass"
+
+    async def scenario():
+        lag = LoopLag(interval_s=0.01)
+        lag.in_flight = 1
+        watcher = asyncio.create_task(lag.watch())
+        await asyncio.sleep(0.3)
+        calm = lag.quiet()
+        burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 1)]
+        await asyncio.sleep(1.2)
+        crowded, idle = lag.quiet(), lag.idle_share
+        lag.in_flight = 0
+        unhurried = lag.quiet()  # nothing of finch's is waiting: the machine's load is not its concern
+        for burner in burners:
+            burner.wait()
+        watcher.cancel()
+        return calm, crowded, idle, unhurried
+
+    calm, crowded, idle, unhurried = asyncio.run(scenario())
+    assert calm and not crowded and unhurried
+    assert idle < 0.2

@@ -60,13 +60,14 @@ class Trainer:
         store: Store,
         capacity: int = 256,
         save_every: int = 50,
-        pause_while: Callable[[], bool] | None = None,
-        max_pause_s: float = 2.0,
+        quiet: Callable[[], bool] | None = None,
+        max_pause_s: float = 30.0,
     ) -> None:
-        """``pause_while()`` true: requests need the CPU; wait (at most ``max_pause_s``) before the
-        next event, and let the queue shed what piles up meanwhile."""
+        """``quiet()`` false: requests need the CPU; wait before the next event, and let the queue
+        shed what piles up meanwhile. Under sustained overload learning goes on, slowly: one event
+        at least every ``max_pause_s``."""
         self.ensemble = ensemble
-        self.pause_while = pause_while
+        self.quiet = quiet
         self.max_pause_s = max_pause_s
         self.store = store
         self.save_every = save_every
@@ -143,10 +144,10 @@ class Trainer:
                     self._cond.notify_all()
 
     def _wait_for_quiet(self) -> None:
-        if self.pause_while is None:
+        if self.quiet is None:
             return
         deadline = time.monotonic() + self.max_pause_s
-        while self.pause_while() and not self._stopping and time.monotonic() < deadline:
+        while not self.quiet() and not self._stopping and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _learn(self, event: Event) -> None:

@@ -47,8 +47,8 @@ class LearningLoop:
         )
         self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
         self.pressure = pressure
-        busy = pressure.busy if pressure is not None else None
-        self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every, pause_while=busy)
+        quiet = pressure.quiet if pressure is not None else None
+        self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every, quiet=quiet)
         self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
         self._local_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finch-local")
         self._attempting = False
@@ -72,6 +72,8 @@ class LearningLoop:
         that would wait for the models is forwarded at once instead (``local_busy``), so the forward
         path never queues behind them. (One thread, not the server's pool of them: each thread that
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
+        if self.ensemble.config.schedule.phase(self.ensemble.learned) == "cold_start":
+            return Decision("forward", "cold_start")  # known without the models: no trip to their thread
         if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision("forward", "local_busy")
         if self.pressure is not None and self.pressure.busy(others=1):  # other requests are waiting
