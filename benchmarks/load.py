@@ -1,10 +1,15 @@
 """Load benchmark: many concurrent clients, mixed streaming and non-streaming, for a fixed time,
-against a teacher with Claude-like pacing; once directly and once through finch (learning on).
+against a teacher with Claude-like pacing: directly, then through finch in each mode (learning on,
+learning off), each finch a fresh process with a fresh home; the whole repeated for ``--rounds``,
+the order of the modes rotating from round to round.
 
 Reports errors (finch must add none), latency p50/p95 direct and through finch, finch's memory over
-the run (RSS sampled every few seconds), and how many learning events the trainer shed.
+each leg (RSS sampled every few seconds), and how many learning events the trainer shed. Added
+latency is taken against the same round's direct leg; the summary is the median over rounds, so
+machine drift between rounds does not pass for finch's cost.
 
-Usage: python benchmarks/load.py [--clients 64] [--seconds 60] [--json out.json]
+Usage: python benchmarks/load.py [--clients 64] [--seconds 60] [--rounds 3]
+       [--modes learning no-learning] [--json out.json]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -95,64 +101,92 @@ async def drive(url: str, clients: int, seconds: float, pid: int | None) -> dict
     }
 
 
+def run_finch(teacher_url: str, preset: str, learning: bool, clients: int, seconds: float) -> dict:
+    """One leg through a fresh finch: its latencies, memory series and learning counters."""
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "FINCH_HOME": home, "FINCH_PRESET": preset, "FINCH_LEARNING": str(learning).lower()}
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = ["serve", "--port", str(port), "--upstream-url", teacher_url, "--log-level", "warning"]
+        proc = start(args, env, url + "/healthz")
+        try:
+            leg = asyncio.run(drive(url, clients, seconds, proc.pid))
+            stats = httpx.get(url + "/finch/stats").json()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    memory = leg.pop("memory_mb")
+    learning_stats = stats["learning"] or {}
+    return leg | {
+        "rss_mb": {"first": memory[0][1], "middle": memory[len(memory) // 2][1], "last": memory[-1][1]},
+        # Warm-up fills replay buffers, the retrieval memory and allocator pools; growth that goes
+        # on in the second half would be a leak.
+        "rss_second_half_growth_mb": memory[-1][1] - memory[len(memory) // 2][1],
+        "rss_series": [(round(t), round(mb)) for t, mb in memory],
+        "learning_events_shed": learning_stats.get("learning_dropped"),
+        "learned": learning_stats.get("learned"),
+        "log_rows_dropped": stats["log_dropped"],
+        "by_reason": {f"{row['route']}/{row['reason']}": row["requests"] for row in stats["by_reason"]},
+    }
+
+
+def added(leg: dict, direct: dict) -> dict:
+    """Forwarded requests only: local answers skip the upstream and would flatter finch."""
+    forwarded = leg["by_source"]["upstream"]
+    return {
+        "added_p50_ms": forwarded["p50_ms"] - direct["p50_ms"],
+        "added_p95_ms": forwarded["p95_ms"] - direct["p95_ms"],
+        "throughput_ratio": leg["requests"] / direct["requests"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", choices=["learning", "no-learning"], default=["learning"])
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--no-learning", action="store_true", help="finch as a recording proxy only")
     args = parser.parse_args()
-    procs = []
+    rounds = []
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "FINCH_HOME": home, "FINCH_PRESET": args.preset}
-        env["FINCH_LEARNING"] = "false" if args.no_learning else "true"
-        teacher_port, finch_port = free_port(), free_port()
-        teacher_url, finch_url = f"http://127.0.0.1:{teacher_port}", f"http://127.0.0.1:{finch_port}"
+        teacher_port = free_port()
+        teacher_url = f"http://127.0.0.1:{teacher_port}"
+        pacing = ["--first-token-delay", "0.3", "--token-delay", "0.01"]
+        teacher_env = {**os.environ, "FINCH_HOME": home}
+        teacher = start(["teacher", "--port", str(teacher_port), *pacing], teacher_env, teacher_url + "/_teacher/stats")
         try:
-            procs.append(
-                start(
-                    ["teacher", "--port", str(teacher_port), "--first-token-delay", "0.3", "--token-delay", "0.01"],
-                    env,
-                    teacher_url + "/_teacher/stats",
-                )
-            )
-            procs.append(
-                start(
-                    ["serve", "--port", str(finch_port), "--upstream-url", teacher_url, "--log-level", "warning"],
-                    env,
-                    finch_url + "/healthz",
-                )
-            )
-            direct = asyncio.run(drive(teacher_url, args.clients, args.seconds, None))
-            proxied = asyncio.run(drive(finch_url, args.clients, args.seconds, procs[1].pid))
-            stats = httpx.get(finch_url + "/finch/stats").json()
+            for r in range(args.rounds):
+                direct = asyncio.run(drive(teacher_url, args.clients, args.seconds, None))
+                direct.pop("memory_mb")
+                legs = {"direct": direct}
+                for k in range(len(args.modes)):
+                    mode = args.modes[(r + k) % len(args.modes)]
+                    leg = run_finch(teacher_url, args.preset, mode == "learning", args.clients, args.seconds)
+                    legs[mode] = leg | added(leg, direct)
+                    print(f"round {r + 1} {mode}: " + json.dumps(added(leg, direct)), file=sys.stderr)
+                rounds.append(legs)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=30)
-    memory = proxied.pop("memory_mb")
+            teacher.terminate()
+            teacher.wait(timeout=30)
+    summary = {
+        mode: {
+            key: statistics.median(legs[mode][key] for legs in rounds)
+            for key in ("added_p50_ms", "added_p95_ms", "throughput_ratio")
+        }
+        | {"errors": [legs[mode]["errors"] for legs in rounds]}
+        for mode in args.modes
+    }
     report = {
         "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "clients": args.clients,
         "seconds": args.seconds,
-        "direct": direct | {"memory_mb": None},
-        "finch": proxied,
-        # Forwarded requests only: local answers skip the upstream and would flatter finch.
-        "added_p50_ms": proxied["by_source"]["upstream"]["p50_ms"] - direct["p50_ms"],
-        "added_p95_ms": proxied["by_source"]["upstream"]["p95_ms"] - direct["p95_ms"],
-        "finch_rss_mb": {"first": memory[0][1], "middle": memory[len(memory) // 2][1], "last": memory[-1][1]},
-        # Warm-up fills replay buffers, the retrieval memory and allocator pools; growth that goes
-        # on in the second half would be a leak.
-        "finch_rss_second_half_growth_mb": memory[-1][1] - memory[len(memory) // 2][1],
-        "finch_rss_series": [(round(t), round(mb)) for t, mb in memory],
-        "learning_events_shed": (stats["learning"] or {}).get("learning_dropped"),
-        "learned": (stats["learning"] or {}).get("learned"),
-        "log_rows_dropped": stats["log_dropped"],
+        "summary": summary,
+        "direct_errors": [legs["direct"]["errors"] for legs in rounds],
+        "rounds": rounds,
     }
-    report["direct"].pop("memory_mb")
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
