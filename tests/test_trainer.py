@@ -86,7 +86,7 @@ def test_loop_lag_sees_a_starved_event_loop():
     from finch.server.pressure import LoopLag
 
     async def scenario():
-        lag = LoopLag(interval_s=0.01)
+        lag = LoopLag(interval_s=0.01, min_idle=0.0)  # the loop alone: whatever else the machine runs
         lag.in_flight = 1
         watcher = asyncio.create_task(lag.watch())
         await asyncio.sleep(0.1)
@@ -110,9 +110,20 @@ def test_loop_lag_sees_a_starved_event_loop():
     assert asyncio.run(scenario()) == (False, True, True, False)
 
 
-def test_loop_lag_sees_a_machine_with_no_idle_cpu():
-    """Other processes using every core (here at low priority, so the loop itself stays on time)
-    leave background work no room while a request is in flight."""
+def test_background_work_waits_for_idle_cpu_while_a_request_is_in_flight():
+    from finch.server.pressure import LoopLag
+
+    lag = LoopLag()  # its loop ticks on time until watched
+    lag.in_flight = 1
+    assert lag.quiet()
+    lag.idle_share = 0.1
+    assert not lag.quiet()  # the loop is on time, but the machine has no CPU to spare
+    lag.in_flight = 0
+    assert lag.quiet()  # nothing of finch's is waiting: the machine's load is not its concern
+
+
+def test_loop_lag_measures_the_machines_idle_cpu():
+    """Other processes busy on every core leave the machine no idle CPU, and the watcher sees it."""
     import asyncio
 
     from finch.server.pressure import LoopLag
@@ -123,18 +134,13 @@ def test_loop_lag_sees_a_machine_with_no_idle_cpu():
         lag = LoopLag(interval_s=0.01)
         lag.in_flight = 1
         watcher = asyncio.create_task(lag.watch())
-        await asyncio.sleep(0.3)
-        calm = lag.quiet()
         burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 1)]
         await asyncio.sleep(1.2)
         crowded, idle = lag.quiet(), lag.idle_share
-        lag.in_flight = 0
-        unhurried = lag.quiet()  # nothing of finch's is waiting: the machine's load is not its concern
         for burner in burners:
             burner.wait()
         watcher.cancel()
-        return calm, crowded, idle, unhurried
+        return crowded, idle
 
-    calm, crowded, idle, unhurried = asyncio.run(scenario())
-    assert calm and not crowded and unhurried
-    assert idle < 0.2
+    crowded, idle = asyncio.run(scenario())
+    assert idle < 0.2 and not crowded
