@@ -164,8 +164,9 @@ def main() -> None:
                 for k in range(len(args.modes)):
                     mode = args.modes[(r + k) % len(args.modes)]
                     leg = run_finch(teacher_url, args.preset, mode == "learning", args.clients, args.seconds)
-                    legs[mode] = leg | added(leg, direct)
-                    print(f"round {r + 1} {mode}: " + json.dumps(added(leg, direct)), file=sys.stderr)
+                    cost = added(leg, direct)
+                    legs[mode] = leg | cost
+                    print(f"round {r + 1} {mode}: " + json.dumps(cost), file=sys.stderr)
                 rounds.append(legs)
         finally:
             teacher.terminate()

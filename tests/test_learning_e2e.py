@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from finch.config import load_settings
+from finch.conversation import Conversation
 from finch.server.app import build_app
 from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
@@ -63,8 +64,6 @@ class Finch:
 
 def decide(finch, question):
     """finch's decision on a question, made without sending it (nothing is learned)."""
-    from finch.conversation import Conversation
-
     return finch.loop.ensemble.decide(Conversation("", (("user", question),)), 100)
 
 
@@ -198,7 +197,6 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
 def test_audits_over_the_bound_stop_local_answers(trained, teacher):
     """Audits that show, with 95% confidence, more bad answers than the bound: finch keeps
     forwarding what it would have served (and audits each), until the models earn it back."""
-    from finch.conversation import Conversation
     from finch.learning.trainer import ClaudeAnswer
     from finch.store.db import read_rows
 

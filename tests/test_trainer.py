@@ -1,5 +1,6 @@
 """The trainer runs beside the request path and never slows it."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import httpx
 
 from finch.conversation import Conversation
 from finch.learning.trainer import ClaudeAnswer
+from finch.server.pressure import Pressure
 from tests.conftest import QA, TEST_KEY
 
 
@@ -81,12 +83,8 @@ def test_the_trainer_steps_aside_while_requests_need_the_cpu(start_finch, teache
 
 
 def test_loop_lag_sees_a_starved_event_loop():
-    import asyncio
-
-    from finch.server.pressure import LoopLag
-
     async def scenario():
-        lag = LoopLag(interval_s=0.01, min_idle=0.0)  # the loop alone: whatever else the machine runs
+        lag = Pressure(interval_s=0.01, min_idle=0.0)  # the loop alone: whatever else the machine runs
         lag.in_flight = 1
         watcher = asyncio.create_task(lag.watch())
         await asyncio.sleep(0.1)
@@ -111,9 +109,7 @@ def test_loop_lag_sees_a_starved_event_loop():
 
 
 def test_background_work_waits_for_idle_cpu_while_a_request_is_in_flight():
-    from finch.server.pressure import LoopLag
-
-    lag = LoopLag()  # its loop ticks on time until watched
+    lag = Pressure()  # its loop ticks on time until watched
     lag.in_flight = 1
     assert lag.quiet()
     lag.idle_share = 0.1
@@ -124,14 +120,10 @@ def test_background_work_waits_for_idle_cpu_while_a_request_is_in_flight():
 
 def test_loop_lag_measures_the_machines_idle_cpu():
     """Other processes busy on every core leave the machine no idle CPU, and the watcher sees it."""
-    import asyncio
-
-    from finch.server.pressure import LoopLag
-
     burn = "import os, time\nos.nice(10)\nend = time.time() + 2.0\nwhile time.time() < end: pass"
 
     async def scenario():
-        lag = LoopLag(interval_s=0.01)
+        lag = Pressure(interval_s=0.01)
         lag.in_flight = 1
         watcher = asyncio.create_task(lag.watch())
         burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(os.cpu_count() or 1)]

@@ -139,9 +139,13 @@ class Ensemble:
 
     # -- request path ----------------------------------------------------------------------------
 
+    @property
+    def phase(self) -> str:
+        return self.config.schedule.phase(self.learned)
+
     def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
         schedule = self.config.schedule
-        phase = schedule.phase(self.learned)
+        phase = self.phase
         if phase == "cold_start":
             return Decision("forward", "cold_start")
         if _key(conversation) in self.blocked:
@@ -390,7 +394,7 @@ class Ensemble:
         low, high = clopper_pearson(self.audits["bad"], n)
         return {
             "learned": self.learned,
-            "phase": self.config.schedule.phase(self.learned),
+            "phase": self.phase,
             "sample_rate": self.config.schedule.sample_rate(self.learned),
             "validator_threshold": self.threshold,
             "router_cut": self.router_cut if self.threshold is not None else None,

@@ -36,7 +36,7 @@ from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable, estimate_tokens
 from finch.server.learning import LearningLoop
 from finch.server.local import local_message, local_response
-from finch.server.pressure import LoopLag
+from finch.server.pressure import Pressure
 from finch.server.relay import HOP_BY_HOP, RelayResponse
 from finch.server.schema import MessagesRequest, parse_json_object, parse_messages_request
 from finch.store import queries
@@ -57,7 +57,7 @@ class Proxy:
         self.settings = settings
         self.learning: LearningLoop | None = None  # built at start-up: loading models takes seconds
         self.metrics = Metrics()
-        self.pressure = LoopLag()
+        self.pressure = Pressure()
         self.store = Store(settings.db_path, PriceTable(settings.prices))
         self.store.add_listener(self.metrics.observe)
         self.upstream = UpstreamClient(

@@ -18,7 +18,7 @@ from finch.learning.ensemble import AUDITED_REASONS, Decision, Ensemble, Learnin
 from finch.learning.trainer import ClaudeAnswer, Feedback, Trainer
 from finch.metrics import Metrics
 from finch.policy.schedule import Schedule
-from finch.server.pressure import LoopLag
+from finch.server.pressure import Pressure
 from finch.sse import ResponseSummary
 from finch.store.db import RequestRecord, Row, Store, read_rows
 
@@ -28,7 +28,7 @@ _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives b
 
 
 class LearningLoop:
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics, pressure: LoopLag | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, pressure: Pressure | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -72,7 +72,7 @@ class LearningLoop:
         that would wait for the models is forwarded at once instead (``local_busy``), so the forward
         path never queues behind them. (One thread, not the server's pool of them: each thread that
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
-        if self.ensemble.config.schedule.phase(self.ensemble.learned) == "cold_start":
+        if self.ensemble.phase == "cold_start":
             return Decision("forward", "cold_start")  # known without the models: no trip to their thread
         if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision("forward", "local_busy")

@@ -25,7 +25,7 @@ def idle_seconds() -> tuple[float, float]:
     return times["idle"] + times.get("iowait", 0.0), total
 
 
-class LoopLag:
+class Pressure:
     def __init__(
         self,
         interval_s: float = 0.02,
