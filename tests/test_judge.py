@@ -9,7 +9,7 @@ import torch
 
 from finch.learning.framing import Framing
 from finch.learning.judge import Judge
-from finch.learning.memory import Memory
+from finch.learning.memory import Memory, closeness
 
 TOPICS = [
     "card arrival",
@@ -122,9 +122,20 @@ def test_an_exact_repeat_outvotes_a_crowd_of_looser_neighbours():
         memory.add(0.8 * question + 0.6 * noise, crowd_answer, "the crowd's answer")
     memory.add(question, own_answer, "its own answer")
     assert memory.recall(question)[0] == "its own answer"
-    nearest, share, _ = memory.question_features(question)
-    assert nearest == pytest.approx(1.0, abs=1e-5)
+    nearest, share, _, near = memory.question_features(question)
+    assert nearest == pytest.approx(1.0, abs=1e-5) and near == pytest.approx(1.0)
     assert share > 0.8  # against 1 / (1 + 9 × 0.8) ≈ 0.12 were similarity itself the weight
+    # The validator's evidence says the same of each candidate: the crowd's answer is in conflict
+    # with an exact repeat, and loses the vote.
+    own, crowd = memory.features(question, own_answer), memory.features(question, crowd_answer)
+    assert own[4] == pytest.approx(1.0) and own[6] > 0.8  # closeness of support, vote
+    assert crowd[5] == pytest.approx(1.0) and crowd[6] < 0.2  # closeness of conflict, vote
+
+
+def test_closeness_spreads_the_top_of_the_similarity_scale():
+    values = [closeness(s) for s in (-0.5, 0.0, 0.5, 0.8, 0.9, 0.99, 1.0, 1.0000001)]
+    assert values == sorted(values) and values[0] == values[1] == 0.0 and values[-1] == 1.0
+    assert closeness(1.0) - closeness(0.9) > 5 * (1.0 - 0.9)  # an exact repeat stands far apart from a paraphrase
 
 
 def test_reembed_replaces_every_stored_answer(judge: Judge):
