@@ -26,6 +26,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -126,15 +127,19 @@ class Memory:
         n = len(self)
         if n == 0:
             return None
-        similarity = self._questions[:n] @ question  # (n,)
-        top = torch.topk(similarity, min(k, n))
+        top, weights = self._neighbours(self._questions[:n] @ question, k)
         answers = self._answers[top.indices]  # (k, D)
         agree = (answers @ answers.T) >= self.agree_cos  # (k, k)
-        weights = vote_weights(top.values)
         votes = agree.float() @ weights  # (k,) weighted support of each answer
         winner = int(votes.argmax())
         share = float(votes[winner] / weights.sum())
         return int(top.indices[winner]), float(top.values[0]), share
+
+    @staticmethod
+    def _neighbours(similarity: torch.Tensor, k: int) -> tuple[Any, torch.Tensor]:
+        """The ``k`` most similar rows (torch.topk's result) and their weights in the vote."""
+        top = torch.topk(similarity, min(k, similarity.shape[0]))
+        return top, vote_weights(top.values)
 
     def features(self, question: torch.Tensor, candidate: torch.Tensor, k: int = 10) -> list[float]:
         """[support, conflict, support − conflict, has memory, closeness of support, closeness of
@@ -146,8 +151,7 @@ class Memory:
         agrees = (self._answers[:n] @ candidate) >= self.agree_cos  # (n,)
         support = float(similarity[agrees].max()) if bool(agrees.any()) else 0.0
         conflict = float(similarity[~agrees].max()) if bool((~agrees).any()) else 0.0
-        top = torch.topk(similarity, min(k, n))
-        weights = vote_weights(top.values)
+        top, weights = self._neighbours(similarity, k)
         vote = float(weights[agrees[top.indices]].sum() / weights.sum())
         return [support, conflict, support - conflict, 1.0, closeness(support), closeness(conflict), vote]
 
