@@ -195,8 +195,8 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
 
 
 def test_audits_over_the_bound_stop_local_answers(trained, teacher):
-    """Audits that show, with 95% confidence, more bad answers than the bound: finch keeps
-    forwarding what it would have served (and audits each), until the models earn it back."""
+    """Audits that show more bad answers than the bound: finch keeps forwarding what it would have
+    served (and audits each), until the models earn it back."""
     from finch.learning.trainer import ClaudeAnswer
     from finch.store.db import read_rows
 
@@ -205,7 +205,7 @@ def test_audits_over_the_bound_stop_local_answers(trained, teacher):
     try:
         question, answer = next((q, a) for q, a in TRAIN if decide(finch, q).route == "local")
         assert finch.ask(question)[0] == "local"
-        for i in range(6):  # withheld answers that Claude's answers contradict
+        for i in range(20):  # withheld answers that Claude's answers contradict (20: enough to act on)
             wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", "Bananas.")
             finch.loop.trainer.submit(wrong)
         finch.settle()
@@ -220,3 +220,17 @@ def test_audits_over_the_bound_stop_local_answers(trained, teacher):
         assert finch.loop.ensemble.audits["good"] == audits + 1  # the withheld answer was audited: good
     finally:
         finch.server.stop()
+
+
+def test_the_guard_reads_the_audits_bad_share_against_the_bound(trained):
+    """Over the bound means the recent audits' bad share above it, once there are enough audits."""
+    ensemble = trained[0].loop.ensemble
+    saved = list(ensemble.recent_audits)
+    try:
+        for bad, good, over in ((1, 9, False), (1, 49, False), (1, 19, True), (2, 98, False), (3, 97, True)):
+            ensemble.recent_audits.clear()
+            ensemble.recent_audits.extend([False] * bad + [True] * good)
+            assert ensemble.over_bound() is over, (bad, good)
+    finally:
+        ensemble.recent_audits.clear()
+        ensemble.recent_audits.extend(saved)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _CALIBRATION_WINDOW = 3000  # recent judged attempts the operating point is chosen from
 _RECENT_AUDITS = 100  # audits the conservative rule answers to
+_GUARD_MIN_AUDITS = 20  # fewer say too little to stop local answers on
 # Forwards whose withheld local answer is judged against Claude's: the audits.
 AUDITED_REASONS = ("sampled", "over_bound")
 # Below this the router's query is hopeless and the local attempt is not even made.
@@ -191,9 +192,14 @@ class Ensemble:
         return decision
 
     def over_bound(self) -> bool:
-        """Do the recent audits show, with 95% confidence, more bad local answers than the bound?"""
-        bad = self.recent_audits.count(False)
-        return clopper_pearson(bad, len(self.recent_audits))[0] > self.config.max_bad_local
+        """Is the recent audits' bad share above the bound?
+
+        Until an operating point is certified, local answers rest on the models' own confidence
+        (the conservative rule), and the audits are the only measure of them, so their estimate is
+        taken at its word. Asking for 95% confidence first let a paraphrase-only stream run at
+        2.6% bad under a 2% bound: with a hundred audits that takes six bad ones."""
+        n = len(self.recent_audits)
+        return n >= _GUARD_MIN_AUDITS and self.recent_audits.count(False) > self.config.max_bad_local * n
 
     def forward_chance(self, reason: str) -> float:
         """How likely a would-be-local answer was to be forwarded, and so audited, for ``reason``."""
