@@ -35,9 +35,9 @@ from finch.policy.risk import clopper_pearson  # noqa: E402
 from finch.pricing import PriceTable, estimate_tokens  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
-# The forward-rate schedule of the original design, for reference on the learning curve.
 # Semantic-cache thresholds drawn on the learning curve (every threshold is on the quality plot).
 CURVE_CACHES = ("semantic cache 0.85", "semantic cache 0.90", "semantic cache 0.95")
+# The forward-rate schedule of the original design, for reference on the learning curve.
 ORIGINAL_SCHEDULE = [(0, 1.0), (50, 0.95), (200, 0.80), (500, 0.60), (1000, 0.40), (2000, 0.20), (5000, 0.075)]
 
 

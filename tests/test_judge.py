@@ -100,14 +100,14 @@ def test_memory_recall_survives_save_and_load(judge: Judge, tmp_path):
     for q, a, text in zip(q_vecs, a_vecs, answers, strict=True):
         memory.add(q, a, text)
     probe = judge.embed(["my new card still has not arrived"])[0]
-    assert memory.recall(probe)[0] == answers[0]
+    assert memory.recall(memory.around(probe))[0] == answers[0]
     memory.save(tmp_path / "memory.safetensors")
     loaded = Memory(judge.threshold)
     loaded.load(tmp_path / "memory.safetensors")
-    text, vec = loaded.recall(probe)
+    text, vec = loaded.recall(loaded.around(probe))
     assert text == answers[0]
     assert torch.equal(vec, a_vecs[0])
-    assert loaded.features(probe, a_vecs[0]) == memory.features(probe, a_vecs[0])
+    assert loaded.features(loaded.around(probe), a_vecs[0]) == memory.features(memory.around(probe), a_vecs[0])
 
 
 def test_an_exact_repeat_outvotes_a_crowd_of_looser_neighbours():
@@ -121,13 +121,14 @@ def test_an_exact_repeat_outvotes_a_crowd_of_looser_neighbours():
         noise = torch.nn.functional.normalize(noise - (noise @ question) * question, dim=0)
         memory.add(0.8 * question + 0.6 * noise, crowd_answer, "the crowd's answer")
     memory.add(question, own_answer, "its own answer")
-    assert memory.recall(question)[0] == "its own answer"
-    nearest, share, _, near = memory.question_features(question)
+    hood = memory.around(question)
+    assert memory.recall(hood)[0] == "its own answer"
+    nearest, share, _, near = memory.question_features(hood)
     assert nearest == pytest.approx(1.0, abs=1e-5) and near == pytest.approx(1.0)
     assert share > 0.8  # against 1 / (1 + 9 × 0.8) ≈ 0.12 were similarity itself the weight
     # The validator's evidence says the same of each candidate: the crowd's answer is in conflict
     # with an exact repeat, and loses the vote.
-    own, crowd = memory.features(question, own_answer), memory.features(question, crowd_answer)
+    own, crowd = memory.features(hood, own_answer), memory.features(hood, crowd_answer)
     assert own[4] == pytest.approx(1.0) and own[6] > 0.8  # closeness of support, vote
     assert crowd[5] == pytest.approx(1.0) and crowd[6] < 0.2  # closeness of conflict, vote
 

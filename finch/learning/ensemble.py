@@ -30,7 +30,7 @@ import torch
 
 from finch.conversation import Conversation
 from finch.learning.judge import Judge, normalise
-from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory, question_text
+from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory, Neighbourhood, question_text
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
@@ -153,8 +153,8 @@ class Ensemble:
             return Decision("forward", "feedback_forward")
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
-        question_vec = self._question_vec(question_text(conversation))
-        p_router = self._route(serving, conversation, question_vec)
+        hood = self.memory.around(self._question_vec(question_text(conversation)))
+        p_router = self._route(serving, conversation, hood)
         conservative = phase == "conservative" or self.threshold is None
         # Until an operating point is certified, both models must be confident (DESIGN.md §1.3).
         if p_router < (schedule.conservative_p if conservative else self.router_cut):
@@ -171,10 +171,10 @@ class Ensemble:
         # A generation cut short is no candidate; recall from memory may still offer one.
         written = tok.decode(ids) if len(ids) < limit else ""
         written_vec = self.judge.embed_answers([written])[0]
-        candidates = self._candidates(question_vec, written, written_vec)
+        candidates = self._candidates(hood, written, written_vec)
         if not candidates:
             return Decision("forward", "local_too_long", p_router=p_router)
-        scores = self._score(serving.validator, conversation, question_vec, candidates)
+        scores = self._score(serving.validator, conversation, hood, candidates)
         best = max(range(len(candidates)), key=scores.__getitem__)
         answer, p_validator = candidates[best][0], scores[best]
         answer_tokens = len(tok.encode(answer))
@@ -206,7 +206,7 @@ class Ensemble:
         return self.config.schedule.sample_rate(self.learned) if reason == "sampled" else 1.0
 
     def _candidates(
-        self, question_vec: torch.Tensor, written: str, written_vec: torch.Tensor
+        self, hood: Neighbourhood | None, written: str, written_vec: torch.Tensor
     ) -> list[tuple[str, torch.Tensor]]:
         """The generator's answer and the answer recalled from similar past questions, when they differ.
 
@@ -218,16 +218,16 @@ class Ensemble:
             return [(written, written_vec)] if written.strip() else []
         if written.strip():
             candidates.append(self.memory.same_answer(written_vec) or (written, written_vec))
-        recalled = self.memory.recall(question_vec)
+        recalled = self.memory.recall(hood)
         if recalled is not None and all(float(recalled[1] @ vec) < self.memory.agree_cos for _, vec in candidates):
             candidates.append(recalled)
         return candidates
 
-    def _route(self, serving: _Serving, conversation: Conversation, question_vec: torch.Tensor) -> float:
+    def _route(self, serving: _Serving, conversation: Conversation, hood: Neighbourhood | None) -> float:
         ids = self.tokenizer.render(conversation, self.router.config.max_len, cue_answer=False)
         features = None
         if self.router.config.n_features:
-            features = torch.tensor([self.memory.question_features(question_vec)])
+            features = torch.tensor([self.memory.question_features(hood)])
         with torch.no_grad():
             logits, _ = serving.router(torch.tensor([ids]), features=features)
         return float(torch.sigmoid(logits + serving.router_prior)[0])
@@ -236,12 +236,12 @@ class Ensemble:
         self,
         validator: torch.nn.Module,
         conversation: Conversation,
-        question_vec: torch.Tensor,
+        hood: Neighbourhood | None,
         candidates: list[tuple[str, torch.Tensor]],
     ) -> list[float]:
         tok, max_len = self.tokenizer, self.validator.config.max_len
         pairs = [tok.render_pair(conversation, text, max_len) for text, _ in candidates]
-        evidence = torch.tensor([self.memory.features(question_vec, vec) for _, vec in candidates])
+        evidence = torch.tensor([self.memory.features(hood, vec) for _, vec in candidates])
         device = next(validator.parameters()).device
         with torch.no_grad():
             logits, _ = validator(pad_batch(pairs, tok.pad_id, device), features=evidence.to(device))
@@ -269,14 +269,15 @@ class Ensemble:
             question_text(conversation), [written, teacher_answer]
         )
         # Score every candidate as the request path would have, from earlier examples only.
-        candidates = self._candidates(question_vec, written, written_vec) or [(written, written_vec)]
-        evidence = [self.memory.features(question_vec, vec) for _, vec in candidates]
+        hood = self.memory.around(question_vec)
+        candidates = self._candidates(hood, written, written_vec) or [(written, written_vec)]
+        evidence = [self.memory.features(hood, vec) for _, vec in candidates]
         scores = self.validator.p_good([(conversation, text) for text, _ in candidates], evidence)
         verdicts = [self.judge.agrees_embedded(text, teacher_answer, vec, teacher_vec) for text, vec in candidates]
         best = max(range(len(candidates)), key=scores.__getitem__)
         good, divergence = verdicts[best]
         p_validator = scores[best]
-        router_features = self.memory.question_features(question_vec)
+        router_features = self.memory.question_features(hood)
         p_router = self.router.p_local([conversation], [router_features])[0]
         audit_good = None
         if served_attempt is not None:
@@ -289,7 +290,7 @@ class Ensemble:
         self.calibration.append((p_router, p_validator if p_router >= _ROUTER_FLOOR else 0.0, good, weight))
 
         def featurize(other: str) -> list[float]:
-            return self.memory.features(question_vec, self.judge.embed_answers([other])[0])
+            return self.memory.features(hood, self.judge.embed_answers([other])[0])
 
         losses = {
             "generator": self.writer.learn(conversation, teacher_answer),
@@ -300,7 +301,7 @@ class Ensemble:
             for i, ((text, _), (ok, _), features) in enumerate(zip(candidates, verdicts, evidence, strict=True))
         ]
         if not any(ok for ok, _ in verdicts):  # Claude's own answer is a good one: a positive to contrast
-            teacher_evidence = self.memory.features(question_vec, teacher_vec)
+            teacher_evidence = self.memory.features(hood, teacher_vec)
             validator_losses.append(self.validator.learn(conversation, teacher_answer, True, teacher_evidence))
         losses["validator"] = sum(validator_losses) / len(validator_losses)
         self.memory.add(question_vec, teacher_vec, teacher_answer)
@@ -351,11 +352,10 @@ class Ensemble:
         if not good:
             self.block(conversation)
         question_vec, (answer_vec,) = self.judge.embed_with_answers(question_text(conversation), [local_answer])
+        hood = self.memory.around(question_vec)
         losses = {
-            "router": self.router.learn(conversation, good, self.memory.question_features(question_vec)),
-            "validator": self.validator.learn(
-                conversation, local_answer, good, self.memory.features(question_vec, answer_vec)
-            ),
+            "router": self.router.learn(conversation, good, self.memory.question_features(hood)),
+            "validator": self.validator.learn(conversation, local_answer, good, self.memory.features(hood, answer_vec)),
         }
         if teacher_answer is not None:
             losses["generator"] = self.writer.learn(conversation, teacher_answer)

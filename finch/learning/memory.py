@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -54,6 +54,16 @@ def closeness(similarity: float, floor: float = 1e-4) -> float:
     """Similarity on a log scale in [0, 1]: 1.0 -> 1, 0.99 -> 0.5, 0.9 -> 0.25, 0.8 -> 0.17."""
     distance = max(1.0 - similarity, 0.0) + floor
     return min(max(math.log(1.0 / distance) / math.log(1.0 / floor), 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """One question against the memory as it stood when asked: rows written later are not in it."""
+
+    similarity: torch.Tensor  # (n,) to every stored question
+    rows: torch.Tensor  # the nearest rows, nearest first
+    values: torch.Tensor  # their similarities
+    weights: torch.Tensor  # their weights in the vote
 
 
 def question_text(conversation: Conversation, max_chars: int = 1000) -> str:
@@ -89,15 +99,23 @@ class Memory:
             answers[start : start + len(texts)] = embed_answers(texts)
         self._answers = answers  # one reference swap: readers see the old rows or the new
 
-    def recall(self, question: torch.Tensor, k: int = 10) -> tuple[str, torch.Tensor] | None:
-        """The answer the nearest past questions vote for: the ``k`` nearest neighbours each back
-        every neighbour whose answer agrees with theirs, the closer ones with far more weight (see
-        ``VOTE_TEMPERATURE``); the winner's own answer is returned with its embedding. None when
-        memory is empty."""
-        vote = self._vote(question, k)
-        if vote is None:
+    def around(self, question: torch.Tensor, k: int = 10) -> Neighbourhood | None:
+        """``question`` against the memory as it stands, for every reading of it below; None when
+        memory is empty. One scan of the stored questions serves the whole request."""
+        n = len(self)
+        if n == 0:
             return None
-        best = vote[0]
+        similarity = self._questions[:n] @ question  # (n,)
+        top = torch.topk(similarity, min(k, n))
+        return Neighbourhood(similarity, top.indices, top.values, vote_weights(top.values))
+
+    def recall(self, hood: Neighbourhood | None) -> tuple[str, torch.Tensor] | None:
+        """The answer the nearest past questions vote for: each neighbour backs every neighbour whose
+        answer agrees with theirs, the closer ones with far more weight (see ``VOTE_TEMPERATURE``);
+        the winner's own answer is returned with its embedding. None when memory is empty."""
+        if hood is None:
+            return None
+        best = self._vote(hood)[0]
         text = self._texts[best]
         return (text, self._answers[best].clone()) if text else None
 
@@ -112,47 +130,33 @@ class Memory:
             return None
         return self._texts[best], self._answers[best].clone()
 
-    def question_features(self, question: torch.Tensor, k: int = 10) -> list[float]:
-        """The router's evidence: [similarity of the nearest past question, share of the ``k``
-        nearest neighbours' weighted vote won by the leading answer, has memory, closeness of the
-        nearest]."""
-        vote = self._vote(question, k)
-        if vote is None:
+    def question_features(self, hood: Neighbourhood | None) -> list[float]:
+        """The router's evidence: [similarity of the nearest past question, share of the nearest
+        neighbours' weighted vote won by the leading answer, has memory, closeness of the nearest]."""
+        if hood is None:
             return [0.0] * N_ROUTER_FEATURES
-        _, nearest, share = vote
+        _, share = self._vote(hood)
+        nearest = float(hood.values[0])
         return [nearest, share, 1.0, closeness(nearest)]
 
-    def _vote(self, question: torch.Tensor, k: int) -> tuple[int, float, float] | None:
-        """(row of the winning neighbour, nearest similarity, the winner's share of the vote)."""
-        n = len(self)
-        if n == 0:
-            return None
-        top, weights = self._neighbours(self._questions[:n] @ question, k)
-        answers = self._answers[top.indices]  # (k, D)
+    def _vote(self, hood: Neighbourhood) -> tuple[int, float]:
+        """(row of the winning neighbour, the winner's share of the vote)."""
+        answers = self._answers[hood.rows]  # (k, D)
         agree = (answers @ answers.T) >= self.agree_cos  # (k, k)
-        votes = agree.float() @ weights  # (k,) weighted support of each answer
+        votes = agree.float() @ hood.weights  # (k,) weighted support of each answer
         winner = int(votes.argmax())
-        share = float(votes[winner] / weights.sum())
-        return int(top.indices[winner]), float(top.values[0]), share
+        return int(hood.rows[winner]), float(votes[winner] / hood.weights.sum())
 
-    @staticmethod
-    def _neighbours(similarity: torch.Tensor, k: int) -> tuple[Any, torch.Tensor]:
-        """The ``k`` most similar rows (torch.topk's result) and their weights in the vote."""
-        top = torch.topk(similarity, min(k, similarity.shape[0]))
-        return top, vote_weights(top.values)
-
-    def features(self, question: torch.Tensor, candidate: torch.Tensor, k: int = 10) -> list[float]:
+    def features(self, hood: Neighbourhood | None, candidate: torch.Tensor) -> list[float]:
         """[support, conflict, support − conflict, has memory, closeness of support, closeness of
-        conflict, share of the ``k`` nearest neighbours' weighted vote that backs the candidate]."""
-        n = len(self)
-        if n == 0:
+        conflict, share of the nearest neighbours' weighted vote that backs the candidate]."""
+        if hood is None:
             return [0.0] * N_FEATURES
-        similarity = self._questions[:n] @ question  # (n,)
-        agrees = (self._answers[:n] @ candidate) >= self.agree_cos  # (n,)
+        similarity = hood.similarity
+        agrees = (self._answers[: similarity.shape[0]] @ candidate) >= self.agree_cos  # (n,)
         support = float(similarity[agrees].max()) if bool(agrees.any()) else 0.0
         conflict = float(similarity[~agrees].max()) if bool((~agrees).any()) else 0.0
-        top, weights = self._neighbours(similarity, k)
-        vote = float(weights[agrees[top.indices]].sum() / weights.sum())
+        vote = float(hood.weights[agrees[hood.rows]].sum() / hood.weights.sum())
         return [support, conflict, support - conflict, 1.0, closeness(support), closeness(conflict), vote]
 
     def save(self, path: Path) -> None:
