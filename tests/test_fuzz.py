@@ -97,3 +97,24 @@ def test_finch_is_still_healthy_after_the_fuzzing(servers):
     assert servers.get("/healthz").json() == {"status": "ok"}
     body = {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": QA[0][0]}]}
     assert servers.post("/v1/messages", json=body).json()["content"][0]["text"] == QA[0][1]
+
+
+@pytest.mark.parametrize(
+    "target", [b"/v1/mo%00dels", b"/v1/messages%00", b"/v1/mo%7Fdels", b"/v1/%01"]
+)
+def test_a_control_character_in_the_path_is_a_clear_400(servers, target):
+    """Sent over a raw socket, as an attacker would: an HTTP client would have normalised the path.
+    (A query string is forwarded as it came, still percent-encoded, so %00 there is the upstream's.)"""
+    import socket
+
+    host, port = servers.base_url.host, servers.base_url.port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    error = json.loads(body)
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert servers.get("/healthz").status_code == 200

@@ -61,7 +61,10 @@ class UpstreamClient:
         attempt = 0
         while True:
             attempt += 1
-            request = self._client.build_request(method, url, headers=headers, content=body)
+            try:
+                request = self._client.build_request(method, url, headers=headers, content=body)
+            except httpx2.InvalidURL as exc:  # a NUL or another control character in the path or query
+                raise InvalidRequest(f"request path cannot be forwarded: {exc}") from exc
             try:
                 response = await self._client.send(request, stream=True)
             except (
