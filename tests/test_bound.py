@@ -1,0 +1,145 @@
+"""The bad-local bound holds as finch checks it: after every answer, over every threshold."""
+
+import numpy as np
+import pytest
+from scipy.stats import beta
+
+from finch.policy.bound import BettingTest, Certifier, audit_interval
+from finch.policy.risk import clopper_pearson
+
+ALPHA = 0.02
+
+
+def first_certified(bad, p_judged=1.0, rng=None):
+    """The answer after which a betting test first certifies, or None. With ``p_judged`` < 1 each answer
+    is judged only with that chance, as finch's audits are."""
+    test = BettingTest(ALPHA)
+    for i, b in enumerate(bad):
+        judged = rng is None or rng.random() < p_judged
+        test.observe(bool(b) if judged else None, p_judged)
+        if test.certified:
+            return i + 1
+    return None
+
+
+def test_rechecking_clopper_pearson_certifies_a_rate_at_the_bound_far_too_often():
+    # Why the bound changed: the fixed-sample upper bound, re-checked after each of 1,500 answers.
+    rng = np.random.default_rng(0)
+    n = np.arange(1, 1501)
+    false = 0
+    for _ in range(200):
+        k = np.cumsum(rng.random(1500) < ALPHA)
+        upper = np.where(k >= n, 1.0, beta.ppf(0.95, k + 1, n - k))
+        false += bool((upper <= ALPHA).any())
+    assert false / 200 > 0.12
+
+
+@pytest.mark.parametrize("rate", [ALPHA, 0.03])
+def test_betting_rarely_certifies_a_rate_at_or_over_the_bound(rate):
+    rng = np.random.default_rng(1)
+    runs = [first_certified(rng.random(1500) < rate) for _ in range(300)]
+    # Ville's inequality promises at most 5%; 300 runs leave about 1.3 points of noise.
+    assert sum(r is not None for r in runs) / 300 <= 0.08
+
+
+def test_audited_answers_weighted_by_their_chance_keep_the_bound():
+    # Served answers judged one time in ten: each bad audit stands for ten answers.
+    rng = np.random.default_rng(2)
+    runs = [first_certified(rng.random(6000) < ALPHA, 0.1, rng) for _ in range(200)]
+    assert sum(r is not None for r in runs) / 200 <= 0.08
+
+
+def test_a_clean_region_certifies_within_a_few_hundred_answers():
+    assert first_certified([False] * 400) == pytest.approx(190, abs=20)
+    rng = np.random.default_rng(3)
+    runs = [first_certified(rng.random(2000) < 0.005) for _ in range(100)]
+    assert sum(r is not None for r in runs) >= 95
+    assert np.median([r for r in runs if r]) < 500
+
+
+@pytest.mark.parametrize("clean", [400, 3000])
+def test_a_region_that_turns_bad_loses_its_certificate_and_can_earn_it_again(clean):
+    test = BettingTest(ALPHA)
+    for _ in range(clean):
+        test.observe(False)
+    assert test.certified
+    rng = np.random.default_rng(6)
+    for bad in rng.random(600) < 0.1:  # the models got worse
+        test.observe(bool(bad))
+    assert not test.certified
+    # A short certificate is spent by the bad answers themselves; a long one is too rich to spend,
+    # and the alarm withdraws it, starting the test over on a smaller share of delta.
+    assert test.epoch == (0 if clean == 400 else 1)
+    for _ in range(1500):  # better again: certified again
+        test.observe(False)
+    assert test.certified
+
+
+def test_restarted_tests_still_keep_the_bound():
+    # A rate that sits at the bound: restarts must not buy extra chances to certify.
+    rng = np.random.default_rng(7)
+    certified = 0
+    for _ in range(200):
+        test = BettingTest(ALPHA)
+        for bad in rng.random(3000) < ALPHA:
+            test.observe(bool(bad))
+            if test.certified:
+                certified += 1
+                break
+    assert certified / 200 <= 0.08
+
+
+def test_one_bad_answer_costs_wealth_and_the_test_recovers():
+    test = BettingTest(ALPHA)
+    for _ in range(150):
+        test.observe(False)
+    before = test.log_wealth
+    test.observe(True)
+    assert test.log_wealth < before - 1.0
+    for _ in range(300):
+        test.observe(False)
+    assert test.certified
+
+
+def test_the_sequence_stops_at_its_first_uncertified_region():
+    certifier = Certifier(ALPHA, thresholds=(0.99, 0.95, 0.9))
+    for _ in range(300):
+        certifier.observe(0.995, False)  # clean answers, in every region
+    assert certifier.certified() == 0.9
+    assert certifier.certified(floor=0.95) == 0.95
+    for _ in range(100):
+        certifier.observe(0.92, True)  # bad answers only the loosest region holds
+    assert certifier.certified() == 0.95  # its certificate is gone: the rate rose
+
+    strict_bad = Certifier(ALPHA, thresholds=(0.99, 0.95))
+    for _ in range(50):
+        strict_bad.observe(0.995, True)
+    for _ in range(2000):
+        strict_bad.observe(0.96, False)
+    assert not strict_bad.tests[0].certified and strict_bad.tests[1].certified
+    assert strict_bad.certified() is None  # a looser region is never reached past a failing stricter one
+
+
+def test_certifier_state_round_trips_and_is_dropped_for_another_bound():
+    certifier = Certifier(ALPHA)
+    rng = np.random.default_rng(4)
+    for score, bad in zip(rng.uniform(0.99, 1.0, 500), rng.random(500) < 0.003, strict=True):
+        certifier.observe(float(score), bool(bad))
+    restored = Certifier.from_state(certifier.to_state(), ALPHA)
+    assert restored.certified() == certifier.certified() is not None
+    assert [t.log_wealth for t in restored.tests] == [t.log_wealth for t in certifier.tests]
+    assert Certifier.from_state(certifier.to_state(), 0.01).certified() is None
+
+
+def test_audit_interval_covers_the_rate_at_every_look():
+    rng = np.random.default_rng(5)
+    rate, misses = 0.03, 0
+    for _ in range(200):
+        bad = np.cumsum(rng.random(400) < rate)
+        misses += any(not (lo <= rate <= hi) for lo, hi in (audit_interval(int(bad[n - 1]), n) for n in range(1, 401)))
+    assert misses / 200 <= 0.06
+    # Valid at every look costs width against the fixed-sample interval.
+    low, high = audit_interval(3, 100)
+    cp_low, cp_high = clopper_pearson(3, 100)
+    assert low < cp_low and high > cp_high and high < 0.15
+    assert audit_interval(0, 0) == (0.0, 1.0)
