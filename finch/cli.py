@@ -163,14 +163,20 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
 def describe_learning(learning: dict[str, Any]) -> str:
     low, high = learning["bad_local_interval"]
     estimate = learning["bad_local_estimate"]
-    threshold = learning.get("validator_threshold")
+    threshold = learning.get("threshold")
     return (
         f"learned from {learning['learned']} answers; {learning['audits']} audits of would-be-local answers"
-        + (f", bad-local rate {estimate:.1%} (95% interval {low:.1%} to {high:.1%})" if estimate is not None else "")
         + (
-            f"; operating point: router {learning.get('router_cut') or 0.5:.2f}, validator {threshold:.3f}"
+            f", bad-local rate {estimate:.1%} of audited local answers (95% interval {low:.1%} to {high:.1%},"
+            " valid however often it is read)"
+            if estimate is not None
+            else ""
+        )
+        + (
+            f"; operating point P(good) >= {threshold:.2f}, certified: the bad rate among the local answers"
+            " served there is under the bound with 95% confidence, however often it is checked"
             if threshold is not None
-            else "; operating point: none certified yet (router and validator must both pass 0.95)"
+            else "; operating point: none certified yet, every request is forwarded"
         )
     )
 

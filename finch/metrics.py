@@ -45,11 +45,15 @@ class Metrics:
         )
         self.learned = Gauge("finch_learned_examples", "Examples the models have learned from.", registry=r)
         self.bad_local = Gauge(
-            "finch_bad_local_rate", "Audited bad-local rate: estimate and 95% interval.", ["stat"], registry=r
+            "finch_bad_local_rate",
+            "Audited bad-local rate: estimate and 95% confidence sequence (valid at every look).",
+            ["stat"],
+            registry=r,
         )
         self.audits = Gauge("finch_audits", "Audited would-be-local answers, by verdict.", ["verdict"], registry=r)
-        self.threshold = Gauge("finch_validator_threshold", "The validator's operating point (-1: none).", registry=r)
-        self.router_cut = Gauge("finch_router_cut", "The router's operating point (-1: none).", registry=r)
+        self.threshold = Gauge(
+            "finch_threshold", "The certified operating point on min(router, validator) (-1: none).", registry=r
+        )
         self.log_dropped = Gauge(
             "finch_log_dropped", "Request records dropped because the writer fell behind.", registry=r
         )

@@ -99,9 +99,7 @@ def test_finch_is_still_healthy_after_the_fuzzing(servers):
     assert servers.post("/v1/messages", json=body).json()["content"][0]["text"] == QA[0][1]
 
 
-@pytest.mark.parametrize(
-    "target", [b"/v1/mo%00dels", b"/v1/messages%00", b"/v1/mo%7Fdels", b"/v1/%01"]
-)
+@pytest.mark.parametrize("target", [b"/v1/mo%00dels", b"/v1/messages%00", b"/v1/mo%7Fdels", b"/v1/%01"])
 def test_a_control_character_in_the_path_is_a_clear_400(servers, target):
     """Sent over a raw socket, as an attacker would: an HTTP client would have normalised the path.
     (A query string is forwarded as it came, still percent-encoded, so %00 there is the upstream's.)"""

@@ -1,7 +1,8 @@
 """The learning loop end to end: the anthropic SDK -> finch -> teacher, models learning for real.
 
 One finch is trained once for the module (tiny models, a short cold start, no strategic sampling so
-that "answered locally" is deterministic); the tests then probe what it learned.
+that "answered locally" is deterministic, and a loose 10% bound, which a few dozen clean answers
+certify); the tests then probe what it learned.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ TRAIN = [
     ("Do you ship internationally?", "Yes, we ship to over forty countries; delivery takes five to ten days."),
     ("What is the refund policy?", "You can return items within thirty days for a full refund."),
 ]
-SETTINGS = {"preset": "tiny", "cold_start": 10, "conservative_until": 100_000, "sampling": "*:0", "seed": 0}
+SETTINGS = {
+    "preset": "tiny",
+    "cold_start": 10,
+    "conservative_until": 100_000,
+    "sampling": "*:0",
+    "max_bad_local": 0.1,
+    "seed": 0,
+}
 
 
 class Finch:
@@ -164,7 +172,10 @@ def test_stats_and_metrics_show_the_learning_state(trained):
     finch, _ = trained
     learning = httpx.get(finch.url + "/finch/stats").json()["learning"]
     assert learning["learned"] >= 10 and learning["phase"] == "conservative"
-    assert learning["max_bad_local"] == 0.02 and len(learning["bad_local_interval"]) == 2
+    assert learning["max_bad_local"] == 0.1 and len(learning["bad_local_interval"]) == 2
+    # It answers locally, so an operating point is certified, and it says what the bound is over.
+    assert learning["certified"] and learning["threshold"] is not None
+    assert learning["bound"]["evidence"] >= 20 and "served" in learning["bound"]["over"]
     metrics = httpx.get(finch.url + "/metrics").text
     assert "finch_learned_examples" in metrics and 'finch_bad_local_rate{stat="high"}' in metrics
 
@@ -194,30 +205,31 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
         again.server.stop()
 
 
-def test_audits_over_the_bound_stop_local_answers(trained, teacher):
-    """Audits that show more bad answers than the bound: finch keeps forwarding what it would have
-    served (and audits each), until the models earn it back."""
+def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher):
+    """Audits that find bad answers at the scores finch serves: the bound's evidence is spent, and
+    finch forwards what it would have served until the evidence is earned again."""
+    from finch.learning.ensemble import Decision
     from finch.learning.trainer import ClaudeAnswer
     from finch.store.db import read_rows
 
-    _, home = trained
+    trained_finch, home = trained
+    trained_finch.loop.ensemble.save()  # what it learned, the certified bound included (it may still run)
     finch = Finch(home, teacher[1])
     try:
         question, answer = next((q, a) for q, a in TRAIN if decide(finch, q).route == "local")
         assert finch.ask(question)[0] == "local"
-        for i in range(20):  # withheld answers that Claude's answers contradict (20: enough to act on)
-            wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", "Bananas.")
+        withheld = Decision("forward", "sampled", "Bananas.", p_good=1.0, audit_chance=0.5)
+        for i in range(20):  # withheld answers that Claude's answers contradict
+            wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", withheld)
             finch.loop.trainer.submit(wrong)
         finch.settle()
-        assert finch.loop.ensemble.over_bound()
-        audits = finch.loop.ensemble.audits["good"]
+        assert finch.loop.ensemble.threshold is None and finch.loop.ensemble.over_bound()
         before = teacher[0].requests
         source, message = finch.ask(question)
         assert source == "upstream" and teacher[0].requests == before + 1
         assert message.content[0].text == answer
         reasons = read_rows(home / "finch.db", "SELECT reason FROM requests ORDER BY ts DESC LIMIT 1")
-        assert reasons[0]["reason"] == "over_bound"
-        assert finch.loop.ensemble.audits["good"] == audits + 1  # the withheld answer was audited: good
+        assert reasons[0]["reason"] == "uncertified"
     finally:
         finch.server.stop()
 
@@ -227,7 +239,7 @@ def test_the_guard_reads_the_audits_bad_share_against_the_bound(trained):
     ensemble = trained[0].loop.ensemble
     saved = list(ensemble.recent_audits)
     try:
-        for bad, good, over in ((1, 9, False), (1, 49, False), (1, 19, True), (2, 98, False), (3, 97, True)):
+        for bad, good, over in ((1, 9, False), (2, 18, False), (3, 17, True), (10, 90, False), (11, 89, True)):
             ensemble.recent_audits.clear()
             ensemble.recent_audits.extend([False] * bad + [True] * good)
             assert ensemble.over_bound() is over, (bad, good)

@@ -1,12 +1,10 @@
-"""The pure policy: schedule, sampling, the bad-local bound and the safety patterns."""
-
-import random
+"""The pure policy: schedule, sampling, the fixed-sample interval and the safety patterns."""
 
 import pytest
 
 from finch.config import parse_sampling
 from finch.errors import ConfigError
-from finch.policy.risk import choose_threshold, clopper_pearson, upper_bound
+from finch.policy.risk import clopper_pearson
 from finch.policy.safety import sensitive_topic
 from finch.policy.schedule import Schedule
 
@@ -37,26 +35,6 @@ def test_clopper_pearson_matches_known_values():
     assert low == 0.0 and high == pytest.approx(0.0243, abs=1e-4)
     low, high = clopper_pearson(3, 100)
     assert low == pytest.approx(0.0062, abs=1e-4) and high == pytest.approx(0.0852, abs=1e-4)
-    assert upper_bound(0, 150) < 0.02 < upper_bound(0, 100)  # 150 clean audits certify a 2% bound
-
-
-def test_threshold_is_the_lowest_that_keeps_the_bound():
-    rng = random.Random(0)
-    # Scores above 0.9 are always good; between 0.6 and 0.9 one in five is bad.
-    scores, good = [], []
-    for _ in range(2000):
-        s = rng.uniform(0.5, 1.0)
-        scores.append(s)
-        good.append(s > 0.9 or rng.random() > 0.2)
-    t = choose_threshold(scores, good, max_bad=0.02)
-    assert t is not None and 0.8 < t < 0.91
-    above = [g for s, g in zip(scores, good, strict=True) if s >= t]
-    assert upper_bound(above.count(False), len(above)) <= 0.02
-
-
-def test_too_few_attempts_give_no_threshold():
-    assert choose_threshold([0.99] * 50, [True] * 50, max_bad=0.02) is None
-    assert choose_threshold([], [], max_bad=0.02) is None
 
 
 @pytest.mark.parametrize(
@@ -74,37 +52,3 @@ def test_too_few_attempts_give_no_threshold():
 )
 def test_sensitive_topics(text, topic):
     assert sensitive_topic(text) == topic
-
-
-def test_weighted_bound_counts_heavy_samples_as_few():
-    # Equal weights change nothing.
-    scores = [0.99] * 200 + [0.7] * 200
-    good = [True] * 200 + [True] * 190 + [False] * 10
-    assert choose_threshold(scores, good, 0.02, weights=[1.0] * 400) == choose_threshold(scores, good, 0.02)
-    # 40 clean sampled forwards, each standing for 20 served answers, are still 40 observations:
-    # not enough to certify a 2% bound. 800 clean observations of weight 1 are.
-    assert choose_threshold([0.99] * 40, [True] * 40, 0.02, weights=[20.0] * 40) is None
-    assert choose_threshold([0.99] * 800, [True] * 800, 0.02, weights=[1.0] * 800) == 0.99
-    # Where finch serves, only samples are seen; one bad sample there stands for 20 bad answers.
-    scores = [0.99] * 100 + [0.8] * 900
-    good = [False] + [True] * 999
-    weights = [20.0] * 100 + [1.0] * 900
-    assert choose_threshold(scores, good, 0.02) == 0.8
-    assert choose_threshold(scores, good, 0.02, weights=weights) is None
-
-
-def test_a_stricter_router_cut_certifies_what_the_validator_alone_cannot():
-    from finch.policy.risk import choose_operating_point
-
-    rng = random.Random(1)
-    router, validator, good = [], [], []
-    for _ in range(3000):
-        r, v = rng.random(), rng.uniform(0.5, 1.0)
-        router.append(r)
-        validator.append(v)
-        # Confident questions are answered well; doubtful ones badly one time in ten, whatever the validator says.
-        good.append(r >= 0.8 or rng.random() > 0.1)
-    assert choose_threshold(validator, good, 0.02) is None
-    cut, threshold = choose_operating_point(router, validator, good, 0.02)
-    assert cut == 0.8 and threshold < 0.55
-    assert choose_operating_point(router, validator, [False] * 3000, 0.02) is None

@@ -1,12 +1,16 @@
 """Audits that find the models serving bad answers beyond the bound roll them back."""
 
 from finch.conversation import Conversation
-from finch.learning.ensemble import Ensemble, LearningConfig
+from finch.learning.ensemble import Decision, Ensemble, LearningConfig
 from finch.models.checkpoint import latest
 
 
 def ask(text):
     return Conversation("", (("user", text),))
+
+
+# A sampled forward whose withheld local answer disagrees with Claude's: audited bad.
+BAD_AUDIT = Decision("forward", "sampled", "Bananas.", p_good=0.99, audit_chance=0.1)
 
 
 def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
@@ -20,9 +24,8 @@ def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
     ensemble.save()  # the checkpoint whose models the audits will judge
     assert ensemble.writer.step > good_step
 
-    # Sampled forwards whose withheld local answer disagrees with Claude's: audited bad.
     for i in range(25):
-        ensemble.learn_from_claude(ask(f"audit {i}"), "Paris is the capital of France.", served_attempt="Bananas.")
+        ensemble.learn_from_claude(ask(f"audit {i}"), "Paris is the capital of France.", BAD_AUDIT)
         if ensemble.rollbacks:
             break
     assert ensemble.rollbacks == 1
@@ -39,5 +42,5 @@ def test_a_few_bad_audits_are_not_enough(tmp_path):
     ensemble.learn_from_claude(ask("q2"), "a2")
     ensemble.save()
     for i in range(5):
-        ensemble.learn_from_claude(ask(f"audit {i}"), "Paris.", served_attempt="Bananas.")
+        ensemble.learn_from_claude(ask(f"audit {i}"), "Paris.", BAD_AUDIT)
     assert ensemble.rollbacks == 0  # 5 audits cannot show anything with 95% confidence

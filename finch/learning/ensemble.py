@@ -5,9 +5,10 @@ Two sides, two threads:
 * ``decide`` runs on the request path. It reads a *serving snapshot*: frozen copies of the three
   modules that the trainer republishes after it learns. It never takes a lock the trainer holds, so
   a slow training step never delays a request.
-* ``learn_from_claude`` and ``learn_from_local_attempt`` run on the trainer thread only. They make a
-  local attempt, judge it against Claude's answer, update the three models, and recalibrate the
-  validator's operating point so the bad-local rate stays under the user's bound.
+* ``learn_from_claude``, ``learn_from_local_attempt`` and ``count_served`` run on the trainer thread
+  only. They make a local attempt, judge it against Claude's answer, update the three models, and
+  feed every scored answer to the certifier (``finch.policy.bound``), whose certified threshold on
+  the stacker's P(good) (``finch.learning.stacker``) is the operating point.
 """
 
 from __future__ import annotations
@@ -29,20 +30,22 @@ from typing import Any
 import torch
 
 from finch.conversation import Conversation
+from finch.learning.consistency import Consistency
 from finch.learning.judge import Judge, normalise
 from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory, Neighbourhood, question_text
+from finch.learning.stacker import Stacker, stack_inputs
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
 from finch.models.learners import Router, Validator, Writer, load_learner
 from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
-from finch.policy.risk import choose_operating_point, clopper_pearson
+from finch.policy.bound import Certifier, audit_interval
+from finch.policy.risk import clopper_pearson
 from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
-_CALIBRATION_WINDOW = 3000  # recent judged attempts the operating point is chosen from
 _RECENT_AUDITS = 100  # audits the conservative rule answers to
 _GUARD_MIN_AUDITS = 20  # fewer say too little to stop local answers on
 # Forwards whose withheld local answer is judged against Claude's: the audits.
@@ -70,6 +73,12 @@ class Decision:
     answer: str | None = None  # the local answer (served, or kept for the audit of a sampled forward)
     p_router: float | None = None
     p_validator: float | None = None
+    p_good: float | None = None  # the stacker's score: what the operating point is compared with
+    audit_chance: float = 1.0  # for a would-be-local answer: how likely it was to be audited
+
+    @property
+    def score(self) -> float | None:
+        return self.p_good
 
 
 @dataclass
@@ -117,21 +126,19 @@ class Ensemble:
         self.writer: Writer = self._load_or_new("generator")  # type: ignore[assignment]
         state = self._read_state()
         self.learned: int = state.get("learned", 0)
-        # The operating point, once certified: router cut and validator threshold.
-        self.threshold: float | None = state.get("threshold")
-        self.router_cut: float = state.get("router_cut", _ROUTER_FLOOR)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
-        # (router score, validator score, judged good, weight = 1 / chance that this attempt was seen)
-        self.calibration: deque[tuple[float, float, bool, float]] = deque(
-            [tuple(x) for x in state.get("calibration", []) if len(x) == 4],  # type: ignore[misc]
-            maxlen=_CALIBRATION_WINDOW,
-        )
+        # Every scored answer's evidence, since the first: the bound holds for as long as finch runs.
+        self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local)
+        self.stacker = Stacker.from_state(state.get("stacker"))
+        # The operating point: the certified threshold on min(router, validator), None while none is.
+        self.threshold: float | None = self._operating_point()
         self.audits = state.get("audits", {"good": 0, "bad": 0})
         self.recent_audits: deque[bool] = deque(state.get("recent_audits", []), maxlen=_RECENT_AUDITS)
         # Audits since the last checkpoint: the audited quality of the models trained since then.
         self.period_audits = state.get("period_audits", {"good": 0, "bad": 0})
         self.rollbacks: int = state.get("rollbacks", 0)
         self.judge.framing.known = frozenset(state.get("framing", []))
+        self.consistency = Consistency.from_state(_read_json(self.models_dir / "consistency.json"))
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self._serving = _Serving(self.router, self.validator, self.writer)
@@ -145,19 +152,26 @@ class Ensemble:
         return self.config.schedule.phase(self.learned)
 
     def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
-        schedule = self.config.schedule
         phase = self.phase
         if phase == "cold_start":
             return Decision("forward", "cold_start")
-        if _key(conversation) in self.blocked:
+        key = _key(conversation)
+        if key in self.blocked:
             return Decision("forward", "feedback_forward")
+        if self.consistency.varies(key):
+            return Decision("forward", "answers_vary")  # Claude's own answers to it differ
+        threshold = self.threshold  # read once: the trainer may certify another while this runs
+        if threshold is None:
+            return Decision("forward", "uncertified")  # nothing is served before its bound is shown
+        repeated = self.consistency.answer(key)
+        if repeated is not None:  # Claude gave this answer to this question, consistently
+            decision = Decision("forward", "local_too_long", repeated, p_good=1.0)
+            return self._sample(decision, "repeat") if len(self.tokenizer.encode(repeated)) <= max_tokens else decision
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
         hood = self.memory.around(self._question_vec(question_text(conversation)))
         p_router = self._route(serving, conversation, hood)
-        conservative = phase == "conservative" or self.threshold is None
-        # Until an operating point is certified, both models must be confident (DESIGN.md §1.3).
-        if p_router < (schedule.conservative_p if conservative else self.router_cut):
+        if p_router < _ROUTER_FLOOR:
             return Decision("forward", "router_forward", p_router=p_router)
 
         prompt = tok.render(conversation, self.writer.config.max_len - 1)
@@ -174,36 +188,35 @@ class Ensemble:
         candidates = self._candidates(hood, written, written_vec)
         if not candidates:
             return Decision("forward", "local_too_long", p_router=p_router)
-        scores = self._score(serving.validator, conversation, hood, candidates)
+        scores, evidence = self._score(serving.validator, conversation, hood, candidates)
         best = max(range(len(candidates)), key=scores.__getitem__)
         answer, p_validator = candidates[best][0], scores[best]
-        answer_tokens = len(tok.encode(answer))
-        decision = Decision("forward", "validator_reject", answer, p_router, p_validator)
-        needed = schedule.conservative_p if conservative else self.threshold
-        assert needed is not None
-        if p_validator < needed or answer_tokens > max_tokens:
+        p_good = self.stacker.p_good(stack_inputs(p_router, p_validator, evidence[best]))
+        decision = Decision("forward", "validator_reject", answer, p_router, p_validator, p_good)
+        if p_good < threshold or len(tok.encode(answer)) > max_tokens:
             return decision
-        if conservative and self.over_bound():
+        return self._sample(decision, "local")
+
+    def _sample(self, decision: Decision, served_reason: str) -> Decision:
+        """A would-be-local answer: served, or forwarded to audit it (strategic sampling)."""
+        if self.phase == "conservative" and self.over_bound():
             decision.reason = "over_bound"  # audited at every ask until the models do better
             return decision
+        decision.audit_chance = self.config.schedule.sample_rate(self.learned)
         with self._rng_lock:
-            sampled = self._rng.random() < schedule.sample_rate(self.learned)
-        decision.route, decision.reason = ("forward", "sampled") if sampled else ("local", "local")
+            sampled = self._rng.random() < decision.audit_chance
+        decision.route, decision.reason = ("forward", "sampled") if sampled else ("local", served_reason)
         return decision
 
     def over_bound(self) -> bool:
         """Is the recent audits' bad share above the bound?
 
-        Until an operating point is certified, local answers rest on the models' own confidence
-        (the conservative rule), and the audits are the only measure of them, so their estimate is
-        taken at its word. Asking for 95% confidence first let a paraphrase-only stream run at
-        2.6% bad under a 2% bound: with a hundred audits that takes six bad ones."""
+        A tripwire for the conservative phase, while the models change fastest: the audits'
+        estimate is taken at its word, and more than the bound's share bad among the last hundred
+        stops local answers until they clear. It can only forward more, so it never weakens the
+        certified bound."""
         n = len(self.recent_audits)
         return n >= _GUARD_MIN_AUDITS and self.recent_audits.count(False) > self.config.max_bad_local * n
-
-    def forward_chance(self, reason: str) -> float:
-        """How likely a would-be-local answer was to be forwarded, and so audited, for ``reason``."""
-        return self.config.schedule.sample_rate(self.learned) if reason == "sampled" else 1.0
 
     def _candidates(
         self, hood: Neighbourhood | None, written: str, written_vec: torch.Tensor
@@ -238,14 +251,15 @@ class Ensemble:
         conversation: Conversation,
         hood: Neighbourhood | None,
         candidates: list[tuple[str, torch.Tensor]],
-    ) -> list[float]:
+    ) -> tuple[list[float], list[list[float]]]:
+        """Each candidate's validator score, and the memory's evidence for it."""
         tok, max_len = self.tokenizer, self.validator.config.max_len
         pairs = [tok.render_pair(conversation, text, max_len) for text, _ in candidates]
-        evidence = torch.tensor([self.memory.features(hood, vec) for _, vec in candidates])
+        evidence = [self.memory.features(hood, vec) for _, vec in candidates]
         device = next(validator.parameters()).device
         with torch.no_grad():
-            logits, _ = validator(pad_batch(pairs, tok.pad_id, device), features=evidence.to(device))
-        return torch.sigmoid(logits).tolist()
+            logits, _ = validator(pad_batch(pairs, tok.pad_id, device), features=torch.tensor(evidence).to(device))
+        return torch.sigmoid(logits).tolist(), evidence
 
     # -- trainer thread --------------------------------------------------------------------------
 
@@ -253,17 +267,19 @@ class Ensemble:
         self,
         conversation: Conversation,
         teacher_answer: str,
-        served_attempt: str | None = None,
-        forward_chance: float = 1.0,
+        audit: Decision | None = None,
     ) -> Judged:
         """Learn from Claude's answer to a forwarded request.
 
-        ``served_attempt`` is the answer finch would have served when the request was forwarded
-        only to audit it (with probability ``forward_chance``): judging it against Claude's answer
-        is an audit of what finch serves.
+        ``audit`` is the decision when the request was forwarded only to audit it: its answer is
+        what finch would have served (and was, with probability 1 - ``audit.audit_chance``), so
+        judging it against Claude's answer is an audit of what finch serves.
         """
         if self.judge.framing.observe(teacher_answer):
             self.memory.reembed(self.judge.embed_answers)  # agreement is measured without framing
+        key = _key(conversation)
+        repeated = self.consistency.answer(key)  # what finch would have repeated, before this answer
+        repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
         written = self.writer.answer(conversation, self.config.max_local_tokens)
         question_vec, (written_vec, teacher_vec) = self.judge.embed_with_answers(
             question_text(conversation), [written, teacher_answer]
@@ -279,15 +295,21 @@ class Ensemble:
         p_validator = scores[best]
         router_features = self.memory.question_features(hood)
         p_router = self.router.p_local([conversation], [router_features])[0]
+        stacked = stack_inputs(p_router, p_validator, evidence[best])
         audit_good = None
-        if served_attempt is not None:
-            audit_good, _ = self.judge.agrees(served_attempt, teacher_answer)
+        if audit is not None and audit.answer is not None and audit.score is not None:
+            audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
             self.period_audits["good" if audit_good else "bad"] += 1
             self.recent_audits.append(audit_good)
-        # Prequential calibration: the score of what would have been served, then its verdict.
-        weight = 1.0 / forward_chance if served_attempt is not None else 1.0
-        self.calibration.append((p_router, p_validator if p_router >= _ROUTER_FLOOR else 0.0, good, weight))
+            # What finch was about to serve, at the score it was served at.
+            self._certify(audit.score, not audit_good, audit.audit_chance)
+        elif repeated is not None:
+            self._certify(1.0, not repeat_agrees, 1.0)  # the repeat finch would have served, judged
+        else:
+            # Prequential: the score of the best candidate from earlier examples only, then its verdict.
+            self._certify(self.stacker.p_good(stacked) if p_router >= _ROUTER_FLOOR else 0.0, not good, 1.0)
+        self.stacker.observe(stacked, good)
 
         def featurize(other: str) -> list[float]:
             return self.memory.features(hood, self.judge.embed_answers([other])[0])
@@ -306,7 +328,7 @@ class Ensemble:
         losses["validator"] = sum(validator_losses) / len(validator_losses)
         self.memory.add(question_vec, teacher_vec, teacher_answer)
         self.learned += 1
-        self._recalibrate()
+        self.threshold = self._operating_point()
         if audit_good is False:
             self.roll_back_if_worse()
         return Judged(good, divergence, p_router, p_validator, losses, audit_good)
@@ -361,16 +383,26 @@ class Ensemble:
             losses["generator"] = self.writer.learn(conversation, teacher_answer)
         return Judged(good, divergence, None, None, losses)
 
+    def count_served(self, served: Decision) -> None:
+        """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.
+        (With sampling off no served answer could have been judged, so none can count.)"""
+        if served.score is not None and served.audit_chance > 0:
+            self._certify(served.score, None, served.audit_chance)
+            self.threshold = self._operating_point()
+
     def block(self, conversation: Conversation) -> None:
         """This question forwards from now on (a user or an audit found its local answer bad)."""
         self.blocked.add(_key(conversation))
 
-    def _recalibrate(self) -> None:
-        if not self.calibration:
-            return
-        routers, validators, goods, weights = zip(*self.calibration, strict=True)
-        point = choose_operating_point(routers, validators, goods, self.config.max_bad_local, weights)
-        self.router_cut, self.threshold = point if point is not None else (_ROUTER_FLOOR, None)
+    def _certify(self, score: float, bad: bool | None, p_judged: float) -> None:
+        self.certifier.observe(score, bad, p_judged)
+
+    def _operating_point(self) -> float | None:
+        """The loosest certified threshold; in the conservative phase, no looser than its rule."""
+        if self.phase == "cold_start":
+            return None
+        conservative = self.phase == "conservative"
+        return self.certifier.certified(self.config.schedule.conservative_p if conservative else 0.0)
 
     def publish(self) -> None:
         """Swap in fresh serving copies (one reference assignment: requests see old or new)."""
@@ -380,12 +412,12 @@ class Ensemble:
         for learner in (self.router, self.validator, self.writer):
             checkpoint.save(self.models_dir / learner.kind, learner, self.tokenizer.hash)
         self.memory.save(self.models_dir / "memory.safetensors")
+        atomic_write_text(self.models_dir / "consistency.json", json.dumps(self.consistency.to_state()))
         state = {
             "learned": self.learned,
-            "threshold": self.threshold,
-            "router_cut": self.router_cut,
             "blocked": sorted(self.blocked),
-            "calibration": list(self.calibration),
+            "certifier": self.certifier.to_state(),
+            "stacker": self.stacker.to_state(),
             "audits": self.audits,
             "recent_audits": list(self.recent_audits),
             "period_audits": {"good": 0, "bad": 0},
@@ -397,14 +429,22 @@ class Ensemble:
 
     def status(self) -> dict[str, Any]:
         n = self.audits["good"] + self.audits["bad"]
-        low, high = clopper_pearson(self.audits["bad"], n)
+        low, high = audit_interval(self.audits["bad"], n)
+        region = self.certifier.region(self.threshold)
         return {
             "learned": self.learned,
             "phase": self.phase,
             "sample_rate": self.config.schedule.sample_rate(self.learned),
-            "validator_threshold": self.threshold,
-            "router_cut": self.router_cut if self.threshold is not None else None,
+            "threshold": self.threshold,
             "max_bad_local": self.config.max_bad_local,
+            "certified": self.threshold is not None,
+            # What the bound is over, and how sure: served local answers, checked at every answer.
+            "bound": {
+                "over": "local answers served at the operating point (P(good) >= threshold), audited or not",
+                "confidence": 1 - self.certifier.delta,
+                "evidence": None if region is None else region.wealth,
+                "answers": None if region is None else region.seen,
+            },
             "audits": n,
             "bad_local_estimate": self.audits["bad"] / n if n else None,
             "bad_local_interval": [low, high],
@@ -428,14 +468,17 @@ class Ensemble:
         return (Router if kind == "router" else Validator)(config, self.tokenizer, seed=seed)
 
     def _read_state(self) -> dict[str, Any]:
-        path = self.models_dir / "state.json"
-        if not path.exists():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            log.warning("ignoring unreadable %s", path)
-            return {}
+        return _read_json(self.models_dir / "state.json") or {}
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        log.warning("ignoring unreadable %s", path)
+        return None
 
 
 def _previous_checkpoint(root: Path) -> Path | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from finch.conversation import Conversation
-from finch.learning.ensemble import Ensemble, Judged
+from finch.learning.ensemble import Decision, Ensemble, Judged
 from finch.store.db import Row, Store
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,15 @@ class ClaudeAnswer:
     request_id: str
     conversation: Conversation
     teacher_answer: str
-    served_attempt: str | None = None  # set for an audit: the local answer that was withheld
-    forward_chance: float = 1.0  # how likely that answer was to be audited rather than served
+    audit: Decision | None = None  # set for an audit: the decision whose local answer was withheld
+
+
+@dataclass(frozen=True)
+class Served:
+    """A local answer that went out unaudited: nothing to learn, but it counts toward the bound."""
+
+    request_id: str
+    decision: Decision
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class Feedback:
     good: bool
 
 
-Event = ClaudeAnswer | Feedback
+Event = ClaudeAnswer | Feedback | Served
 
 
 class Trainer:
@@ -152,10 +159,11 @@ class Trainer:
 
     def _learn(self, event: Event) -> None:
         started = time.perf_counter()
+        if isinstance(event, Served):
+            self.ensemble.count_served(event.decision)
+            return
         if isinstance(event, ClaudeAnswer):
-            judged = self.ensemble.learn_from_claude(
-                event.conversation, event.teacher_answer, event.served_attempt, event.forward_chance
-            )
+            judged = self.ensemble.learn_from_claude(event.conversation, event.teacher_answer, event.audit)
             kind = "claude"
         else:
             judged = self.ensemble.learn_from_local_attempt(event.conversation, event.local_answer, good=event.good)

@@ -168,6 +168,7 @@ class Proxy:
         assert record.conversation is not None
         decision = await self.learning.decide(record.conversation, parsed.max_tokens)
         record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
+        record.p_good, record.audit_chance = decision.p_good, decision.audit_chance
         if decision.route != "local":
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
             return None

@@ -15,7 +15,7 @@ from typing import Any
 from finch.config import Settings, parse_sampling
 from finch.conversation import Conversation
 from finch.learning.ensemble import AUDITED_REASONS, Decision, Ensemble, LearningConfig
-from finch.learning.trainer import ClaudeAnswer, Feedback, Trainer
+from finch.learning.trainer import ClaudeAnswer, Feedback, Served, Trainer
 from finch.metrics import Metrics
 from finch.policy.schedule import Schedule
 from finch.server.pressure import Pressure
@@ -91,12 +91,24 @@ class LearningLoop:
             self._recent.popitem(last=False)
 
     def on_written(self, record: RequestRecord, summary: ResponseSummary, cost: float) -> None:
-        """Store listener (writer thread): a forwarded eligible answer becomes a learning event."""
-        if record.route != "forward" or record.conversation is None or record.status != 200 or not summary.text:
+        """Store listener (writer thread): a forwarded eligible answer becomes a learning event, and
+        a local answer is counted toward the bound."""
+        if record.conversation is None or record.status != 200:
             return
-        attempt = record.local_answer if record.reason in AUDITED_REASONS else None
-        chance = self.ensemble.forward_chance(record.reason or "")
-        self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, attempt, chance))
+        decision = Decision(
+            record.route,
+            record.reason,
+            record.local_answer,
+            record.p_router,
+            record.p_validator,
+            record.p_good,
+            record.audit_chance,
+        )
+        if record.route == "local":
+            self.trainer.submit(Served(record.id, decision))
+        elif record.route == "forward" and summary.text:
+            audit = decision if record.reason in AUDITED_REASONS else None
+            self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, audit))
 
     def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
         """A user's verdict on an answer. None when finch never saw that request."""
@@ -131,8 +143,7 @@ class LearningLoop:
         m.bad_local.labels("estimate").set(status["bad_local_estimate"] or 0.0)
         m.bad_local.labels("low").set(low)
         m.bad_local.labels("high").set(high)
-        m.threshold.set(-1 if status["validator_threshold"] is None else status["validator_threshold"])
-        m.router_cut.set(-1 if status["router_cut"] is None else status["router_cut"])
+        m.threshold.set(-1 if status["threshold"] is None else status["threshold"])
 
     def _stored_local(self, request_id: str) -> tuple[Conversation, str] | None:
         rows = read_rows(

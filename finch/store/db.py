@@ -55,6 +55,8 @@ class RequestRecord:
     p_router: float | None = None
     p_validator: float | None = None
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
+    p_good: float | None = None  # the score compared with the operating point (not stored)
+    audit_chance: float = 1.0  # how likely a would-be-local answer was to be audited (not stored)
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
 
 

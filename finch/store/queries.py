@@ -58,18 +58,18 @@ def _empty() -> dict[str, Any]:
 
 def learning_summary(db: Path) -> dict[str, Any]:
     """What the trainer has learned and what the audits say of the answers finch serves."""
-    from finch.policy.risk import clopper_pearson
+    from finch.policy.bound import audit_interval
 
-    empty = {"learned": 0, "audits": 0, "audits_bad": 0, "validator_threshold": None}
+    empty = {"learned": 0, "audits": 0, "audits_bad": 0, "threshold": None}
     if not db.exists():
         return {**empty, "bad_local_estimate": None, "bad_local_interval": [0.0, 1.0]}
     row = read_rows(
         db,
         "SELECT COALESCE(SUM(kind = 'claude'), 0) AS learned, COALESCE(SUM(audit), 0) AS audits,"
         " COALESCE(SUM(audit = 1 AND audit_good = 0), 0) AS audits_bad,"
-        " (SELECT threshold FROM learning ORDER BY id DESC LIMIT 1) AS validator_threshold FROM learning",
+        " (SELECT threshold FROM learning ORDER BY id DESC LIMIT 1) AS threshold FROM learning",
     )[0]
-    low, high = clopper_pearson(row["audits_bad"], row["audits"])
+    low, high = audit_interval(row["audits_bad"], row["audits"])
     estimate = row["audits_bad"] / row["audits"] if row["audits"] else None
     return {**row, "bad_local_estimate": estimate, "bad_local_interval": [low, high]}
 

@@ -1,0 +1,62 @@
+"""Claude's own consistency: a question answered the same way twice is repeated from memory; one
+whose answers differ is never answered locally."""
+
+from finch.conversation import Conversation
+from finch.learning.consistency import Consistency
+from finch.learning.ensemble import Ensemble, LearningConfig
+from finch.policy.schedule import Schedule
+
+
+def same(a, b):
+    return a.lower() == b.lower()
+
+
+def test_an_answer_is_repeated_only_after_claude_gave_it_twice():
+    c = Consistency()
+    assert c.observe("q", "Paris.", same) is None and c.answer("q") is None
+    assert c.observe("q", "paris.", same) is True
+    assert c.answer("q") == "Paris."  # Claude's first words
+    assert c.observe("q", "Lyon.", same) is False
+    assert c.answer("q") is None and c.varies("q")
+    assert c.observe("q", "Paris.", same) is True and c.varies("q")  # once it varied, it stays varied
+
+
+def test_the_oldest_questions_are_forgotten_and_state_round_trips():
+    c = Consistency(capacity=2)
+    for key in ("a", "b", "a", "c"):  # "a" was used again, so "b" is the oldest
+        c.observe(key, key.upper(), same)
+    assert len(c) == 2 and c.answer("a") == "A" and not c.varies("b")
+    restored = Consistency.from_state(c.to_state(), capacity=2)
+    assert restored.to_state() == c.to_state() and restored.answer("a") == "A"
+
+
+def ask(text):
+    return Conversation("", (("user", text),))
+
+
+def test_the_ensemble_repeats_consistent_answers_and_forwards_varying_ones(tmp_path):
+    config = LearningConfig(
+        preset="tiny",
+        max_bad_local=0.1,  # a few dozen clean answers certify it
+        schedule=Schedule(cold_start=1, conservative_until=1, sampling=((2**62, 0.0),)),
+    )
+    ensemble = Ensemble(tmp_path, config)
+    capital = ask("What is the capital of France?")
+    joke = ask("Tell me a joke.")
+    ensemble.learn_from_claude(joke, "Why did the chicken cross the road? To get to the other side.")
+    ensemble.learn_from_claude(joke, "I told my wife she drew her eyebrows too high. She looked surprised.")
+    for _ in range(40):
+        ensemble.learn_from_claude(capital, "The capital of France is Paris.")
+        if ensemble.threshold is not None:
+            break
+    assert ensemble.threshold is not None  # the repeats, judged against Claude, certified the bound
+
+    decision = ensemble.decide(capital, 100)
+    assert (decision.route, decision.reason) == ("local", "repeat")
+    assert decision.answer == "The capital of France is Paris." and decision.score == 1.0
+    assert (ensemble.decide(joke, 100).route, ensemble.decide(joke, 100).reason) == ("forward", "answers_vary")
+    assert ensemble.decide(capital, 2).reason == "local_too_long"  # never over the client's max_tokens
+
+    ensemble.save()
+    again = Ensemble(tmp_path, config)
+    assert again.decide(capital, 100).reason == "repeat" and again.decide(joke, 100).reason == "answers_vary"
