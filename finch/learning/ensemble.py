@@ -91,6 +91,7 @@ class Judged:
     p_validator: float | None
     losses: dict[str, float]
     audit_good: bool | None = None  # for a sampled forward: was the withheld local answer good?
+    p_good: float | None = None  # the stacker's score for the attempt, before this verdict
 
 
 class _Serving:
@@ -296,6 +297,7 @@ class Ensemble:
         router_features = self.memory.question_features(hood)
         p_router = self.router.p_local([conversation], [router_features])[0]
         stacked = stack_inputs(p_router, p_validator, evidence[best])
+        p_good = self.stacker.p_good(stacked) if p_router >= _ROUTER_FLOOR else 0.0
         audit_good = None
         if audit is not None and audit.answer is not None and audit.score is not None:
             audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
@@ -308,7 +310,7 @@ class Ensemble:
             self._certify(1.0, not repeat_agrees, 1.0)  # the repeat finch would have served, judged
         else:
             # Prequential: the score of the best candidate from earlier examples only, then its verdict.
-            self._certify(self.stacker.p_good(stacked) if p_router >= _ROUTER_FLOOR else 0.0, not good, 1.0)
+            self._certify(p_good, not good, 1.0)
         self.stacker.observe(stacked, good)
 
         def featurize(other: str) -> list[float]:
@@ -331,7 +333,7 @@ class Ensemble:
         self.threshold = self._operating_point()
         if audit_good is False:
             self.roll_back_if_worse()
-        return Judged(good, divergence, p_router, p_validator, losses, audit_good)
+        return Judged(good, divergence, p_router, p_validator, losses, audit_good, p_good)
 
     def roll_back_if_worse(self, min_audits: int = 20) -> bool:
         """Since the last checkpoint, have the audits shown the models serving bad answers beyond the

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 _PUBLISH_EVERY_S = 1.0
 
 _INSERT_LEARNING = (
-    "INSERT INTO learning (ts, request_id, kind, audit, audit_good, good, divergence, p_router, p_validator, threshold,"
-    " loss_generator, loss_router, loss_validator, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO learning (ts, request_id, kind, audit, audit_good, good, divergence, p_router, p_validator, p_good,"
+    " threshold, loss_generator, loss_router, loss_validator, seconds)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -195,6 +196,7 @@ def _row(request_id: str, kind: str, judged: Judged, threshold: float | None, se
         judged.divergence,
         judged.p_router,
         judged.p_validator,
+        judged.p_good,
         threshold,
         judged.losses.get("generator"),
         judged.losses.get("router"),

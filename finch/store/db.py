@@ -55,7 +55,7 @@ class RequestRecord:
     p_router: float | None = None
     p_validator: float | None = None
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
-    p_good: float | None = None  # the score compared with the operating point (not stored)
+    p_good: float | None = None  # the score compared with the operating point
     audit_chance: float = 1.0  # how likely a would-be-local answer was to be audited (not stored)
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
 
@@ -214,8 +214,8 @@ class Store:
 _INSERT_REQUEST = (
     "INSERT OR REPLACE INTO requests (id, ts, method, path, model, stream, route, reason, status, latency_ms,"
     " ttfb_ms, attempts, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,"
-    " cost_usd, saved_usd, error_type, upstream_request_id, p_router, p_validator)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cost_usd, saved_usd, error_type, upstream_request_id, p_router, p_validator, p_good)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -244,6 +244,7 @@ def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -
         record.upstream_request_id,
         record.p_router,
         record.p_validator,
+        record.p_good,
     )
 
 
