@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchors import best_static, vcache  # noqa: E402
-from streams import OOS, build_stream, reference_answers, teacher_pairs  # noqa: E402
+from streams import OOS, build_stream, oos_intent, reference_answers, teacher_pairs  # noqa: E402
 
 from finch.learning.judge import Judge, normalise  # noqa: E402
 from finch.policy.risk import clopper_pearson  # noqa: E402
@@ -83,8 +83,8 @@ PRICES = PriceTable()
 
 @dataclass
 class Truth:
-    """What counts as a wrong local answer: not its intent's answer (for out-of-scope queries, any
-    answer). With ``judge`` (the chat stream) an answer the judge finds in agreement also counts."""
+    """What counts as a wrong local answer: not its intent's answer (an out-of-scope query is its own
+    intent). With ``judge`` (the chat stream) an answer the judge finds in agreement also counts."""
 
     answers: dict[str, str]
     judge: Judge | None = None
@@ -93,11 +93,9 @@ class Truth:
         return self.answers.get(intent, "")
 
     def cache_wrong(self, served_intent: str, intent: str) -> bool:
-        return intent == OOS or self.answer(served_intent) != self.answer(intent)
+        return self.answer(served_intent) != self.answer(intent)
 
     def wrong(self, intent: str, text: str) -> bool:
-        if intent == OOS:
-            return True
         right = self.answer(intent)
         if right in text:
             return False
@@ -346,6 +344,7 @@ def main() -> None:
     args = parser.parse_args()
 
     stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
+    stream = [(q, oos_intent(q) if intent == OOS else intent) for q, intent in stream]
     judge = Judge()
     truth = Truth(reference_answers(args.stream), Judge() if args.stream == "chat" else None)
     runs = [Run("always forward", local=[False] * len(stream), wrong=[False] * len(stream)), exact_cache(stream, truth)]

@@ -1,7 +1,9 @@
 """Ranking benchmark: do finch's scores order a stream's requests better than a cache's similarity?
 
 Reads the home a learning run kept (``benchmarks/learning.py --keep DIR``). For every request in
-the second half of the stream it takes the scores finch decided with (router, validator) and the
+the second half of the stream it takes the scores finch decided with (router, validator, and the
+stacker's P(good), the score finch's operating point is compared with; where no local attempt was
+made at decision time, the trainer's prequential P(good) for it) and the
 cosine a semantic cache would have used (the nearest earlier question finch forwarded, MiniLM),
 and whether finch's answer was good: for answers served locally the benchmark's truth (its
 intent's answer), for forwarded ones the judge's verdict on the local attempt when Claude's answer
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from streams import OOS, build_stream, reference_answers  # noqa: E402
+from streams import OOS, build_stream, oos_intent, reference_answers  # noqa: E402
 
 from finch.learning.judge import Judge  # noqa: E402
 
@@ -31,25 +33,34 @@ SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 def labelled_rows(home: Path, stream: list[tuple[str, str]], answers: dict[str, str]) -> list[dict]:
     db = sqlite3.connect(home / "finch.db")
     requests = db.execute(
-        "SELECT id, route, p_router, p_validator FROM requests WHERE path = '/v1/messages' ORDER BY ts"
+        "SELECT id, route, p_router, p_validator, p_good FROM requests WHERE path = '/v1/messages' ORDER BY ts"
     ).fetchall()
     if len(requests) != len(stream):
         raise SystemExit(f"{home} holds {len(requests)} requests, the stream {len(stream)}: same --requests?")
     verdicts = dict(db.execute("SELECT request_id, good FROM learning WHERE good IS NOT NULL"))
+    trainer_scores = dict(db.execute("SELECT request_id, p_good FROM learning WHERE p_good IS NOT NULL"))
     served = dict(db.execute("SELECT request_id, answer FROM local_answers"))
     vectors = Judge().embed([question for question, _ in stream])
     forwarded: list[int] = []
     rows = []
-    for i, ((_, intent), (request_id, route, p_router, p_validator)) in enumerate(zip(stream, requests, strict=True)):
+    for i, ((question, intent), (request_id, route, p_router, p_validator, p_good)) in enumerate(
+        zip(stream, requests, strict=True)
+    ):
         if i >= len(stream) // 2:
             if route == "local":
-                good = intent != OOS and answers[intent] in served[request_id]
+                good = answers[oos_intent(question) if intent == OOS else intent] in served[request_id]
             else:
                 good = None if request_id not in verdicts else bool(verdicts[request_id])
             nearest = float((vectors[forwarded] @ vectors[i]).max()) if forwarded else 0.0
             if good is not None:
                 rows.append(
-                    {"good": good, "nearest": nearest, "router": p_router or 0.0, "validator": p_validator or 0.0}
+                    {
+                        "good": good,
+                        "nearest": nearest,
+                        "router": p_router or 0.0,
+                        "validator": p_validator or 0.0,
+                        "p_good": p_good if p_good is not None else trainer_scores.get(request_id, 0.0),
+                    }
                 )
         if route != "local":
             forwarded.append(i)
@@ -78,6 +89,7 @@ def main() -> None:
     rows = labelled_rows(args.home, stream, reference_answers(args.stream))
     scores = {
         "cache: nearest similarity": lambda r: r["nearest"],
+        "finch: P(good) (its operating score)": lambda r: r["p_good"],
         "finch: min(router, validator)": lambda r: min(r["router"], r["validator"]),
         "finch: router": lambda r: r["router"],
     }

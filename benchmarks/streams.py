@@ -10,8 +10,11 @@ popularity, so they repeat as people's questions do; each prompt is its own "int
 its real answer. Ground truth there is the judge against that answer.
 
 The teacher answers each utterance with its intent's reference answer; with rewording on, that
-answer comes in varied words. Ground truth for a local answer: right when it is the answer of the
-request's intent, wrong otherwise (and always wrong for out-of-scope queries).
+answer comes in varied words. An out-of-scope query gets an answer of its own, in its own words, as
+Claude's would be: one refusal for all of them would make every out-of-scope answer look right to
+finch's judge. Ground truth for a local answer: right when it is the answer of the request's intent;
+for an out-of-scope query, only that query's own answer is right (``oos_intent`` makes each one its
+own intent).
 """
 
 from __future__ import annotations
@@ -63,10 +66,26 @@ def chat_answers() -> dict[str, str]:
 
 
 def reference_answers(name: str) -> dict[str, str]:
-    """intent -> the answer the teacher gives (before rewording)."""
+    """intent -> the answer the teacher gives (before rewording); each out-of-scope query is an intent."""
     if name == "chat":
         return chat_answers()
-    return {intent: reference_answer(intent) for intent in load_intents(name)}
+    answers = {}
+    for intent, utterances in load_intents(name).items():
+        if intent == OOS:
+            answers.update((oos_intent(u), oos_answer(u)) for u in utterances)
+        else:
+            answers[intent] = reference_answer(intent)
+    return answers
+
+
+def oos_intent(utterance: str) -> str:
+    return f"{OOS}:{utterance}"
+
+
+def oos_answer(utterance: str) -> str:
+    """Out of scope: a refusal that names the query itself (measured: the judge tells 400 of 400
+    pairs of such answers apart)."""
+    return f"Sorry, I can't help with {utterance.strip().rstrip('?.!')} here."
 
 
 def reference_answer(intent: str) -> str:
@@ -123,13 +142,10 @@ def build_stream(
 
 
 def teacher_pairs(name: str) -> list[tuple[str, str]]:
-    """(utterance, reference answer) for every utterance: the teacher simulator's knowledge.
-
-    Out-of-scope utterances get a refusal that names nothing in scope."""
+    """(utterance, reference answer) for every utterance: the teacher simulator's knowledge."""
     if name == "chat":
         return list(chat_answers().items())
     pairs = []
     for intent, utterances in load_intents(name).items():
-        answer = "I'm sorry, that is not something I can help with here." if intent == OOS else reference_answer(intent)
-        pairs.extend((u, answer) for u in utterances)
+        pairs.extend((u, oos_answer(u) if intent == OOS else reference_answer(intent)) for u in utterances)
     return pairs

@@ -17,8 +17,19 @@ def test_an_answer_is_repeated_only_after_claude_gave_it_twice():
     assert c.observe("q", "paris.", same) is True
     assert c.answer("q") == "Paris."  # Claude's first words
     assert c.observe("q", "Lyon.", same) is False
-    assert c.answer("q") is None and c.varies("q")
-    assert c.observe("q", "Paris.", same) is True and c.varies("q")  # once it varied, it stays varied
+    assert c.answer("q") is None and c.varies("q")  # one answer in two disagreed
+    for _ in range(2):
+        c.observe("q", "Paris.", same)
+    assert c.varies("q")  # still one later answer in four disagreed
+    c.observe("q", "Paris.", same)
+    assert c.answer("q") == "Paris." and not c.varies("q")  # one in five: the judge's slip, not Claude's
+
+
+def test_a_question_whose_answers_keep_differing_never_comes_back():
+    c = Consistency()
+    for i in range(10):
+        c.observe("joke", f"joke number {i}", same)
+    assert c.varies("joke") and c.answer("joke") is None
 
 
 def test_the_oldest_questions_are_forgotten_and_state_round_trips():

@@ -1,4 +1,5 @@
-"""The stacker: a calibrated P(good) from the models' scores and the memory's evidence, learned from a few dozen verdicts."""
+"""The stacker: a calibrated P(good) from the models' scores and the memory's evidence, learned from
+a few dozen verdicts."""
 
 import numpy as np
 

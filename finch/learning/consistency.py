@@ -4,7 +4,9 @@ A question Claude has answered twice in words the judge finds equal is about as 
 from memory as a local answer gets: the next answer is served in Claude's stored words, scored 1.0
 (it still passes through the bound and its audits like any other). A question whose answers
 differ (a poem, a joke, anything about "now") is never answered locally: there is no one right
-answer to repeat.
+answer to repeat. "Differ" allows for the judge's own mistakes: before it has learned Claude's
+framing ("Sure.", "Hope that helps!") it calls about one rewording in ten different, so a question
+counts as varying while more than one in five of its later answers disagreed with the first.
 
 Kept for the most recent ``capacity`` distinct questions; "exactly" means the same conversation
 after the judge's normalisation (case, spacing, punctuation).
@@ -17,14 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-MIN_ANSWERS = 2  # Claude's answers that must agree before one is repeated
+_DISAGREE_SHARE = 0.2  # of later answers that may disagree with the first before a question varies
 
 
 @dataclass
 class _Record:
-    answers: int  # how many times Claude answered this question
     text: str  # Claude's first answer: the one repeated
-    varies: bool  # did a later answer disagree with it?
+    agreed: int = 0  # later answers the judge found equal to it
+    disagreed: int = 0  # and those it did not
+
+    @property
+    def varies(self) -> bool:
+        return self.disagreed > _DISAGREE_SHARE * (self.agreed + self.disagreed)
 
 
 class Consistency:
@@ -38,7 +44,7 @@ class Consistency:
     def answer(self, key: str) -> str | None:
         """Claude's answer to this question, when Claude has given it consistently."""
         record = self._records.get(key)
-        if record is None or record.varies or record.answers < MIN_ANSWERS:
+        if record is None or record.varies or record.agreed == 0:
             return None
         return record.text
 
@@ -51,22 +57,24 @@ class Consistency:
         (None for a first answer)."""
         record = self._records.get(key)
         if record is None:
-            self._records[key] = _Record(1, answer, False)
+            self._records[key] = _Record(answer)
             while len(self._records) > self.capacity:
                 self._records.popitem(last=False)
             return None
         self._records.move_to_end(key)
         agrees = agree(record.text, answer)
-        record.answers += 1
-        record.varies = record.varies or not agrees
+        if agrees:
+            record.agreed += 1
+        else:
+            record.disagreed += 1
         return agrees
 
     def to_state(self) -> list[list[Any]]:
-        return [[key, r.answers, r.text, r.varies] for key, r in self._records.items()]
+        return [[key, r.text, r.agreed, r.disagreed] for key, r in self._records.items()]
 
     @classmethod
     def from_state(cls, state: list[list[Any]] | None, capacity: int = 4096) -> Consistency:
         consistency = cls(capacity)
-        for key, answers, text, varies in state or []:
-            consistency._records[key] = _Record(answers, text, varies)
+        for key, text, agreed, disagreed in state or []:
+            consistency._records[key] = _Record(text, agreed, disagreed)
         return consistency
