@@ -4,11 +4,12 @@ the same stream of real questions and the same teacher, in one run.
 finch runs for real: the anthropic SDK -> finch (in this process, on a loopback port) -> the teacher
 simulator, which answers each utterance with its intent's reference answer in varied wording. After
 each request the run waits for the trainer to learn from it (requests "a few seconds apart"), so the
-figures measure learning, not how fast two cores train. The caches see the same stream offline.
+figures measure learning, not how fast two cores train; with ``--rate R`` it sends R requests a
+second instead and never waits, as a user would. The caches see the same stream offline.
 
 Usage:
   python benchmarks/learning.py --stream banking77 --requests 2000 [--unique] [--drift] \\
-      [--preset tiny] [--max-bad-local 0.02] [--out benchmarks/out]
+      [--preset tiny] [--max-bad-local 0.02] [--rate 2] [--out benchmarks/out]
 """
 
 from __future__ import annotations
@@ -212,8 +213,11 @@ def finch_run(
     seed: int,
     keep: Path | None = None,
     retrieval: bool = True,
+    rate: float | None = None,
 ) -> Run:
-    """``keep``: use this FINCH_HOME (and leave it there for inspection) instead of a temporary one."""
+    """``keep``: use this FINCH_HOME (and leave it there for inspection) instead of a temporary one.
+    ``rate``: send this many requests a second, as a user would, without waiting for the trainer
+    (by default each request waits until the trainer has learned from the one before)."""
     import anthropic
 
     from finch.config import load_settings
@@ -240,6 +244,7 @@ def finch_run(
             client = anthropic.Anthropic(base_url=proxy.url, api_key="bench-key", max_retries=0)
             loop = app.state.proxy.learning
             started = time.perf_counter()
+            agreement: list[bool] = []
             for k, (question, intent) in enumerate(stream):
                 raw = client.messages.with_raw_response.create(
                     model=MODEL, max_tokens=200, messages=[{"role": "user", "content": question}]
@@ -247,10 +252,16 @@ def finch_run(
                 if raw.headers["x-finch-source"] == "local":
                     answer = raw.parse().content[0].text
                     run.record(question, answer, truth.wrong(intent, answer))
+                    # Would finch's judge, shown Claude's answer to this question, agree with the truth?
+                    judged_good = loop.ensemble.judge.agrees(answer, truth.answer(intent))[0]
+                    agreement.append(judged_good != run.wrong[-1])
                 else:
                     run.record(question, None)
-                app.state.proxy.store.flush()
-                loop.trainer.drain()
+                if rate is None:
+                    app.state.proxy.store.flush()
+                    loop.trainer.drain()
+                else:
+                    time.sleep(max(0.0, started + (k + 1) / rate - time.perf_counter()))
                 if (k + 1) % 250 == 0:
                     s = run.summary()
                     print(
@@ -259,6 +270,9 @@ def finch_run(
                         file=sys.stderr,
                         flush=True,
                     )
+            app.state.proxy.store.flush()
+            dropped = loop.trainer.dropped
+            loop.trainer.drain()
             db = app.state.proxy.settings.db_path
             latency = read_rows(db, "SELECT route, AVG(latency_ms) AS ms FROM requests GROUP BY route")
             trainer = read_rows(db, "SELECT AVG(seconds) AS s FROM learning")[0]["s"]
@@ -266,6 +280,9 @@ def finch_run(
                 "latency_ms_by_route": {r["route"]: r["ms"] for r in latency},
                 "trainer_seconds_per_example": trainer,
                 "finch_own_audit": loop.status(),
+                "learning_events_shed": dropped,
+                # On served answers: a benchmark whose truth the judge cannot see measures the simulator.
+                "judge_truth_agreement": sum(agreement) / len(agreement) if agreement else None,
             }
     return run
 
@@ -341,6 +358,7 @@ def main() -> None:
     parser.add_argument("--no-finch", action="store_true", help="baselines only")
     parser.add_argument("--no-retrieval", action="store_true", help="also run finch without retrieval")
     parser.add_argument("--keep", type=Path, help="finch's home for the run, left in place for inspection")
+    parser.add_argument("--rate", type=float, help="requests a second, not waiting for the trainer")
     args = parser.parse_args()
 
     stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
@@ -355,7 +373,7 @@ def main() -> None:
     if not args.no_finch:
         for bound in args.max_bad_local:
             keep = args.keep / f"bound-{bound}" if args.keep else None
-            runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep))
+            runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep, rate=args.rate))
         if args.no_retrieval:
             bound = args.max_bad_local[0]
             keep = args.keep / f"bound-{bound}-no-retrieval" if args.keep else None
