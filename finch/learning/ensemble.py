@@ -46,7 +46,7 @@ from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
-_RECENT_AUDITS = 100  # audits the conservative rule answers to
+_RECENT_AUDITS = 100  # audits the conservative phase's tripwire (over_bound) answers to
 _GUARD_MIN_AUDITS = 20  # fewer say too little to stop local answers on
 # Forwards whose withheld local answer is judged against Claude's: the audits.
 AUDITED_REASONS = ("sampled", "over_bound")

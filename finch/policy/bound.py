@@ -107,7 +107,7 @@ class BettingTest:
         return math.exp(min(self.log_wealth, 700.0))
 
 
-# Thresholds on min(router, validator), strictest first. The conservative rule's 0.95 is one of them.
+# Thresholds on the score (P(good)), strictest first; the conservative phase serves only from 0.95 up.
 THRESHOLDS: tuple[float, ...] = (0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
 
 
