@@ -21,11 +21,23 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from collections import defaultdict
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+def _shared_data() -> Path:
+    """The query sets: $FINCH_SHARED_DATA, else ../shared/data beside the repository, else the
+    workplace's copy (the tests look in the same places)."""
+    candidates = [os.environ.get("FINCH_SHARED_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for candidate in [*candidates, "/work/shared/data"]:
+        if candidate and (Path(candidate) / "banking77").is_dir():
+            return Path(candidate)
+    return Path(candidates[1])
+
+
+SHARED = _shared_data()
 OOS = "oos"
 
 
