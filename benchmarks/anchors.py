@@ -23,25 +23,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from finch.learning.stacker import fit_logistic
+
 # (eps, its one-sided normal quantile): the confidence levels tried for the fit's lower bound.
 _LEVELS = ((0.01, 2.326), (0.05, 1.645), (0.1, 1.282), (0.2, 0.842), (0.3, 0.524), (0.4, 0.253))
 _PRIOR = 0.1  # a weak ridge: a prompt whose observations are all correct (separable) keeps a finite fit
 
 
 def _fit(sims: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Logistic regression of correct on (1, similarity) by Newton's method, with a ridge so that a
-    prompt whose observations are all correct (separable) has a finite fit. Returns the weights and
-    their covariance (the inverse of the penalised Fisher information)."""
-    x = np.stack([np.ones_like(sims), (sims - 0.9) * 20], axis=1)  # centred and scaled: Newton converges
-    w = np.zeros(2)
-    for _ in range(25):
-        p = 1 / (1 + np.exp(-(x @ w)))
-        grad = x.T @ (correct - p) - _PRIOR * w
-        hess = (x.T * (p * (1 - p))) @ x + _PRIOR * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w += step
-        if np.abs(step).max() < 1e-6:
-            break
+    """Logistic regression of correct on (1, similarity), with a ridge so that a prompt whose
+    observations are all correct (separable) has a finite fit. Returns the weights and their
+    covariance (the inverse of the penalised Fisher information)."""
+    x = np.stack([np.ones_like(sims), (sims - 0.9) * 20], axis=1)  # centred and scaled
+    w = fit_logistic(x, correct, np.full(2, _PRIOR))
     p = 1 / (1 + np.exp(-(x @ w)))
     hess = (x.T * (p * (1 - p))) @ x + _PRIOR * np.eye(2)
     return w, np.linalg.inv(hess)

@@ -64,7 +64,7 @@ def test_the_ensemble_repeats_consistent_answers_and_forwards_varying_ones(tmp_p
 
     decision = ensemble.decide(capital, 100)
     assert (decision.route, decision.reason) == ("local", "repeat")
-    assert decision.answer == "The capital of France is Paris." and decision.score == 1.0
+    assert decision.answer == "The capital of France is Paris." and decision.p_good == 1.0
     assert (ensemble.decide(joke, 100).route, ensemble.decide(joke, 100).reason) == ("forward", "answers_vary")
     assert ensemble.decide(capital, 2).reason == "local_too_long"  # never over the client's max_tokens
 

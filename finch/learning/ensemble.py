@@ -76,10 +76,6 @@ class Decision:
     p_good: float | None = None  # the stacker's score: what the operating point is compared with
     audit_chance: float = 1.0  # for a would-be-local answer: how likely it was to be audited
 
-    @property
-    def score(self) -> float | None:
-        return self.p_good
-
 
 @dataclass
 class Judged:
@@ -131,7 +127,7 @@ class Ensemble:
         # Every scored answer's evidence, since the first: the bound holds for as long as finch runs.
         self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local)
         self.stacker = Stacker.from_state(state.get("stacker"))
-        # The operating point: the certified threshold on min(router, validator), None while none is.
+        # The operating point: the certified threshold on P(good), None while none is.
         self.threshold: float | None = self._operating_point()
         self.audits = state.get("audits", {"good": 0, "bad": 0})
         self.recent_audits: deque[bool] = deque(state.get("recent_audits", []), maxlen=_RECENT_AUDITS)
@@ -299,18 +295,18 @@ class Ensemble:
         stacked = stack_inputs(p_router, p_validator, evidence[best])
         p_good = self.stacker.p_good(stacked) if p_router >= _ROUTER_FLOOR else 0.0
         audit_good = None
-        if audit is not None and audit.answer is not None and audit.score is not None:
+        if audit is not None and audit.answer is not None and audit.p_good is not None:
             audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
             self.period_audits["good" if audit_good else "bad"] += 1
             self.recent_audits.append(audit_good)
             # What finch was about to serve, at the score it was served at.
-            self._certify(audit.score, not audit_good, audit.audit_chance)
+            self.certifier.observe(audit.p_good, not audit_good, audit.audit_chance)
         elif repeated is not None:
-            self._certify(1.0, not repeat_agrees, 1.0)  # the repeat finch would have served, judged
+            self.certifier.observe(1.0, not repeat_agrees)  # the repeat finch would have served, judged
         else:
             # Prequential: the score of the best candidate from earlier examples only, then its verdict.
-            self._certify(p_good, not good, 1.0)
+            self.certifier.observe(p_good, not good)
         self.stacker.observe(stacked, good)
 
         def featurize(other: str) -> list[float]:
@@ -388,16 +384,13 @@ class Ensemble:
     def count_served(self, served: Decision) -> None:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.
         (With sampling off no served answer could have been judged, so none can count.)"""
-        if served.score is not None and served.audit_chance > 0:
-            self._certify(served.score, None, served.audit_chance)
+        if served.p_good is not None and served.audit_chance > 0:
+            self.certifier.observe(served.p_good, None, served.audit_chance)
             self.threshold = self._operating_point()
 
     def block(self, conversation: Conversation) -> None:
         """This question forwards from now on (a user or an audit found its local answer bad)."""
         self.blocked.add(_key(conversation))
-
-    def _certify(self, score: float, bad: bool | None, p_judged: float) -> None:
-        self.certifier.observe(score, bad, p_judged)
 
     def _operating_point(self) -> float | None:
         """The loosest certified threshold; in the conservative phase, no looser than its rule."""

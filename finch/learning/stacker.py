@@ -57,35 +57,13 @@ class Stacker:
             self._refit()
 
     def _refit(self) -> None:
-        """Maximise the ridge-penalised log-likelihood from zero by Newton's method, each step halved
-        until it improves the objective: a separable or saturated fit cannot run away."""
         x = np.array([inputs for inputs, _ in self._seen])
         y = np.array([float(good) for _, good in self._seen])
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
         ridge = np.full(z.shape[1], _RIDGE)
         ridge[-1] = 0.0  # the bias is not shrunk
-
-        def objective(w: np.ndarray) -> float:
-            eta = z @ w
-            return float(y @ eta - np.logaddexp(0, eta).sum() - 0.5 * (ridge * w) @ w)
-
-        w = np.zeros(z.shape[1])
-        value = objective(w)
-        for _ in range(30):
-            p = 1 / (1 + np.exp(-np.clip(z @ w, -40, 40)))
-            grad = z.T @ (y - p) - ridge * w
-            hess = (z.T * (p * (1 - p))) @ z + np.diag(ridge) + 1e-6 * np.eye(len(w))
-            step = np.linalg.solve(hess, grad)
-            for _ in range(30):  # backtrack
-                if (new_value := objective(w + step)) >= value:
-                    break
-                step /= 2
-            else:
-                break
-            w, gain, value = w + step, new_value - value, new_value
-            if gain < 1e-8:
-                break
+        w = fit_logistic(z, y, ridge)
         self._fit = (mean, scale, w[:-1], float(w[-1]))
         self._since_fit = 0
 
@@ -110,6 +88,34 @@ class Stacker:
             mean, scale, weights, bias = state["fit"]
             stacker._fit = (np.array(mean), np.array(scale), np.array(weights), float(bias))
         return stacker
+
+
+def fit_logistic(z: np.ndarray, y: np.ndarray, ridge: np.ndarray) -> np.ndarray:
+    """Weights maximising the ridge-penalised log-likelihood of y (0/1) given z, from zero by Newton's
+    method, each step halved until it improves the objective: a separable or saturated fit cannot run
+    away. ``ridge`` is one penalty per column (0 leaves that weight free)."""
+
+    def objective(w: np.ndarray) -> float:
+        eta = z @ w
+        return float(y @ eta - np.logaddexp(0, eta).sum() - 0.5 * (ridge * w) @ w)
+
+    w = np.zeros(z.shape[1])
+    value = objective(w)
+    for _ in range(30):
+        p = 1 / (1 + np.exp(-np.clip(z @ w, -40, 40)))
+        grad = z.T @ (y - p) - ridge * w
+        hess = (z.T * (p * (1 - p))) @ z + np.diag(ridge) + 1e-6 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        for _ in range(30):  # backtrack
+            if (new_value := objective(w + step)) >= value:
+                break
+            step /= 2
+        else:
+            break
+        w, gain, value = w + step, new_value - value, new_value
+        if gain < 1e-8:
+            break
+    return w
 
 
 def _logit(p: float) -> float:
