@@ -50,6 +50,28 @@ def _wrong_upper_bound(sim: float, observations: list[tuple[float, bool]]) -> fl
     return min(1 - (1 - eps) / (1 + math.exp(-(eta - z * sd))) for eps, z in _LEVELS)
 
 
+class NearestStore:
+    """Unit vectors appended over a run, and the nearest stored one to a query. The store is one
+    preallocated matrix, so a lookup is one matrix-vector product over a view, not a gather."""
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        self.vectors = vectors
+        self.matrix = torch.empty_like(vectors)
+        self.ids: list[int] = []
+
+    def add(self, i: int) -> None:
+        self.matrix[len(self.ids)] = self.vectors[i]
+        self.ids.append(i)
+
+    def nearest(self, i: int) -> tuple[int, float] | None:
+        """(the stored request nearest to request i, its cosine), or None while the store is empty."""
+        if not self.ids:
+            return None
+        sims = self.matrix[: len(self.ids)] @ self.vectors[i]
+        k = int(sims.argmax())
+        return self.ids[k], float(sims[k])
+
+
 def vcache(
     vectors: torch.Tensor, intents: Sequence[str], delta: float, rng: np.random.Generator, same=None
 ) -> list[int | None]:
@@ -57,18 +79,17 @@ def vcache(
 
     ``same(i, j)``: would request j's answer be right for request i (default: same intent)."""
     same = same or (lambda i, j: intents[i] == intents[j])
-    entries: list[int] = []  # requests whose answers are cached
+    entries = NearestStore(vectors)  # requests whose answers are cached
     observations: dict[int, list[tuple[float, bool]]] = {}
     served: list[int | None] = []
     for i in range(len(intents)):
-        if not entries:
-            entries.append(i)
+        found = entries.nearest(i)
+        if found is None:
+            entries.add(i)
             observations[i] = []
             served.append(None)
             continue
-        sims = vectors[entries] @ vectors[i]
-        k = int(sims.argmax())
-        nearest, sim = entries[k], float(sims[k])
+        nearest, sim = found
         seen = observations[nearest]
         explore = 1.0
         if seen:
@@ -81,7 +102,7 @@ def vcache(
         correct = same(i, nearest)
         seen.append((sim, correct))
         if not correct:
-            entries.append(i)
+            entries.add(i)
             observations[i] = []
     return served
 
