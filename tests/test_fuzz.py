@@ -116,3 +116,11 @@ def test_a_control_character_in_the_path_is_a_clear_400(servers, target):
     error = json.loads(body)
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
     assert servers.get("/healthz").status_code == 200
+
+
+def test_a_lone_surrogate_in_the_model_is_a_400(servers):
+    """JSON allows the escape "\\ud800", UTF-8 does not: such a model name once broke the log's batch
+    it fell in (tests/test_store.py has the log's side)."""
+    body = b'{"model": "claude-\\ud800", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}'
+    response = servers.post("/v1/messages", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "model" in response.json()["error"]["message"]

@@ -17,6 +17,30 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
     conn.close()
 
 
+def test_a_record_sqlite_cannot_take_loses_only_itself_not_its_batch(tmp_path):
+    """A lone surrogate (valid in JSON's escapes, not in UTF-8) once rolled back every record that
+    shared its batch."""
+    store = Store(tmp_path / "finch.db")
+    store.start()
+    for i, model in enumerate(["claude-haiku-4-5", "claude-\ud800", "claude-haiku-4-5"]):
+        store.submit(
+            RequestRecord(
+                id=f"r{i}",
+                ts=time.time(),
+                method="POST",
+                path="/v1/messages",
+                route="reject",
+                reason="invalid_request_error",
+                status=400,
+                model=model,
+            )
+        )
+    store.flush()
+    store.close()
+    rows = sqlite3.connect(tmp_path / "finch.db").execute("SELECT id FROM requests ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["r0", "r2"]
+
+
 def test_writer_commits_rows_and_examples_off_the_caller(tmp_path):
     store = Store(tmp_path / "finch.db")
     seen = []

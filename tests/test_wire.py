@@ -45,6 +45,7 @@ def test_invalid_request_message_names_the_field():
             body(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "prefill"}]),
             "ineligible:prefill",
         ),
+        (body(system="\ud800"), "ineligible:not_unicode"),  # JSON's escapes allow a lone surrogate
     ],
 )
 def test_eligibility(request_body, reason):

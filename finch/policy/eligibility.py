@@ -40,6 +40,10 @@ def eligibility(body: dict[str, Any], max_chars: int | None = None) -> tuple[Con
     text = system_text + "".join(t for _, t in turns)
     if max_chars is not None and len(text) > max_chars:
         return None, "ineligible:too_long"
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: JSON's escapes allow one, UTF-8 (and the log) do not
+        return None, "ineligible:not_unicode"
     topic = sensitive_topic(text)
     if topic is not None:
         return None, f"ineligible:safety:{topic}"

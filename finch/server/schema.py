@@ -27,6 +27,8 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: Field required (a non-empty string)")
+    if not model.isascii():  # model names are ASCII; this also refuses JSON's lone-surrogate escapes
+        raise InvalidRequest(f"model: {model.encode('unicode_escape').decode()!r} is not a model name")
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
         raise InvalidRequest("max_tokens: Field required (an integer)")

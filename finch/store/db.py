@@ -144,8 +144,12 @@ class Store:
             records = [r for r in batch if r is not None]
             try:
                 self._write(records)
-            except Exception:  # the writer must outlive any one bad record
-                log.exception("could not write %d request records", len(records))
+            except Exception:  # one bad record must cost only itself: write the batch one by one
+                for record in records:
+                    try:
+                        self._write([record])
+                    except Exception:
+                        log.exception("could not write a request record")
             for _ in batch:
                 self._queue.task_done()
             if stop:

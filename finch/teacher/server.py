@@ -89,7 +89,7 @@ class Teacher:
             payload = json.loads(body)
             question, model = _question_of(payload), str(payload["model"])
             max_tokens = int(payload["max_tokens"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return _error(400, "invalid_request_error", "malformed Messages request", digest)
         fault = self._next_fault()
         if fault in _FAULT_STATUS:
@@ -132,7 +132,7 @@ class Teacher:
         try:
             payload = json.loads(body)
             text = json.dumps(payload["messages"]) + str(payload.get("system", ""))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return _error(400, "invalid_request_error", "malformed count_tokens request", {})
         return Response(json.dumps({"input_tokens": count_tokens(text)}), media_type="application/json")
 
