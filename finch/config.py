@@ -33,6 +33,11 @@ class Settings:
     max_retries: int = 2  # retried only before the first byte reaches the client
     connect_timeout: float = 5.0  # a dead upstream should fail fast
     read_timeout: float = 600.0  # long generations stream for minutes
+    # -- the connection edge: what one slow or hostile client may hold (finch/server/edge.py) -----
+    header_timeout: float = 10.0  # seconds for a request's headers to arrive, else 408
+    body_timeout: float = 60.0  # seconds for the body to arrive once the headers are in, else 408
+    keep_alive_timeout: float = 5.0  # an idle kept-alive connection closes after this
+    max_connections: int = 512  # open connections past this are answered 503 and closed
     # Per-model prices in dollars per million tokens, merged over the built-in table:
     # {"claude-sonnet-4": {"input": 3.0, "output": 15.0}}
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -133,6 +138,9 @@ def _build(values: dict[str, Any]) -> Settings:
     if settings.preset not in ("tiny", "small", "base"):
         raise ConfigError(f"preset must be tiny, small or base, got {settings.preset!r}")
     parse_sampling(settings.sampling)
+    for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
     if not 0 < settings.max_bad_local < 1:
         raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
     if not settings.upstream_url.startswith(("http://", "https://")):

@@ -7,6 +7,7 @@
         ├── Unauthorized       401 authentication_error (missing finch client token)
         ├── NotFound           404 not_found_error
         ├── RequestTooLarge    413 request_too_large
+        ├── ClientGone         499 client_closed_request (went away, or was timed out, mid-body)
         ├── UpstreamUnreachable  502 api_error (connect failures after retries)
         └── UpstreamTimeout    504 timeout_error
 
@@ -56,6 +57,13 @@ class NotFound(ApiError):
 class RequestTooLarge(ApiError):
     status = 413
     error_type = "request_too_large"
+
+
+class ClientGone(ApiError):
+    """Logged, never sent: nobody is left to read it (nginx's 499)."""
+
+    status = 499
+    error_type = "client_closed_request"
 
 
 class UpstreamUnreachable(ApiError):

@@ -23,13 +23,13 @@ from collections.abc import AsyncIterator
 import httpx2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from finch.config import Settings
-from finch.errors import ApiError, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
+from finch.errors import ApiError, ClientGone, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
 from finch.learning.ensemble import AUDITED_REASONS
 from finch.metrics import Metrics
 from finch.policy.eligibility import eligibility
@@ -206,11 +206,14 @@ class Proxy:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise RequestTooLarge(f"request body is larger than the {limit}-byte limit")
         parts, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"request body is larger than the {limit}-byte limit")
-            parts.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"request body is larger than the {limit}-byte limit")
+                parts.append(chunk)
+        except ClientDisconnect as exc:  # gone, or cut off by the edge's body timeout
+            raise ClientGone("the client went away before its request body arrived") from exc
         return b"".join(parts)
 
     def _upstream_headers(self, request: Request) -> list[tuple[bytes, bytes]]:

@@ -1,5 +1,6 @@
 """Running an ASGI app with uvicorn: in the foreground (``finch serve``) or on a background thread
-(tests, ``finch demo``, benchmarks), always on an explicit host and port."""
+(tests, ``finch demo``, benchmarks), always on an explicit host and port, behind the edge's limits
+(finch/server/edge.py; the default settings' unless given)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from finch.config import Settings
+from finch.server.edge import EdgeLimits, guarded_protocol
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -20,7 +24,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+def uvicorn_config(
+    app: ASGIApp, host: str, port: int, log_level: str = "warning", limits: EdgeLimits | None = None
+) -> uvicorn.Config:
+    limits = limits or EdgeLimits.of(Settings())
     return uvicorn.Config(
         app,
         host=host,
@@ -30,23 +37,27 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "warning
         server_header=False,  # relay the upstream's own server and date headers
         date_header=False,
         loop="auto",
-        http="auto",
-        timeout_keep_alive=30,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=limits.keep_alive_timeout,
         lifespan="on",
     )
 
 
-def serve_forever(app: ASGIApp, host: str, port: int, log_level: str = "info") -> None:
-    uvicorn.Server(uvicorn_config(app, host, port, log_level)).run()
+def serve_forever(
+    app: ASGIApp, host: str, port: int, log_level: str = "info", limits: EdgeLimits | None = None
+) -> None:
+    uvicorn.Server(uvicorn_config(app, host, port, log_level, limits)).run()
 
 
 class ServerThread:
     """A uvicorn server on a daemon thread with its own event loop; ``stop`` shuts it down cleanly."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, limits: EdgeLimits | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port))
+        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, limits=limits))
         self.thread = threading.Thread(target=self._run, name=f"uvicorn-{self.port}", daemon=True)
 
     @property
@@ -73,8 +84,10 @@ class ServerThread:
 
 
 @contextlib.contextmanager
-def running(app: ASGIApp, host: str = "127.0.0.1", port: int | None = None) -> Iterator[ServerThread]:
-    server = ServerThread(app, host, port).start()
+def running(
+    app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, limits: EdgeLimits | None = None
+) -> Iterator[ServerThread]:
+    server = ServerThread(app, host, port, limits).start()
     try:
         yield server
     finally:
