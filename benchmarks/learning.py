@@ -253,12 +253,15 @@ def finch_run(
         with running(app) as proxy:
             client = anthropic.Anthropic(base_url=proxy.url, api_key="bench-key", max_retries=0)
             loop = app.state.proxy.learning
+            decide_ms = time_decisions(loop.ensemble)
             started = time.perf_counter()
             agreement: list[bool] = []
+            intent_of: dict[str, str] = {}  # finch's request id -> the question's intent
             for k, (question, intent) in enumerate(stream):
                 raw = client.messages.with_raw_response.create(
                     model=MODEL, max_tokens=200, messages=[{"role": "user", "content": question}]
                 )
+                intent_of[raw.headers["x-finch-request-id"]] = intent
                 if raw.headers["x-finch-source"] == "local":
                     answer = raw.parse().content[0].text
                     run.record(question, answer, truth.wrong(intent, answer))
@@ -291,10 +294,63 @@ def finch_run(
                 "trainer_seconds_per_example": trainer,
                 "finch_own_audit": loop.status(),
                 "learning_events_shed": dropped,
+                "decision_ms": {
+                    reason: {"n": len(ms), "p50": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
+                    for reason, ms in decide_ms.items()
+                    if ms
+                },
                 # On served answers: a benchmark whose truth the judge cannot see measures the simulator.
                 "judge_truth_agreement": sum(agreement) / len(agreement) if agreement else None,
+                "judged_attempts": judge_against_truth(db, intent_of, truth),
             }
     return run
+
+
+def judge_against_truth(db: Path, intent_of: dict[str, str], truth: Truth) -> dict:
+    """The judge's verdicts on finch's prequential attempts (one per forwarded answer learned from,
+    the candidate finch would have served) against the benchmark's truth: how often the judge calls
+    a right answer bad (it costs certification) and a wrong one good (it costs the bound), overall
+    and among attempts scored P(good) >= 0.95."""
+    from finch.store.db import read_rows
+
+    rows = read_rows(db, "SELECT request_id, good, p_good, attempt FROM learning WHERE kind = 'claude' AND audit = 0")
+    report = {}
+    for name, low in (("all", -1.0), ("p_good>=0.95", 0.95)):
+        judged = [
+            (bool(r["good"]), not truth.wrong(intent_of[r["request_id"]], r["attempt"]))
+            for r in rows
+            if r["attempt"] is not None and r["request_id"] in intent_of and (r["p_good"] or 0.0) >= low
+        ]
+        right = [judge for judge, true in judged if true]
+        wrong = [judge for judge, true in judged if not true]
+        report[name] = {
+            "n": len(judged),
+            "truly_wrong": len(wrong),
+            "judged_bad": sum(not judge for judge, _ in judged),
+            "right_judged_bad": sum(not judge for judge in right),
+            "wrong_judged_good": sum(wrong),
+        }
+    return report
+
+
+def time_decisions(ensemble) -> dict[str, list[float]]:
+    """Wrap ``ensemble.decide`` (scores, a local candidate, the policy: everything the models do on
+    the request path) to time each call; milliseconds by the reason it gave. Decisions that ran the
+    models are those with a router score; "models" collects them all."""
+    times: dict[str, list[float]] = {"models": []}
+    decide = ensemble.decide
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        decision = decide(*args, **kwargs)
+        ms = (time.perf_counter() - started) * 1000
+        times.setdefault(decision.reason, []).append(ms)
+        if decision.p_router is not None:
+            times["models"].append(ms)
+        return decision
+
+    ensemble.decide = timed
+    return times
 
 
 def forward_rate_curve(local: list[bool], window: int) -> list[tuple[int, float]]:

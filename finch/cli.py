@@ -54,6 +54,8 @@ def serve(host: str | None, port: int | None, upstream_url: str | None, home: Pa
 
     settings = _settings(host=host, port=port, upstream_url=upstream_url, home=home)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # finch logs one line per request itself; the HTTP client's would double it
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     if not _is_loopback(settings.host):
         click.secho(
             f"WARNING: finch is listening on {settings.host}, reachable from other machines. Anyone who can reach"

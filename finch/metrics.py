@@ -52,7 +52,7 @@ class Metrics:
         )
         self.audits = Gauge("finch_audits", "Audited would-be-local answers, by verdict.", ["verdict"], registry=r)
         self.threshold = Gauge(
-            "finch_threshold", "The certified operating point on min(router, validator) (-1: none).", registry=r
+            "finch_threshold", "The certified operating point on P(good), the stacked score (-1: none).", registry=r
         )
         self.log_dropped = Gauge(
             "finch_log_dropped", "Request records dropped because the writer fell behind.", registry=r

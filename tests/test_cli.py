@@ -1,4 +1,5 @@
 import json
+import sqlite3
 
 from click.testing import CliRunner
 
@@ -21,8 +22,11 @@ def test_demo_runs_offline_and_its_log_is_readable_by_stats(tmp_path):
     assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 24 answers" in table.stdout
 
     assert (tmp_path / "models" / "generator").is_dir() and (tmp_path / "tokenizer.json").exists()
+    attempts = "SELECT COUNT(attempt) FROM learning"
+    assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 24  # each verdict's answer
     forgot = runner.invoke(main, ["forget", "--home", str(tmp_path), "--yes"])
     assert forgot.exit_code == 0 and "deleted" in forgot.stdout
+    assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 0
     assert (
         json.loads(runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"]).stdout)["totals"]["requests"] == 24
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -77,6 +78,18 @@ def test_sdk_streaming_relays_events_as_they_arrive(start_teacher, start_finch, 
     assert row["ttfb_ms"] < row["latency_ms"]
     [example] = rows(home, "SELECT answer FROM examples")
     assert example["answer"] == QA[3][1]
+
+
+def test_one_concise_log_line_per_request_and_never_a_key(finch, teacher, caplog):
+    caplog.set_level(logging.INFO, logger="finch.server.app")
+    sdk(finch).messages.create(**ask(QA[0][0]))
+    httpx.get(f"{finch.url}/v1/nowhere", headers={"x-api-key": TEST_KEY})
+    flush(finch)
+    lines = [r.getMessage() for r in caplog.records if r.name == "finch.server.app"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("POST /v1/messages forward cold_start 200 ")
+    assert lines[1].startswith("GET /v1/nowhere forward passthrough 404 ")
+    assert TEST_KEY not in caplog.text
 
 
 def test_x_api_key_is_forwarded_as_received(finch, teacher):

@@ -88,6 +88,7 @@ class Judged:
     losses: dict[str, float]
     audit_good: bool | None = None  # for a sampled forward: was the withheld local answer good?
     p_good: float | None = None  # the stacker's score for the attempt, before this verdict
+    attempt: str | None = None  # the local answer judged
 
 
 class _Serving:
@@ -329,7 +330,7 @@ class Ensemble:
         self.threshold = self._operating_point()
         if audit_good is False:
             self.roll_back_if_worse()
-        return Judged(good, divergence, p_router, p_validator, losses, audit_good, p_good)
+        return Judged(good, divergence, p_router, p_validator, losses, audit_good, p_good, candidates[best][0])
 
     def roll_back_if_worse(self, min_audits: int = 20) -> bool:
         """Since the last checkpoint, have the audits shown the models serving bad answers beyond the
@@ -379,7 +380,7 @@ class Ensemble:
         }
         if teacher_answer is not None:
             losses["generator"] = self.writer.learn(conversation, teacher_answer)
-        return Judged(good, divergence, None, None, losses)
+        return Judged(good, divergence, None, None, losses, attempt=local_answer)
 
     def count_served(self, served: Decision) -> None:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.

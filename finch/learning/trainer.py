@@ -25,8 +25,8 @@ _PUBLISH_EVERY_S = 1.0
 
 _INSERT_LEARNING = (
     "INSERT INTO learning (ts, request_id, kind, audit, audit_good, good, divergence, p_router, p_validator, p_good,"
-    " threshold, loss_generator, loss_router, loss_validator, seconds)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " threshold, loss_generator, loss_router, loss_validator, seconds, attempt)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -202,4 +202,5 @@ def _row(request_id: str, kind: str, judged: Judged, threshold: float | None, se
         judged.losses.get("router"),
         judged.losses.get("validator"),
         seconds,
+        judged.attempt,
     )

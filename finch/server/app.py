@@ -60,6 +60,7 @@ class Proxy:
         self.pressure = Pressure()
         self.store = Store(settings.db_path, PriceTable(settings.prices))
         self.store.add_listener(self.metrics.observe)
+        self.store.add_listener(_log_request)
         self.upstream = UpstreamClient(
             settings.upstream_url,
             max_retries=settings.max_retries,
@@ -222,6 +223,13 @@ class Proxy:
         if not has_auth and self.settings.api_key:
             headers.append((b"x-api-key", self.settings.api_key.encode()))
         return headers
+
+
+def _log_request(record: RequestRecord, summary: object, cost: float) -> None:
+    """Store listener: one line per request, written by the log's thread, off the request path."""
+    if log.isEnabledFor(logging.INFO):
+        ms = f"{record.latency_ms:.0f} ms" if record.latency_ms is not None else "-"
+        log.info("%s %s %s %s %d %s", record.method, record.path, record.route, record.reason, record.status, ms)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

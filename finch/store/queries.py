@@ -75,8 +75,9 @@ def learning_summary(db: Path) -> dict[str, Any]:
 
 
 def forget(db: Path, before: float | None = None) -> int:
-    """Delete stored conversations (training examples and local answers), all or those older than
-    ``before`` (unix seconds). The request log's numbers stay. Returns how many were deleted."""
+    """Delete stored conversations (training examples, local answers, and the attempts learning
+    judged), all or those older than ``before`` (unix seconds). The request log's numbers stay.
+    Returns how many conversations were deleted."""
     import sqlite3
 
     if not db.exists():
@@ -87,6 +88,7 @@ def forget(db: Path, before: float | None = None) -> int:
         with conn:
             deleted = conn.execute(f"DELETE FROM examples {where}", params).rowcount
             deleted += conn.execute(f"DELETE FROM local_answers {where}", params).rowcount
+            conn.execute(f"UPDATE learning SET attempt = NULL {where}", params)
         conn.execute("VACUUM")  # the text is gone from the file, not just unlinked
         return deleted
     finally:
