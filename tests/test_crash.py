@@ -78,6 +78,7 @@ def committed_rows(db):
 
 
 @pytest.mark.timeout(900)  # 50 restarts, each loading torch and the models: minutes on two cores
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_committed(teacher, home):
     rng = random.Random(11)
     port = free_port()

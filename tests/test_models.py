@@ -67,6 +67,7 @@ def test_tokenizer_is_frozen_once_built(tmp_path):
 # -- generator --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_generator_memorises_32_answers(tokenizer):
     rng = random.Random(0)
     distinct = {}
@@ -86,6 +87,7 @@ def test_generator_memorises_32_answers(tokenizer):
     assert epoch_losses[-1] < epoch_losses[0] / 10
 
 
+@pytest.mark.slow
 def test_generator_answers_unseen_paraphrases(tokenizer):
     """Online on Banking77, 30 utterances for each of 10 intents, two passes; held-out test utterances."""
     train, test = banking77("train"), banking77("test")
@@ -126,6 +128,7 @@ def auroc(scores: list[float], labels: list[int]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
+@pytest.mark.slow
 def test_validator_accepts_matching_answers_and_rejects_other_intents(tokenizer):
     train, test = banking77("train"), banking77("test")
     rng = random.Random(1)
@@ -265,6 +268,7 @@ for i in range(10_000):
 """
 
 
+@pytest.mark.slow
 def test_kill_during_saves_always_leaves_a_loadable_checkpoint(tokenizer, tmp_path):
     tokenizer.save(tmp_path / "tokenizer.json")
     root = tmp_path / "generator"
