@@ -47,11 +47,13 @@ class Settings:
     max_bad_local: float = 0.02  # the bound on the rate of bad local answers
     judge_threshold: float = 0.15  # divergence under which a local answer agrees with Claude's
     cold_start: int = 50  # examples learned before anything is answered locally
-    conservative_until: int = 200  # until then, local needs router and validator both > 0.95
+    conservative_until: int = 200  # until then, only operating points from conservative_threshold up
+    conservative_threshold: float = 0.95  # the loosest P(good) threshold served in the conservative phase
     # Strategic sampling: "below:rate" pairs; a would-be-local request is forwarded anyway with that
     # probability while fewer than `below` examples are learned ("*" for the rest).
     sampling: str = "100:0.5,500:0.2,2000:0.1,*:0.05"
     local_budget_s: float = 2.0  # a local attempt slower than this is abandoned (forwarded)
+    max_local_tokens: int = 256  # the longest local answer finch writes or serves, in its tokens
     # Retrieval: also offer the answer the nearest past questions vote for, and serve a written answer
     # in the words of the stored Claude answer it matches (measured better: BENCHMARKS.md).
     retrieval: bool = True
@@ -138,9 +140,11 @@ def _build(values: dict[str, Any]) -> Settings:
     if settings.preset not in ("tiny", "small", "base"):
         raise ConfigError(f"preset must be tiny, small or base, got {settings.preset!r}")
     parse_sampling(settings.sampling)
-    for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections"):
+    for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections", "max_local_tokens"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
+    if not 0 < settings.conservative_threshold <= 1:
+        raise ConfigError(f"conservative_threshold must be in (0, 1], got {settings.conservative_threshold}")
     if not 0 < settings.max_bad_local < 1:
         raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
     if not settings.upstream_url.startswith(("http://", "https://")):

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning.consistency import Consistency
 from finch.learning.judge import Judge, normalise
@@ -56,14 +57,16 @@ _ROUTER_FLOOR = 0.5
 
 @dataclass(frozen=True)
 class LearningConfig:
-    preset: str = "small"
-    max_bad_local: float = 0.02
-    judge_threshold: float = 0.15
+    """The settings the models and the policy read; every default is the one declared in Settings."""
+
+    preset: str = Settings.preset
+    max_bad_local: float = Settings.max_bad_local
+    judge_threshold: float = Settings.judge_threshold
     schedule: Schedule = field(default_factory=Schedule)
-    max_local_tokens: int = 256
-    local_budget_s: float = 2.0  # past this, the local attempt is abandoned and the request forwarded
-    retrieval: bool = True  # recalled candidate and Claude's words for matching written answers
-    seed: int = 0
+    max_local_tokens: int = Settings.max_local_tokens
+    local_budget_s: float = Settings.local_budget_s  # past this, the attempt is abandoned (forwarded)
+    retrieval: bool = Settings.retrieval  # recalled candidate and Claude's words for matching written answers
+    seed: int = Settings.seed
 
 
 @dataclass

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from finch.config import Settings
 from finch.learning.framing import Framing
 
 # Calibrated on Banking77 and CLINC150 (same intent vs nearest other intent): BENCHMARKS.md, "Judge".
-DEFAULT_THRESHOLD = 0.15
+DEFAULT_THRESHOLD = Settings.judge_threshold
 
 
 def normalise(text: str) -> str:

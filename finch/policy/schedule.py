@@ -1,10 +1,10 @@
 """The learning schedule, as pure functions of how many examples finch has learned from.
 
 Cold start: the first ``cold_start`` examples always forward (nothing local yet); until
-``conservative_until`` (and later, whenever too few judged attempts exist to calibrate a threshold)
-a local answer needs both the router and the validator above ``conservative_p``.
-Strategic sampling: a request that would be served locally is forwarded anyway with probability
-s(n), so learning and auditing never stop. Defaults follow DESIGN.md; every number is a setting.
+``conservative_until`` only a certified operating point of at least ``conservative_p`` on P(good)
+may serve. Strategic sampling: a request that would be served locally is forwarded anyway with
+probability s(n), so learning and auditing never stop. Every number is a setting, its default
+declared once, in finch/config.py.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from finch.config import Settings, parse_sampling
+
 # (examples learned below which, sampling probability); the last row applies from then on.
-DEFAULT_SAMPLING: tuple[tuple[int, float], ...] = ((100, 0.5), (500, 0.2), (2000, 0.1), (2**62, 0.05))
+DEFAULT_SAMPLING: tuple[tuple[int, float], ...] = parse_sampling(Settings.sampling)
 
 
 @dataclass(frozen=True)
 class Schedule:
-    cold_start: int = 50
-    conservative_until: int = 200
-    conservative_p: float = 0.95
+    cold_start: int = Settings.cold_start
+    conservative_until: int = Settings.conservative_until
+    conservative_p: float = Settings.conservative_threshold
     sampling: Sequence[tuple[int, float]] = DEFAULT_SAMPLING
 
     def phase(self, learned: int) -> str:

@@ -39,9 +39,11 @@ class LearningLoop:
             schedule=Schedule(
                 cold_start=settings.cold_start,
                 conservative_until=settings.conservative_until,
+                conservative_p=settings.conservative_threshold,
                 sampling=parse_sampling(settings.sampling),
             ),
             local_budget_s=settings.local_budget_s,
+            max_local_tokens=settings.max_local_tokens,
             retrieval=settings.retrieval,
             seed=settings.seed,
         )
