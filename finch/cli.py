@@ -132,12 +132,13 @@ def teacher(
 def stats(home: Path | None, days: int, as_json: bool) -> None:
     """Show requests, routes, tokens and dollars, in total and by day."""
     from finch.store import queries
+    from finch.vocabulary import explain
 
     db = _settings(home=home).db_path
     report = {
         "totals": queries.totals(db),
         "by_day": queries.by_day(db, days),
-        "by_reason": queries.by_reason(db),
+        "by_reason": [{**row, "why": explain(row["reason"])} for row in queries.by_reason(db)],
         "learning": queries.learning_summary(db),
     }
     if as_json:
@@ -158,7 +159,7 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
     click.echo(format_table(rows, columns))
     if report["by_reason"]:
         click.echo()
-        click.echo(format_table(report["by_reason"], ["route", "reason", "requests"]))
+        click.echo(format_table(report["by_reason"], ["route", "reason", "requests", "why"]))
     click.echo()
     click.echo(describe_learning(report["learning"]))
 
@@ -280,9 +281,13 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
     cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [any(isinstance(row.get(c), int | float) for row in rows) for c in columns]  # right-aligned
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    lines += [
+        "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(r, widths, numeric, strict=True)).rstrip()
+        for r in cells
+    ]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from finch.sse import ResponseSummary
+from finch.vocabulary import Route
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -68,7 +69,7 @@ class Metrics:
         self.upstream_attempts.inc(record.attempts)
         self.tokens.labels("input", record.route).inc(summary.input_tokens)
         self.tokens.labels("output", record.route).inc(summary.output_tokens)
-        (self.saved if record.route == "local" else self.cost).inc(cost)
+        (self.saved if record.route == Route.LOCAL else self.cost).inc(cost)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -127,3 +127,14 @@ def test_prices_match_longest_prefix_and_overrides():
     assert table.cost("claude-haiku-4-5-20251001", 1_000_000, 1_000_000) == pytest.approx(6.0)
     assert table.cost("claude-sonnet-4-5", 0, 0, cache_read_input_tokens=1_000_000) == pytest.approx(0.3)
     assert table.cost("unknown-model", 1_000_000, 0) == pytest.approx(3.0)
+
+
+def test_every_reason_finch_logs_is_explained_in_words():
+    from finch.vocabulary import EXPLAINED, Reason, explain
+
+    assert set(EXPLAINED) == set(Reason)
+    for why in ("tools", "system_blocks", "role", "prefill", "too_long", "not_unicode", "image", "document", "content"):
+        assert explain(f"ineligible:{why}") != explain("ineligible:something-new"), why
+    assert "medical" in explain("ineligible:safety:medical")
+    assert "invalid_request_error" in explain("invalid_request_error")
+

@@ -44,13 +44,14 @@ from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_bu
 from finch.policy.bound import Certifier, audit_interval
 from finch.policy.risk import clopper_pearson
 from finch.policy.schedule import Schedule
+from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
 
 _RECENT_AUDITS = 100  # audits the conservative phase's tripwire (over_bound) answers to
 _GUARD_MIN_AUDITS = 20  # fewer say too little to stop local answers on
 # Forwards whose withheld local answer is judged against Claude's: the audits.
-AUDITED_REASONS = ("sampled", "over_bound")
+AUDITED_REASONS = (Reason.SAMPLED, Reason.OVER_BOUND)
 # Below this the router's query is hopeless and the local attempt is not even made.
 _ROUTER_FLOOR = 0.5
 
@@ -71,8 +72,8 @@ class LearningConfig:
 
 @dataclass
 class Decision:
-    route: str  # "local" or "forward"
-    reason: str
+    route: Route
+    reason: str  # a Reason
     answer: str | None = None  # the local answer (served, or kept for the audit of a sampled forward)
     p_router: float | None = None
     p_validator: float | None = None
@@ -155,25 +156,29 @@ class Ensemble:
     def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
         phase = self.phase
         if phase == "cold_start":
-            return Decision("forward", "cold_start")
+            return Decision(Route.FORWARD, Reason.COLD_START)
         key = _key(conversation)
         if key in self.blocked:
-            return Decision("forward", "feedback_forward")
+            return Decision(Route.FORWARD, Reason.FEEDBACK_FORWARD)
         if self.consistency.varies(key):
-            return Decision("forward", "answers_vary")  # Claude's own answers to it differ
+            return Decision(Route.FORWARD, Reason.ANSWERS_VARY)  # Claude's own answers to it differ
         threshold = self.threshold  # read once: the trainer may certify another while this runs
         if threshold is None:
-            return Decision("forward", "uncertified")  # nothing is served before its bound is shown
+            return Decision(Route.FORWARD, Reason.UNCERTIFIED)  # nothing is served before its bound is shown
         repeated = self.consistency.answer(key)
         if repeated is not None:  # Claude gave this answer to this question, consistently
-            decision = Decision("forward", "local_too_long", repeated, p_good=1.0)
-            return self._sample(decision, "repeat") if len(self.tokenizer.encode(repeated)) <= max_tokens else decision
+            decision = Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, repeated, p_good=1.0)
+            return (
+                self._sample(decision, Reason.REPEAT)
+                if len(self.tokenizer.encode(repeated)) <= max_tokens
+                else decision
+            )
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
         hood = self.memory.around(self._question_vec(question_text(conversation)))
         p_router = self._route(serving, conversation, hood)
         if p_router < _ROUTER_FLOOR:
-            return Decision("forward", "router_forward", p_router=p_router)
+            return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, p_router=p_router)
 
         prompt = tok.render(conversation, self.writer.config.max_len - 1)
         deadline = time.monotonic() + self.config.local_budget_s
@@ -182,31 +187,31 @@ class Ensemble:
         for token in serving.generator.generate(prompt, limit, tok.eos_id):
             ids.append(token)
             if time.monotonic() > deadline:
-                return Decision("forward", "local_timeout", p_router=p_router)
+                return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, p_router=p_router)
         # A generation cut short is no candidate; recall from memory may still offer one.
         written = tok.decode(ids) if len(ids) < limit else ""
         written_vec = self.judge.embed_answers([written])[0]
         candidates = self._candidates(hood, written, written_vec)
         if not candidates:
-            return Decision("forward", "local_too_long", p_router=p_router)
+            return Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, p_router=p_router)
         scores, evidence = self._score(serving.validator, conversation, hood, candidates)
         best = max(range(len(candidates)), key=scores.__getitem__)
         answer, p_validator = candidates[best][0], scores[best]
         p_good = self.stacker.p_good(stack_inputs(p_router, p_validator, evidence[best]))
-        decision = Decision("forward", "validator_reject", answer, p_router, p_validator, p_good)
+        decision = Decision(Route.FORWARD, Reason.VALIDATOR_REJECT, answer, p_router, p_validator, p_good)
         if p_good < threshold or len(tok.encode(answer)) > max_tokens:
             return decision
-        return self._sample(decision, "local")
+        return self._sample(decision, Reason.LOCAL)
 
     def _sample(self, decision: Decision, served_reason: str) -> Decision:
         """A would-be-local answer: served, or forwarded to audit it (strategic sampling)."""
         if self.phase == "conservative" and self.over_bound():
-            decision.reason = "over_bound"  # audited at every ask until the models do better
+            decision.reason = Reason.OVER_BOUND  # audited at every ask until the models do better
             return decision
         decision.audit_chance = self.config.schedule.sample_rate(self.learned)
         with self._rng_lock:
             sampled = self._rng.random() < decision.audit_chance
-        decision.route, decision.reason = ("forward", "sampled") if sampled else ("local", served_reason)
+        decision.route, decision.reason = (Route.FORWARD, Reason.SAMPLED) if sampled else (Route.LOCAL, served_reason)
         return decision
 
     def over_bound(self) -> bool:

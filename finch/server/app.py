@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx2
+from starlette import routing
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from finch.config import Settings
@@ -42,6 +42,7 @@ from finch.server.schema import MessagesRequest, parse_json_object, parse_messag
 from finch.store import queries
 from finch.store.db import RequestRecord, Store
 from finch.upstream.client import UpstreamClient
+from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ class Proxy:
             ts=time.time(),
             method=request.method,
             path=request.url.path,
-            route="forward",
-            reason="passthrough",
+            route=Route.FORWARD,
+            reason=Reason.PASSTHROUGH,
             status=0,
         )
         try:
@@ -164,13 +165,13 @@ class Proxy:
     async def _try_local(self, record: RequestRecord, parsed: MessagesRequest, started: float) -> Response | None:
         """Answer locally when the policy says so; otherwise note why not and return None."""
         if self.learning is None:
-            record.reason = "learning_off"
+            record.reason = Reason.LEARNING_OFF
             return None
         assert record.conversation is not None
         decision = await self.learning.decide(record.conversation, parsed.max_tokens)
         record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
         record.p_good, record.audit_chance = decision.p_good, decision.audit_chance
-        if decision.route != "local":
+        if decision.route != Route.LOCAL:
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
             return None
         assert decision.answer is not None
@@ -178,14 +179,14 @@ class Proxy:
         usage = (estimate_tokens(conversation_text), estimate_tokens(decision.answer))
         message = local_message(parsed.model, decision.answer, *usage)
         response = local_response(message, parsed.stream, record.id)
-        record.route, record.status, record.local_answer, record.local_usage = "local", 200, decision.answer, usage
+        record.route, record.status, record.local_answer, record.local_usage = Route.LOCAL, 200, decision.answer, usage
         record.latency_ms = record.ttfb_ms = (time.perf_counter() - started) * 1000
         self.learning.served(record.id, record.conversation, decision.answer)
         self.store.submit(record)
         return response
 
     def _reject(self, record: RequestRecord, exc: ApiError, started: float) -> Response:
-        record.route = "reject" if exc.status < 500 else "forward"
+        record.route = Route.REJECT if exc.status < 500 else Route.FORWARD
         record.reason = exc.error_type
         record.status = exc.status
         record.error_type = exc.error_type
@@ -279,10 +280,10 @@ def build_app(settings: Settings, transport: httpx2.AsyncBaseTransport | None = 
     proxy = Proxy(settings, transport)
     admin = Starlette(
         routes=[
-            Route("/healthz", proxy.healthz, methods=["GET"]),
-            Route("/metrics", proxy.metrics_route, methods=["GET"]),
-            Route("/finch/stats", proxy.stats, methods=["GET"]),
-            Route("/finch/feedback", proxy.feedback, methods=["POST"]),
+            routing.Route("/healthz", proxy.healthz, methods=["GET"]),
+            routing.Route("/metrics", proxy.metrics_route, methods=["GET"]),
+            routing.Route("/finch/stats", proxy.stats, methods=["GET"]),
+            routing.Route("/finch/feedback", proxy.feedback, methods=["POST"]),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _internal_error},
         lifespan=proxy.lifespan,

@@ -21,6 +21,7 @@ from finch.policy.schedule import Schedule
 from finch.server.pressure import Pressure
 from finch.sse import ResponseSummary
 from finch.store.db import RequestRecord, Row, Store, read_rows
+from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,11 @@ class LearningLoop:
         path never queues behind them. (One thread, not the server's pool of them: each thread that
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
         if self.ensemble.phase == "cold_start":
-            return Decision("forward", "cold_start")  # known without the models: no trip to their thread
+            return Decision(Route.FORWARD, Reason.COLD_START)  # known without the models: no trip to their thread
         if self._attempting:  # only the event loop's thread reads or writes this flag
-            return Decision("forward", "local_busy")
+            return Decision(Route.FORWARD, Reason.LOCAL_BUSY)
         if self.pressure is not None and self.pressure.busy(others=1):  # other requests are waiting
-            return Decision("forward", "server_busy")
+            return Decision(Route.FORWARD, Reason.SERVER_BUSY)
         self._attempting = True
         try:
             loop = asyncio.get_running_loop()
@@ -106,9 +107,9 @@ class LearningLoop:
             record.p_good,
             record.audit_chance,
         )
-        if record.route == "local":
+        if record.route == Route.LOCAL:
             self.trainer.submit(Served(record.id, decision))
-        elif record.route == "forward" and summary.text:
+        elif record.route == Route.FORWARD and summary.text:
             audit = decision if record.reason in AUDITED_REASONS else None
             self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, audit))
 

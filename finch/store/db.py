@@ -22,6 +22,7 @@ from finch.conversation import Conversation
 from finch.pricing import PriceTable
 from finch.sse import ResponseSummary, decode_body, summarize_response
 from finch.store.migrations import migrate
+from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class Store:
                         "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
                         (record.id, record.ts, record.model, record.conversation.to_json(), summary.text),
                     )
-                if record.route == "local" and record.conversation is not None and record.local_answer is not None:
+                if record.route == Route.LOCAL and record.conversation is not None and record.local_answer is not None:
                     self._conn.execute(
                         "INSERT INTO local_answers VALUES (?, ?, ?, ?)",
                         (record.id, record.ts, record.conversation.to_json(), record.local_answer),
@@ -188,7 +189,7 @@ class Store:
                     log.exception("store listener failed")
 
     def _summarize(self, record: RequestRecord) -> tuple[ResponseSummary, float]:
-        if record.route == "local" and record.local_usage is not None:
+        if record.route == Route.LOCAL and record.local_usage is not None:
             # What the upstream would have charged: for a local answer, the cost column means "saved".
             summary = ResponseSummary(input_tokens=record.local_usage[0], output_tokens=record.local_usage[1])
             summary.text = record.local_answer
@@ -199,7 +200,7 @@ class Store:
         summary = summarize_response(body, record.is_sse)
         summary.error_type = summary.error_type or record.error_type
         cost = 0.0
-        if record.route == "forward" and record.model:
+        if record.route == Route.FORWARD and record.model:
             cost = self.prices.cost(
                 record.model,
                 summary.input_tokens,
@@ -242,8 +243,8 @@ def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -
         summary.output_tokens,
         summary.cache_creation_input_tokens,
         summary.cache_read_input_tokens,
-        cost if record.route != "local" else 0.0,
-        cost if record.route == "local" else 0.0,
+        cost if record.route != Route.LOCAL else 0.0,
+        cost if record.route == Route.LOCAL else 0.0,
         summary.error_type,
         record.upstream_request_id,
         record.p_router,
