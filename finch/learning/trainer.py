@@ -16,18 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from finch.conversation import Conversation
-from finch.learning.ensemble import Decision, Ensemble, Judged
-from finch.store.db import Row, Store
+from finch.learning.ensemble import Decision, Ensemble
+from finch.store.db import Store, learning_row
 
 log = logging.getLogger(__name__)
 
 _PUBLISH_EVERY_S = 1.0
-
-_INSERT_LEARNING = (
-    "INSERT INTO learning (ts, request_id, kind, audit, audit_good, good, divergence, p_router, p_validator, p_good,"
-    " threshold, loss_generator, loss_router, loss_validator, seconds, attempt)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 @dataclass(frozen=True)
@@ -178,29 +172,22 @@ class Trainer:
         if self.processed % self.save_every == 0:
             self.ensemble.save()
         self.store.submit(
-            Row(
-                _INSERT_LEARNING,
-                _row(event.request_id, kind, judged, self.ensemble.threshold, time.perf_counter() - started),
+            learning_row(
+                ts=time.time(),
+                request_id=event.request_id,
+                kind=kind,
+                audit=int(judged.audit_good is not None),
+                audit_good=None if judged.audit_good is None else int(judged.audit_good),
+                good=None if judged.good is None else int(judged.good),
+                divergence=judged.divergence,
+                p_router=judged.p_router,
+                p_validator=judged.p_validator,
+                p_good=judged.p_good,
+                threshold=self.ensemble.threshold,
+                loss_generator=judged.losses.get("generator"),
+                loss_router=judged.losses.get("router"),
+                loss_validator=judged.losses.get("validator"),
+                seconds=time.perf_counter() - started,
+                attempt=judged.attempt,
             )
         )
-
-
-def _row(request_id: str, kind: str, judged: Judged, threshold: float | None, seconds: float) -> tuple:
-    return (
-        time.time(),
-        request_id,
-        kind,
-        int(judged.audit_good is not None),
-        None if judged.audit_good is None else int(judged.audit_good),
-        None if judged.good is None else int(judged.good),
-        judged.divergence,
-        judged.p_router,
-        judged.p_validator,
-        judged.p_good,
-        threshold,
-        judged.losses.get("generator"),
-        judged.losses.get("router"),
-        judged.losses.get("validator"),
-        seconds,
-        judged.attempt,
-    )

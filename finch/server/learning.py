@@ -4,9 +4,7 @@ request path, and turn written request records into learning events (never on th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,8 @@ from finch.metrics import Metrics
 from finch.policy.schedule import Schedule
 from finch.server.pressure import Pressure
 from finch.sse import ResponseSummary
-from finch.store.db import RequestRecord, Row, Store, read_rows
+from finch.store import queries
+from finch.store.db import RequestRecord, Store, feedback_row
 from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
@@ -116,11 +115,11 @@ class LearningLoop:
     def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
         """A user's verdict on an answer. None when finch never saw that request."""
         self.store.flush(timeout=2.0)  # the request's own row may still be on the writer's queue
-        found = self._recent.get(request_id) or self._stored_local(request_id)
-        known = found is not None or self._stored_request(request_id)
+        found = self._recent.get(request_id) or queries.stored_local_answer(self.store.path, request_id)
+        known = found is not None or queries.request_is_logged(self.store.path, request_id)
         if not known:
             return None
-        self.store.submit(Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, time.time(), int(good))))
+        self.store.submit(feedback_row(request_id, good))
         if found is None:  # a forwarded answer: recorded, but there is no local attempt to learn from
             return {"request_id": request_id, "learned": False}
         conversation, answer = found
@@ -148,20 +147,8 @@ class LearningLoop:
         m.bad_local.labels("high").set(high)
         m.threshold.set(-1 if status["threshold"] is None else status["threshold"])
 
-    def _stored_local(self, request_id: str) -> tuple[Conversation, str] | None:
-        rows = read_rows(
-            self.store.path, "SELECT conversation, answer FROM local_answers WHERE request_id = ?", (request_id,)
-        )
-        return (Conversation.from_json(rows[0]["conversation"]), rows[0]["answer"]) if rows else None
 
-    def _stored_request(self, request_id: str) -> bool:
-        return bool(read_rows(self.store.path, "SELECT 1 FROM requests WHERE id = ?", (request_id,)))
-
-
-def _stored_texts(store: Store, limit: int = 2000) -> Iterator[str]:
+def _stored_texts(store: Store) -> Iterator[str]:
     """Recent conversations and answers: extra seed text when the tokenizer is (re)built. A
     generator, so the log is only read if the tokenizer actually has to be built."""
-    rows = read_rows(store.path, "SELECT conversation, answer FROM examples ORDER BY ts DESC LIMIT ?", (limit,))
-    for row in rows:
-        yield from (t for _, t in json.loads(row["conversation"])["turns"])
-        yield row["answer"]
+    yield from queries.recent_texts(store.path)

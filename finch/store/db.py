@@ -72,6 +72,41 @@ class Row:
     params: tuple[Any, ...]
 
 
+_LEARNING_COLUMNS = frozenset(
+    {
+        "ts",
+        "request_id",
+        "kind",
+        "audit",
+        "audit_good",
+        "good",
+        "divergence",
+        "p_router",
+        "p_validator",
+        "p_good",
+        "threshold",
+        "loss_generator",
+        "loss_router",
+        "loss_validator",
+        "seconds",
+        "attempt",
+    }
+)
+
+
+def learning_row(**values: Any) -> Row:
+    """One learning event for the ``learning`` table (columns: migrations 0002-0004)."""
+    unknown = set(values) - _LEARNING_COLUMNS
+    if unknown:
+        raise ValueError(f"no such learning column(s): {sorted(unknown)}")
+    columns = ", ".join(values)
+    return Row(f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+
+
+def feedback_row(request_id: str, good: bool) -> Row:
+    return Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, time.time(), int(good)))
+
+
 def ensure_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)

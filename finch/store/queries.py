@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from finch.conversation import Conversation
 from finch.store.db import read_rows
 
 _SUMMARY_COLUMNS = """
@@ -72,6 +74,24 @@ def learning_summary(db: Path) -> dict[str, Any]:
     low, high = audit_interval(row["audits_bad"], row["audits"])
     estimate = row["audits_bad"] / row["audits"] if row["audits"] else None
     return {**row, "bad_local_estimate": estimate, "bad_local_interval": [low, high]}
+
+
+def stored_local_answer(db: Path, request_id: str) -> tuple[Conversation, str] | None:
+    """The conversation and the answer finch served locally for a request, if it is in the log."""
+    rows = read_rows(db, "SELECT conversation, answer FROM local_answers WHERE request_id = ?", (request_id,))
+    return (Conversation.from_json(rows[0]["conversation"]), rows[0]["answer"]) if rows else None
+
+
+def request_is_logged(db: Path, request_id: str) -> bool:
+    return bool(read_rows(db, "SELECT 1 FROM requests WHERE id = ?", (request_id,)))
+
+
+def recent_texts(db: Path, limit: int = 2000) -> Iterator[str]:
+    """The turns and answers of the most recent training examples."""
+    rows = read_rows(db, "SELECT conversation, answer FROM examples ORDER BY ts DESC LIMIT ?", (limit,))
+    for row in rows:
+        yield from (t for _, t in Conversation.from_json(row["conversation"]).turns)
+        yield row["answer"]
 
 
 def forget(db: Path, before: float | None = None) -> int:
