@@ -61,6 +61,20 @@ def test_a_clause_repeated_with_one_answer_is_content():
     assert "then sign in again." not in framing.known
 
 
+def test_framing_glued_to_a_short_answer_without_a_sentence_end_is_taken_off(judge: Judge):
+    """Real chat answers are often a word or two with no full stop ("Everywhere"); framing then
+    joins the clause ("Everywhere I hope that helps."). Left in, it moved 8% of such pairs of the
+    same answer past τ (measured on the chat stream's answers, BENCHMARKS.md)."""
+    framing = Framing(known=["sure.", "i hope that helps."])
+    assert framing.content("Everywhere I hope that helps.") == "Everywhere"
+    assert framing.content("Sure. Everywhere I hope that helps.") == "Everywhere"
+    assert framing.content("I hope that helps. I hope that helps.") == "I hope that helps. I hope that helps."
+    assert framing.content("Sure I hope that helps you sleep") == "Sure I hope that helps you sleep"  # mid-text: kept
+    judge.framing = framing
+    assert judge.agrees("Hi", "Hi I hope that helps.")[0]
+    assert not judge.agrees("Hi", "Everywhere I hope that helps.")[0]
+
+
 def test_rewordings_agree_and_near_misses_do_not_once_framing_is_known(judge: Judge):
     judge.framing = Framing()
     rng = random.Random(1)

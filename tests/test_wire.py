@@ -137,4 +137,3 @@ def test_every_reason_finch_logs_is_explained_in_words():
         assert explain(f"ineligible:{why}") != explain("ineligible:something-new"), why
     assert "medical" in explain("ineligible:safety:medical")
     assert "invalid_request_error" in explain("invalid_request_error")
-

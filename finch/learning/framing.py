@@ -49,12 +49,26 @@ class Framing:
         self._seen: dict[str, _Seen] = {}
 
     def content(self, text: str) -> str:
-        """``text`` without its framing clauses; the text itself when nothing else is left."""
+        """``text`` without its framing clauses; the text itself when nothing else is left.
+
+        A framing clause glued to the content without a sentence end ("Everywhere I hope that
+        helps.") is taken off the ends too: it is still framing, and left in, it alone can move a
+        short answer's embedding past the judge's threshold."""
         known = self.known
         if not known:
             return text
-        kept = [c for c in clauses(text) if _key(c) not in known]
-        return " ".join(kept) if kept else text
+        kept = " ".join(c for c in clauses(text) if _key(c) not in known)
+        words = kept.split()
+        trimmed = True
+        while trimmed and words:
+            trimmed = False
+            for clause in known:
+                size = len(clause.split())
+                if len(words) > size and _key(" ".join(words[-size:])) == clause:
+                    words, trimmed = words[:-size], True
+                elif len(words) > size and _key(" ".join(words[:size])) == clause:
+                    words, trimmed = words[size:], True
+        return " ".join(words) if words else text
 
     def observe(self, answer: str) -> bool:
         """Count one of Claude's answers; True when it taught a new framing clause."""
