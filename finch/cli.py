@@ -187,6 +187,27 @@ def describe_learning(learning: dict[str, Any]) -> str:
 
 @main.command()
 @_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+def prices(home: Path | None) -> None:
+    """Print the price table in use: the built-in rows and any from config.toml."""
+    from finch.pricing import PriceTable
+
+    table = PriceTable(_settings(home=home).prices)
+    rows = [
+        {
+            "model": model,
+            "input": row["input"],
+            "output": row["output"],
+            "cache_write": row.get("cache_write", 1.25 * row["input"]),
+            "cache_read": row.get("cache_read", 0.1 * row["input"]),
+        }
+        for model, row in table.rows.items()
+    ]
+    click.echo("dollars per million tokens; a newer model of a family takes its newest row")
+    click.echo(format_table(rows, ["model", "input", "output", "cache_write", "cache_read"]))
+
+
+@main.command()
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
 @click.option("--all", "everything", is_flag=True, help="Also delete the request log.")
 @click.confirmation_option(prompt="Delete finch's learned models?")
 def reset(home: Path | None, everything: bool) -> None:

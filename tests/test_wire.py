@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import logging
 
 import pytest
 
@@ -121,12 +122,32 @@ def test_tool_use_answers_are_not_examples():
     assert summarize_response(json.dumps(message).encode(), is_sse=False).text is None
 
 
-def test_prices_match_longest_prefix_and_overrides():
-    table = PriceTable({"claude-haiku-4-5": {"input": 2.0, "output": 4.0}})
+def test_prices_match_their_row_and_overrides():
+    table = PriceTable({"claude-haiku-4-5": {"input": 2.0, "output": 4.0}, "my-model": {"input": 0.5}})
     assert table.price("claude-opus-4-1-20250805") == {"input": 15.0, "output": 75.0}
+    assert table.price("claude-3-5-haiku-latest") == {"input": 0.8, "output": 4.0}
     assert table.cost("claude-haiku-4-5-20251001", 1_000_000, 1_000_000) == pytest.approx(6.0)
     assert table.cost("claude-sonnet-4-5", 0, 0, cache_read_input_tokens=1_000_000) == pytest.approx(0.3)
+    assert table.cost("claude-sonnet-4-5", 0, 0, cache_creation_input_tokens=1_000_000) == pytest.approx(3.75)
+    assert table.cost("claude-fable-5-1", 0, 0, cache_read_input_tokens=1_000_000) == pytest.approx(0.25)
+    assert table.cost("my-model-v2", 1_000_000, 0) == pytest.approx(0.5)
     assert table.cost("unknown-model", 1_000_000, 0) == pytest.approx(3.0)
+
+
+def test_a_model_newer_than_the_table_takes_its_familys_newest_row(caplog):
+    """claude-opus-4-8 once took claude-opus-4's $15/$75 where Opus 4.5 and later cost $5/$25."""
+    table = PriceTable()
+    assert table.row_for("claude-opus-4-9-20270101") == "claude-opus-4-8"  # between rows: the nearest below
+    assert table.row_for("claude-opus-9") == "claude-opus-5-5"  # past every row: the newest
+    assert table.row_for("claude-haiku-7") == "claude-haiku-4-5"
+    assert table.row_for("claude-2-1-sonnet") == "claude-3-7-sonnet"  # older than every row: the oldest
+    assert table.price("claude-opus-4-9") == {"input": 5.0, "output": 25.0}
+    with caplog.at_level(logging.WARNING, logger="finch.pricing"):
+        for _ in range(3):
+            table.cost("claude-sonnet-6", 10, 10)
+            table.cost("claude-sonnet-4-5", 10, 10)
+    logged = [r.getMessage() for r in caplog.records if "'claude-sonnet-" in r.getMessage()]
+    assert len(logged) == 1 and "'claude-sonnet-6'" in logged[0] and "as claude-sonnet-5-5" in logged[0]
 
 
 def test_every_reason_finch_logs_is_explained_in_words():
