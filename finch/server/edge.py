@@ -56,6 +56,7 @@ class EdgeLimits:
 
 def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with ``limits`` enforced (uvicorn takes a protocol class)."""
+    refusals = {"logged_at": float("-inf")}
 
     class GuardedProtocol(HttpToolsProtocol):
         def __init__(self, *args, **kwargs) -> None:
@@ -65,7 +66,12 @@ def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
-                log.warning("refused a connection: the cap of %d open connections is reached", limits.max_connections)
+                now = self.loop.time()
+                if now - refusals["logged_at"] >= 60:  # a flood of refusals logs a line a minute
+                    refusals["logged_at"] = now
+                    log.warning(
+                        "refusing connections: the cap of %d open connections is reached", limits.max_connections
+                    )
                 self._reply_and_close(
                     503, "overloaded_error", f"finch has {limits.max_connections} connections open; try again shortly"
                 )
