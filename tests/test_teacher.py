@@ -30,3 +30,12 @@ def test_teacher_requires_auth_and_counts(teacher):
     ok = httpx.post(teacher.url + "/v1/messages", json=body, headers={"x-api-key": "k"})
     assert ok.status_code == 200 and ok.json()["usage"]["output_tokens"] >= 1
     assert httpx.get(teacher.url + "/_teacher/stats").json()["requests"] == 2
+
+
+def test_nesting_too_deep_is_a_400_like_the_api(teacher):
+    """Found by benchmarks/rawfuzz.py: the simulator answered it with a 500 of its own."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = httpx.post(teacher.url + path, content=deep, headers={"x-api-key": "k"})
+        assert response.status_code == 400, (path, response.status_code)
+        assert response.json()["error"]["type"] == "invalid_request_error"
