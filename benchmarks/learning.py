@@ -58,8 +58,9 @@ class Run:
     def record(self, question: str, answer: str | None, is_wrong: bool = False) -> None:
         self.local.append(answer is not None)
         self.wrong.append(answer is not None and is_wrong)
-        self._seen[normalise(question)] = self._seen.get(normalise(question), 0) + 1
-        self.sighting.append(self._seen[normalise(question)])
+        key = normalise(question)
+        self._seen[key] = self._seen.get(key, 0) + 1
+        self.sighting.append(self._seen[key])
         if answer is not None:
             self.saved_usd += PRICES.cost(MODEL, estimate_tokens(question), estimate_tokens(answer))
 

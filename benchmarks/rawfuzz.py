@@ -404,7 +404,6 @@ def main() -> None:
 
     from finch.config import load_settings
     from finch.server.app import build_app
-    from finch.server.edge import EdgeLimits
     from finch.server.runner import ServerThread
     from finch.teacher.corpus import Corpus
     from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
@@ -428,7 +427,7 @@ def main() -> None:
             "body_timeout": 2,
         }
         settings = load_settings(overrides, environ={})
-        finch = ServerThread(build_app(settings), limits=EdgeLimits.of(settings)).start()
+        finch = ServerThread(build_app(settings), settings=settings).start()
         errors = ErrorCount()
         logging.getLogger("finch").addHandler(errors)
         try:

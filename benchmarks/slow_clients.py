@@ -88,7 +88,6 @@ async def under_siege(host: str, port: int, url: str, connections: int, asks: in
 def main() -> None:
     from finch.config import load_settings
     from finch.server.app import build_app
-    from finch.server.edge import EdgeLimits
     from finch.server.runner import ServerThread
     from finch.teacher.corpus import Corpus
     from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
@@ -106,7 +105,7 @@ def main() -> None:
         # Learning off: this measures the edge, not the trainer sharing two cores.
         overrides = {"home": home, "upstream_url": teacher.url, "learning": False, "body_timeout": args.body_timeout}
         settings = load_settings(overrides, environ={})
-        finch = ServerThread(build_app(settings), limits=EdgeLimits.of(settings)).start()
+        finch = ServerThread(build_app(settings), settings=settings).start()
         try:
             latencies_ms(finch.url, 20)  # warm: the upstream pool and the log are open before counting
             before_fds = open_descriptors()

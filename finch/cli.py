@@ -49,7 +49,6 @@ def main() -> None:
 def serve(host: str | None, port: int | None, upstream_url: str | None, home: Path | None, log_level: str) -> None:
     """Run the proxy."""
     from finch.server.app import build_app
-    from finch.server.edge import EdgeLimits
     from finch.server.runner import serve_forever
 
     settings = _settings(host=host, port=port, upstream_url=upstream_url, home=home)
@@ -66,7 +65,7 @@ def serve(host: str | None, port: int | None, upstream_url: str | None, home: Pa
         )
     click.echo(f"finch on http://{settings.host}:{settings.port} -> {settings.upstream_url} (home {settings.home})")
     click.echo(f"  export ANTHROPIC_BASE_URL=http://{settings.host}:{settings.port}")
-    serve_forever(build_app(settings), settings.host, settings.port, log_level, EdgeLimits.of(settings))
+    serve_forever(build_app(settings), settings.host, settings.port, log_level, settings)
 
 
 @main.command()

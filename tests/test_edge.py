@@ -19,7 +19,6 @@ import pytest
 
 from finch.config import load_settings
 from finch.server.app import build_app
-from finch.server.edge import EdgeLimits
 from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
@@ -35,12 +34,11 @@ ASK = {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "use
 
 @pytest.fixture
 def edge(tmp_path):
-    """finch with short edge deadlines, in front of the teacher; yields (host, port, limits)."""
+    """finch with short edge deadlines, in front of the teacher; yields (host, port, settings)."""
     teacher = ServerThread(build_teacher_app(Teacher(Corpus(QA), TeacherConfig(require_auth=False)))).start()
     settings = load_settings({"home": str(tmp_path), "upstream_url": teacher.url, "preset": "tiny", **LIMITS}, {})
-    limits = EdgeLimits.of(settings)
-    finch = ServerThread(build_app(settings), limits=limits).start()
-    yield finch.host, finch.port, limits
+    finch = ServerThread(build_app(settings), settings=settings).start()
+    yield finch.host, finch.port, settings
     finch.stop()
     teacher.stop()
 
@@ -66,27 +64,27 @@ def served_normally(host: str, port: int) -> None:
 
 
 def test_headers_that_never_finish_get_a_408_and_a_closed_connection(edge):
-    host, port, limits = edge
+    host, port, settings = edge
     with socket.create_connection((host, port)) as sock:
         opened = time.monotonic()
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")  # and nothing more
         raw, closed = read_reply(sock, timeout=10)
     status, error = error_of(raw)
     assert status == 408 and error["error"]["type"] == "timeout_error" and "headers" in error["error"]["message"]
-    assert limits.header_timeout <= closed - opened < limits.header_timeout + 2
+    assert settings.header_timeout <= closed - opened < settings.header_timeout + 2
 
 
 def test_a_connection_that_says_nothing_is_closed(edge):
-    host, port, limits = edge
+    host, port, settings = edge
     with socket.create_connection((host, port)) as sock:
         opened = time.monotonic()
         raw, closed = read_reply(sock, timeout=10)
     assert raw.startswith(b"HTTP/1.1 408")
-    assert closed - opened < limits.header_timeout + 2
+    assert closed - opened < settings.header_timeout + 2
 
 
 def test_a_body_that_never_arrives_gets_a_408_and_finch_stays_well(edge):
-    host, port, limits = edge
+    host, port, settings = edge
     with socket.create_connection((host, port)) as sock:
         sock.sendall(
             b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\ncontent-type: application/json\r\n"
@@ -96,18 +94,18 @@ def test_a_body_that_never_arrives_gets_a_408_and_finch_stays_well(edge):
         raw, closed = read_reply(sock, timeout=10)
     status, error = error_of(raw)
     assert status == 408 and "body" in error["error"]["message"]
-    assert limits.body_timeout <= closed - sent < limits.body_timeout + 2
+    assert settings.body_timeout <= closed - sent < settings.body_timeout + 2
     served_normally(host, port)
 
 
 def test_an_idle_kept_alive_connection_is_closed(edge):
-    host, port, limits = edge
+    host, port, settings = edge
     with socket.create_connection((host, port)) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         answered = time.monotonic()
         raw, closed = read_reply(sock, timeout=10)
     assert raw.startswith(b"HTTP/1.1 200") and b"408" not in raw  # answered, then closed quietly
-    assert closed - answered < limits.keep_alive_timeout + 2
+    assert closed - answered < settings.keep_alive_timeout + 2
 
 
 def test_a_malformed_request_gets_a_400_in_the_api_shape(edge):
@@ -121,7 +119,7 @@ def test_a_malformed_request_gets_a_400_in_the_api_shape(edge):
 
 def test_past_the_connection_cap_a_new_connection_gets_a_503(tmp_path):
     settings = load_settings({"home": str(tmp_path), "preset": "tiny", "learning": False, "max_connections": 4}, {})
-    finch = ServerThread(build_app(settings), limits=EdgeLimits.of(settings)).start()
+    finch = ServerThread(build_app(settings), settings=settings).start()
     try:
         held = [socket.create_connection((finch.host, finch.port)) for _ in range(4)]
         time.sleep(0.2)  # let the server accept them
@@ -139,7 +137,7 @@ def test_past_the_connection_cap_a_new_connection_gets_a_503(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_500_clients_trickling_a_body_are_all_cut_off_and_a_normal_client_is_served(edge):
-    host, port, limits = edge
+    host, port, settings = edge
     allow_descriptors(2500)  # 500 client sockets and 500 server sockets live in this one process
     served_normally(host, port)  # the upstream pool and the log are open before counting
     before = open_descriptors()
@@ -151,7 +149,7 @@ def test_500_clients_trickling_a_body_are_all_cut_off_and_a_normal_client_is_ser
         return await asyncio.gather(*slow)
 
     held_for = asyncio.run(main())
-    assert all(limits.body_timeout - 0.5 < t < limits.body_timeout + 3 for t in held_for), (
+    assert all(settings.body_timeout - 0.5 < t < settings.body_timeout + 3 for t in held_for), (
         min(held_for),
         max(held_for),
     )

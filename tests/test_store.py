@@ -7,6 +7,10 @@ from finch.store import queries
 from finch.store.db import RequestRecord, Store, connect
 
 
+def messages_record(request_id: str, **fields) -> RequestRecord:
+    return RequestRecord(id=request_id, ts=time.time(), method="POST", path="/v1/messages", **fields)
+
+
 def test_migrations_apply_once_and_wal_is_on(tmp_path):
     db = tmp_path / "finch.db"
     connect(db).close()
@@ -23,18 +27,7 @@ def test_a_record_sqlite_cannot_take_loses_only_itself_not_its_batch(tmp_path):
     store = Store(tmp_path / "finch.db")
     store.start()
     for i, model in enumerate(["claude-haiku-4-5", "claude-\ud800", "claude-haiku-4-5"]):
-        store.submit(
-            RequestRecord(
-                id=f"r{i}",
-                ts=time.time(),
-                method="POST",
-                path="/v1/messages",
-                route="reject",
-                reason="invalid_request_error",
-                status=400,
-                model=model,
-            )
-        )
+        store.submit(messages_record(f"r{i}", route="reject", reason="invalid_request_error", status=400, model=model))
     store.flush()
     store.close()
     rows = sqlite3.connect(tmp_path / "finch.db").execute("SELECT id FROM requests ORDER BY id").fetchall()
@@ -58,11 +51,8 @@ def test_writer_commits_rows_and_examples_off_the_caller(tmp_path):
     conversation = Conversation(system="", turns=(("user", "question"),))
     for i in range(50):
         store.submit(
-            RequestRecord(
-                id=f"r{i}",
-                ts=time.time(),
-                method="POST",
-                path="/v1/messages",
+            messages_record(
+                f"r{i}",
                 route="forward",
                 reason="cold_start",
                 status=200,

@@ -168,11 +168,8 @@ class Ensemble:
         repeated = self.consistency.answer(key)
         if repeated is not None:  # Claude gave this answer to this question, consistently
             decision = Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, repeated, p_good=1.0)
-            return (
-                self._sample(decision, Reason.REPEAT)
-                if len(self.tokenizer.encode(repeated)) <= max_tokens
-                else decision
-            )
+            fits = len(self.tokenizer.encode(repeated)) <= max_tokens
+            return self._sample(decision, Reason.REPEAT) if fits else decision
         serving = self._serving  # one snapshot for the whole decision
         tok = self.tokenizer
         hood = self.memory.around(self._question_vec(question_text(conversation)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -40,22 +39,9 @@ class _QuietClientMistakes(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_QuietClientMistakes())
 
 
-@dataclass(frozen=True)
-class EdgeLimits:
-    header_timeout: float
-    body_timeout: float
-    keep_alive_timeout: float
-    max_connections: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> EdgeLimits:
-        return cls(
-            settings.header_timeout, settings.body_timeout, settings.keep_alive_timeout, settings.max_connections
-        )
-
-
-def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with ``limits`` enforced (uvicorn takes a protocol class)."""
+def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the settings' edge limits enforced (uvicorn takes a
+    protocol class). The idle keep-alive timeout is uvicorn's own (runner.py passes it)."""
     refusals = {"logged_at": float("-inf")}
 
     class GuardedProtocol(HttpToolsProtocol):
@@ -65,18 +51,18 @@ def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if len(self.connections) > limits.max_connections:
+            if len(self.connections) > settings.max_connections:
                 now = self.loop.time()
                 if now - refusals["logged_at"] >= 60:  # a flood of refusals logs a line a minute
                     refusals["logged_at"] = now
                     log.warning(
-                        "refusing connections: the cap of %d open connections is reached", limits.max_connections
+                        "refusing connections: the cap of %d open connections is reached", settings.max_connections
                     )
                 self._reply_and_close(
-                    503, "overloaded_error", f"finch has {limits.max_connections} connections open; try again shortly"
+                    503, "overloaded_error", f"finch has {settings.max_connections} connections open; try again shortly"
                 )
                 return
-            self._arm(limits.header_timeout, "headers")
+            self._arm(settings.header_timeout, "headers")
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -85,10 +71,10 @@ def guarded_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             if self._deadline is None:  # a kept-alive connection's next request
-                self._arm(limits.header_timeout, "headers")
+                self._arm(settings.header_timeout, "headers")
 
         def on_headers_complete(self) -> None:
-            self._arm(limits.body_timeout, "body")
+            self._arm(settings.body_timeout, "body")
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:

@@ -1,6 +1,6 @@
 """Running an ASGI app with uvicorn: in the foreground (``finch serve``) or on a background thread
 (tests, ``finch demo``, benchmarks), always on an explicit host and port, behind the edge's limits
-(finch/server/edge.py; the default settings' unless given)."""
+(finch/server/edge.py), from the settings given or the defaults."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from finch.config import Settings
-from finch.server.edge import EdgeLimits, guarded_protocol
+from finch.server.edge import guarded_protocol
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,9 +25,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def uvicorn_config(
-    app: ASGIApp, host: str, port: int, log_level: str = "warning", limits: EdgeLimits | None = None
+    app: ASGIApp, host: str, port: int, log_level: str = "warning", settings: Settings | None = None
 ) -> uvicorn.Config:
-    limits = limits or EdgeLimits.of(Settings())
+    settings = settings or Settings()
     return uvicorn.Config(
         app,
         host=host,
@@ -37,27 +37,27 @@ def uvicorn_config(
         server_header=False,  # relay the upstream's own server and date headers
         date_header=False,
         loop="auto",
-        http=guarded_protocol(limits),
-        timeout_keep_alive=limits.keep_alive_timeout,
+        http=guarded_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_timeout,
         lifespan="on",
     )
 
 
 def serve_forever(
-    app: ASGIApp, host: str, port: int, log_level: str = "info", limits: EdgeLimits | None = None
+    app: ASGIApp, host: str, port: int, log_level: str = "info", settings: Settings | None = None
 ) -> None:
-    uvicorn.Server(uvicorn_config(app, host, port, log_level, limits)).run()
+    uvicorn.Server(uvicorn_config(app, host, port, log_level, settings)).run()
 
 
 class ServerThread:
     """A uvicorn server on a daemon thread with its own event loop; ``stop`` shuts it down cleanly."""
 
     def __init__(
-        self, app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, limits: EdgeLimits | None = None
+        self, app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, settings: Settings | None = None
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, limits=limits))
+        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, settings=settings))
         self.thread = threading.Thread(target=self._run, name=f"uvicorn-{self.port}", daemon=True)
 
     @property
@@ -85,9 +85,9 @@ class ServerThread:
 
 @contextlib.contextmanager
 def running(
-    app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, limits: EdgeLimits | None = None
+    app: ASGIApp, host: str = "127.0.0.1", port: int | None = None, settings: Settings | None = None
 ) -> Iterator[ServerThread]:
-    server = ServerThread(app, host, port, limits).start()
+    server = ServerThread(app, host, port, settings).start()
     try:
         yield server
     finally:
