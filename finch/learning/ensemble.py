@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import random
-import shutil
 import threading
 import time
 from collections import deque
@@ -353,7 +352,7 @@ class Ensemble:
             checkpoint.restore(checkpoint.Checkpoint(found, checkpoint.verify(found)), learner)
             for newer in sorted(found.parent.glob("ckpt-*")):
                 if newer.name > found.name:  # the audited-bad ones must never be loaded again
-                    shutil.rmtree(newer, ignore_errors=True)
+                    checkpoint.discard(newer)
         log.warning(
             "audits found %d bad of %d since the last checkpoint: rolled back to %s", bad, n, restored["generator"]
         )

@@ -72,8 +72,8 @@ def save(root: Path, learner: OnlineLearner, tokenizer_hash: str, keep: int = 3)
             _fsync_file(tmp / name)
         _fsync_dir(tmp)
         final = root / f"ckpt-{learner.step:09d}"
-        if final.exists():  # the same step saved twice: the newer save wins
-            shutil.rmtree(final)
+        if final.exists():  # the same step saved twice (after a rollback): the newer save wins
+            discard(final)
         os.rename(tmp, final)
         _fsync_dir(root)
     except BaseException:
@@ -134,9 +134,18 @@ def restore(checkpoint: Checkpoint, learner: OnlineLearner) -> None:
     learner.step = int(checkpoint.meta["step"])
 
 
+def discard(path: Path) -> None:
+    """Remove a checkpoint directory. It is renamed out of ``ckpt-*`` first, in one step, so a kill
+    midway through the deletion never leaves a half-deleted checkpoint under a checkpoint's name,
+    and a kill between the rename and a save's own rename still leaves every other checkpoint whole."""
+    trash = path.parent / f".tmp-{uuid.uuid4().hex}"
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _prune(root: Path, keep: int) -> None:
     for old in sorted(root.glob("ckpt-*"), reverse=True)[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+        discard(old)
     for stale in root.glob(".tmp-*"):  # left by a save that was killed
         if time.time() - stale.stat().st_mtime > 60:
             shutil.rmtree(stale, ignore_errors=True)
