@@ -12,7 +12,9 @@ Methods:
 * ``betting, one region``: ``finch.policy.bound.BettingTest``, every answer judged.
 * ``betting, sequence``: ``finch.policy.bound.Certifier`` as finch runs it: answers carry scores
   spread over its regions, and once a region is certified its answers are served and only a sample
-  (10%, then 5%) is judged, each audit weighted by 1/p.
+  (10%, then 5%) is judged, each audit weighted by 1/p. A fifth of the answers are Claude's own
+  repeated (score 1.0, the first region). Run twice: with the fallback procedure finch uses, and
+  with fixed-sequence testing (all delta on the first region) for comparison.
 
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
 """
@@ -27,7 +29,7 @@ import time
 import numpy as np
 from scipy.stats import beta
 
-from finch.policy.bound import BettingTest, Certifier
+from finch.policy.bound import WEIGHTS, BettingTest, Certifier
 
 ALPHA, DELTA = 0.02, 0.05
 
@@ -50,11 +52,12 @@ def betting_one_region(bad: np.ndarray) -> int | None:
     return None
 
 
-def betting_sequence(bad: np.ndarray, rng: np.random.Generator) -> int | None:
+def betting_sequence(bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS) -> int | None:
     """The certifier with finch's sampling: uncertified regions are all judged (forwarded), answers in
     the certified region are served and audited with probability 10% (5% after 1,000 answers)."""
-    certifier = Certifier(ALPHA, DELTA)
+    certifier = Certifier(ALPHA, DELTA, weights=weights)
     scores = 1 - 0.3 * rng.random(len(bad)) ** 2  # dense near 1, as a learned P(good) is: a quarter >= 0.99
+    scores[rng.random(len(bad)) < 0.2] = 1.0  # Claude's own answers repeated
     first = None
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
         point = certifier.certified()
@@ -80,7 +83,8 @@ def main() -> None:
     methods = {
         "clopper-pearson, re-checked": lambda bad, rng: clopper_pearson_rechecked(bad),
         "betting, one region": lambda bad, rng: betting_one_region(bad),
-        "betting, sequence (finch)": betting_sequence,
+        "betting, fixed sequence": lambda bad, rng: betting_sequence(bad, rng, weights=(1.0,)),
+        "betting, fallback (finch)": betting_sequence,
     }
     rows = []
     started = time.perf_counter()

@@ -56,7 +56,7 @@ def test_the_ensemble_repeats_consistent_answers_and_forwards_varying_ones(tmp_p
     joke = ask("Tell me a joke.")
     ensemble.learn_from_claude(joke, "Why did the chicken cross the road? To get to the other side.")
     ensemble.learn_from_claude(joke, "I told my wife she drew her eyebrows too high. She looked surprised.")
-    for _ in range(40):
+    for _ in range(80):
         ensemble.learn_from_claude(capital, "The capital of France is Paris.")
         if ensemble.threshold is not None:
             break

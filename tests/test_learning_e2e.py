@@ -208,8 +208,8 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
 def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher):
     """Audits that find bad answers at the scores finch serves: the bound's evidence is spent, and
     finch forwards what it would have served until the evidence is earned again."""
-    from finch.learning.ensemble import Decision
     from finch.learning.trainer import ClaudeAnswer
+    from finch.policy.decide import Decision
     from finch.store.db import read_rows
 
     trained_finch, home = trained

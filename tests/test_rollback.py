@@ -1,8 +1,9 @@
 """Audits that find the models serving bad answers beyond the bound roll them back."""
 
 from finch.conversation import Conversation
-from finch.learning.ensemble import Decision, Ensemble, LearningConfig
+from finch.learning.ensemble import Ensemble, LearningConfig
 from finch.models.checkpoint import latest
+from finch.policy.decide import Decision
 
 
 def ask(text):

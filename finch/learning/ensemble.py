@@ -1,10 +1,11 @@
-"""The ensemble: router, generator and validator, the judge, and the policy that joins them.
+"""The ensemble: router, generator and validator, the judge, and the learning that joins them.
 
 Two sides, two threads:
 
-* ``decide`` runs on the request path. It reads a *serving snapshot*: frozen copies of the three
-  modules that the trainer republishes after it learns. It never takes a lock the trainer holds, so
-  a slow training step never delays a request.
+* ``decide`` runs on the request path. It reads two published snapshots: a ``Scorer`` (frozen copies
+  of the three modules, ``finch.learning.scorer``) and the policy's ``Standing`` (operating point,
+  phase, sampling rate, tripwire), and lets the pure policy (``finch.policy.decide``) route. It
+  never takes a lock the trainer holds, so a slow training step never delays a request.
 * ``learn_from_claude``, ``learn_from_local_attempt`` and ``count_served`` run on the trainer thread
   only. They make a local attempt, judge it against Claude's answer, update the three models, and
   feed every scored answer to the certifier (``finch.policy.bound``), whose certified threshold on
@@ -13,7 +14,6 @@ Two sides, two threads:
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -33,14 +33,16 @@ from finch.conversation import Conversation
 from finch.learning.consistency import Consistency
 from finch.learning.judge import Judge, normalise
 from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory, Neighbourhood, question_text
+from finch.learning.scorer import Candidate, Scorer
 from finch.learning.stacker import Stacker, stack_inputs
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
 from finch.models.learners import Router, Validator, Writer, load_learner
-from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
+from finch.policy import decide as policy
 from finch.policy.bound import Certifier, audit_interval
+from finch.policy.decide import Decision, Standing
 from finch.policy.risk import clopper_pearson
 from finch.policy.schedule import Schedule
 from finch.vocabulary import Reason, Route
@@ -49,10 +51,6 @@ log = logging.getLogger(__name__)
 
 _RECENT_AUDITS = 100  # audits the conservative phase's tripwire (over_bound) answers to
 _GUARD_MIN_AUDITS = 20  # fewer say too little to stop local answers on
-# Forwards whose withheld local answer is judged against Claude's: the audits.
-AUDITED_REASONS = (Reason.SAMPLED, Reason.OVER_BOUND)
-# Below this the router's query is hopeless and the local attempt is not even made.
-_ROUTER_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,17 +68,6 @@ class LearningConfig:
 
 
 @dataclass
-class Decision:
-    route: Route
-    reason: str  # a Reason
-    answer: str | None = None  # the local answer (served, or kept for the audit of a sampled forward)
-    p_router: float | None = None
-    p_validator: float | None = None
-    p_good: float | None = None  # the stacker's score: what the operating point is compared with
-    audit_chance: float = 1.0  # for a would-be-local answer: how likely it was to be audited
-
-
-@dataclass
 class Judged:
     """What the trainer learned from one event; the trainer logs it."""
 
@@ -92,24 +79,6 @@ class Judged:
     audit_good: bool | None = None  # for a sampled forward: was the withheld local answer good?
     p_good: float | None = None  # the stacker's score for the attempt, before this verdict
     attempt: str | None = None  # the local answer judged
-
-
-class _Serving:
-    """Frozen inference copies of the three modules."""
-
-    def __init__(self, router: Router, validator: Validator, writer: Writer) -> None:
-        self.router = _frozen(router.module)
-        self.router_prior = router.prior_logit()
-        self.validator = _frozen(validator.module)
-        self.generator = _frozen(writer.module)
-
-
-def _frozen(module: torch.nn.Module) -> torch.nn.Module:
-    clone = copy.deepcopy(module)
-    clone.eval()
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
 
 
 class Ensemble:
@@ -142,9 +111,10 @@ class Ensemble:
         self.consistency = Consistency.from_state(_read_json(self.models_dir / "consistency.json"))
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
-        self._serving = _Serving(self.router, self.validator, self.writer)
         # People ask the same things again: a repeated question skips its embedding on the request path.
         self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
+        self._scorer = self._new_scorer()
+        self.standing = self._standing()
 
     # -- request path ----------------------------------------------------------------------------
 
@@ -153,62 +123,38 @@ class Ensemble:
         return self.config.schedule.phase(self.learned)
 
     def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
-        phase = self.phase
-        if phase == "cold_start":
-            return Decision(Route.FORWARD, Reason.COLD_START)
+        standing, scorer = self.standing, self._scorer  # one published snapshot each, for the whole decision
         key = _key(conversation)
-        if key in self.blocked:
-            return Decision(Route.FORWARD, Reason.FEEDBACK_FORWARD)
-        if self.consistency.varies(key):
-            return Decision(Route.FORWARD, Reason.ANSWERS_VARY)  # Claude's own answers to it differ
-        threshold = self.threshold  # read once: the trainer may certify another while this runs
-        if threshold is None:
-            return Decision(Route.FORWARD, Reason.UNCERTIFIED)  # nothing is served before its bound is shown
+        early = policy.before_models(standing, blocked=key in self.blocked, varies=self.consistency.varies(key))
+        if early is not None:
+            return early
+
+        def fits(answer: str) -> bool:
+            return len(self.tokenizer.encode(answer)) <= max_tokens
+
         repeated = self.consistency.answer(key)
         if repeated is not None:  # Claude gave this answer to this question, consistently
-            decision = Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, repeated, p_good=1.0)
-            fits = len(self.tokenizer.encode(repeated)) <= max_tokens
-            return self._sample(decision, Reason.REPEAT) if fits else decision
-        serving = self._serving  # one snapshot for the whole decision
-        tok = self.tokenizer
-        hood = self.memory.around(self._question_vec(question_text(conversation)))
-        p_router = self._route(serving, conversation, hood)
-        if p_router < _ROUTER_FLOOR:
+            return policy.choose([(repeated, 1.0)], standing, fits, self._draw, served_reason=Reason.REPEAT)
+        hood = scorer.neighbourhood(conversation)
+        p_router = scorer.p_router(conversation, hood)
+        if p_router < policy.ROUTER_FLOOR:
             return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, p_router=p_router)
-
-        prompt = tok.render(conversation, self.writer.config.max_len - 1)
-        deadline = time.monotonic() + self.config.local_budget_s
-        ids: list[int] = []
-        limit = min(max_tokens, self.config.max_local_tokens)
-        for token in serving.generator.generate(prompt, limit, tok.eos_id):
-            ids.append(token)
-            if time.monotonic() > deadline:
+        candidates = self._recalled(hood)
+        p_goods, p_validators = scorer.score(conversation, hood, p_router, candidates)
+        if policy.first_passing(p_goods, standing.threshold) is None:  # write only when recall is not enough
+            limit = min(max_tokens, self.config.max_local_tokens)
+            written = scorer.write(conversation, limit, time.monotonic() + self.config.local_budget_s)
+            if written is None:
                 return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, p_router=p_router)
-        # A generation cut short is no candidate; recall from memory may still offer one.
-        written = tok.decode(ids) if len(ids) < limit else ""
-        written_vec = self.judge.embed_answers([written])[0]
-        candidates = self._candidates(hood, written, written_vec)
-        if not candidates:
-            return Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, p_router=p_router)
-        scores, evidence = self._score(serving.validator, conversation, hood, candidates)
-        best = max(range(len(candidates)), key=scores.__getitem__)
-        answer, p_validator = candidates[best][0], scores[best]
-        p_good = self.stacker.p_good(stack_inputs(p_router, p_validator, evidence[best]))
-        decision = Decision(Route.FORWARD, Reason.VALIDATOR_REJECT, answer, p_router, p_validator, p_good)
-        if p_good < threshold or len(tok.encode(answer)) > max_tokens:
-            return decision
-        return self._sample(decision, Reason.LOCAL)
+            extra = self._written(written, scorer.embed_answer(written), candidates) if written.strip() else []
+            more_goods, more_validators = scorer.score(conversation, hood, p_router, extra)
+            candidates, p_goods, p_validators = candidates + extra, p_goods + more_goods, p_validators + more_validators
+        tried = [(text, p_good) for (text, _), p_good in zip(candidates, p_goods, strict=True)]
+        return policy.choose(tried, standing, fits, self._draw, p_router, p_validators)
 
-    def _sample(self, decision: Decision, served_reason: str) -> Decision:
-        """A would-be-local answer: served, or forwarded to audit it (strategic sampling)."""
-        if self.phase == "conservative" and self.over_bound():
-            decision.reason = Reason.OVER_BOUND  # audited at every ask until the models do better
-            return decision
-        decision.audit_chance = self.config.schedule.sample_rate(self.learned)
+    def _draw(self) -> float:
         with self._rng_lock:
-            sampled = self._rng.random() < decision.audit_chance
-        decision.route, decision.reason = (Route.FORWARD, Reason.SAMPLED) if sampled else (Route.LOCAL, served_reason)
-        return decision
+            return self._rng.random()
 
     def over_bound(self) -> bool:
         """Is the recent audits' bad share above the bound?
@@ -220,48 +166,24 @@ class Ensemble:
         n = len(self.recent_audits)
         return n >= _GUARD_MIN_AUDITS and self.recent_audits.count(False) > self.config.max_bad_local * n
 
-    def _candidates(
-        self, hood: Neighbourhood | None, written: str, written_vec: torch.Tensor
-    ) -> list[tuple[str, torch.Tensor]]:
-        """The generator's answer and the answer recalled from similar past questions, when they differ.
+    def _recalled(self, hood: Neighbourhood | None) -> list[Candidate]:
+        """The answer the nearest past questions vote for: the first candidate tried."""
+        recalled = self.memory.recall(hood) if self.config.retrieval else None
+        return [] if recalled is None else [recalled]
+
+    def _written(self, written: str, written_vec: torch.Tensor, before: list[Candidate]) -> list[Candidate]:
+        """The generator's answer, as the next candidate when it says something the ones before do not.
 
         A written answer that says what one of Claude's stored answers says is replaced by that
         answer: the same meaning in Claude's own words, so a small generator's slips (a repeated or
         dropped phrase, which the embedding barely notices) never reach a user."""
-        candidates = []
-        if not self.config.retrieval:
-            return [(written, written_vec)] if written.strip() else []
-        if written.strip():
-            candidates.append(self.memory.same_answer(written_vec) or (written, written_vec))
-        recalled = self.memory.recall(hood)
-        if recalled is not None and all(float(recalled[1] @ vec) < self.memory.agree_cos for _, vec in candidates):
-            candidates.append(recalled)
-        return candidates
-
-    def _route(self, serving: _Serving, conversation: Conversation, hood: Neighbourhood | None) -> float:
-        ids = self.tokenizer.render(conversation, self.router.config.max_len, cue_answer=False)
-        features = None
-        if self.router.config.n_features:
-            features = torch.tensor([self.memory.question_features(hood)])
-        with torch.no_grad():
-            logits, _ = serving.router(torch.tensor([ids]), features=features)
-        return float(torch.sigmoid(logits + serving.router_prior)[0])
-
-    def _score(
-        self,
-        validator: torch.nn.Module,
-        conversation: Conversation,
-        hood: Neighbourhood | None,
-        candidates: list[tuple[str, torch.Tensor]],
-    ) -> tuple[list[float], list[list[float]]]:
-        """Each candidate's validator score, and the memory's evidence for it."""
-        tok, max_len = self.tokenizer, self.validator.config.max_len
-        pairs = [tok.render_pair(conversation, text, max_len) for text, _ in candidates]
-        evidence = [self.memory.features(hood, vec) for _, vec in candidates]
-        device = next(validator.parameters()).device
-        with torch.no_grad():
-            logits, _ = validator(pad_batch(pairs, tok.pad_id, device), features=torch.tensor(evidence).to(device))
-        return torch.sigmoid(logits).tolist(), evidence
+        if not written.strip():
+            return []
+        if self.config.retrieval:
+            written, written_vec = self.memory.same_answer(written_vec) or (written, written_vec)
+        if any(float(written_vec @ vec) >= self.memory.agree_cos for _, vec in before):
+            return []
+        return [(written, written_vec)]
 
     # -- trainer thread --------------------------------------------------------------------------
 
@@ -286,33 +208,41 @@ class Ensemble:
         question_vec, (written_vec, teacher_vec) = self.judge.embed_with_answers(
             question_text(conversation), [written, teacher_answer]
         )
-        # Score every candidate as the request path would have, from earlier examples only.
+        # Score every candidate as the request path would have, in its order, from earlier examples only.
         hood = self.memory.around(question_vec)
-        candidates = self._candidates(hood, written, written_vec) or [(written, written_vec)]
+        candidates = self._recalled(hood)
+        candidates += self._written(written, written_vec, candidates)
+        candidates = candidates or [(written, written_vec)]
         evidence = [self.memory.features(hood, vec) for _, vec in candidates]
-        scores = self.validator.p_good([(conversation, text) for text, _ in candidates], evidence)
+        p_validators = self.validator.p_good([(conversation, text) for text, _ in candidates], evidence)
         verdicts = [self.judge.agrees_embedded(text, teacher_answer, vec, teacher_vec) for text, vec in candidates]
-        best = max(range(len(candidates)), key=scores.__getitem__)
-        good, divergence = verdicts[best]
-        p_validator = scores[best]
         router_features = self.memory.question_features(hood)
         p_router = self.router.p_local([conversation], [router_features])[0]
-        stacked = stack_inputs(p_router, p_validator, evidence[best])
-        p_good = self.stacker.p_good(stacked) if p_router >= _ROUTER_FLOOR else 0.0
+        stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
+        hopeless = p_router < policy.ROUTER_FLOOR
+        p_goods = [0.0 if hopeless else self.stacker.p_good(inputs) for inputs in stacked]
+        best = max(range(len(candidates)), key=lambda i: (p_goods[i], p_validators[i]))
+        good, divergence = verdicts[best]
         audit_good = None
         if audit is not None and audit.answer is not None and audit.p_good is not None:
             audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
             self.audits["good" if audit_good else "bad"] += 1
             self.period_audits["good" if audit_good else "bad"] += 1
             self.recent_audits.append(audit_good)
-            # What finch was about to serve, at the score it was served at.
-            self.certifier.observe(audit.p_good, not audit_good, audit.audit_chance)
+            # What finch was about to serve, at the scores it was tried at, each judged.
+            tried = audit.tried or ((audit.answer, audit.p_good),)
+            options = [
+                (p, not (audit_good if text == audit.answer else self.judge.agrees(text, teacher_answer)[0]))
+                for text, p in tried
+            ]
+            self.certifier.observe_first(options, audit.audit_chance)
         elif repeated is not None:
             self.certifier.observe(1.0, not repeat_agrees)  # the repeat finch would have served, judged
         else:
-            # Prequential: the score of the best candidate from earlier examples only, then its verdict.
-            self.certifier.observe(p_good, not good)
-        self.stacker.observe(stacked, good)
+            # Prequential: each candidate's score from earlier examples only, then its verdict.
+            self.certifier.observe_first([(p, not ok) for p, (ok, _) in zip(p_goods, verdicts, strict=True)])
+        for inputs, (ok, _) in zip(stacked, verdicts, strict=True):
+            self.stacker.observe(inputs, ok)
 
         def featurize(other: str) -> list[float]:
             return self.memory.features(hood, self.judge.embed_answers([other])[0])
@@ -334,7 +264,9 @@ class Ensemble:
         self.threshold = self._operating_point()
         if audit_good is False:
             self.roll_back_if_worse()
-        return Judged(good, divergence, p_router, p_validator, losses, audit_good, p_good, candidates[best][0])
+        self.standing = self._standing()
+        attempt = candidates[best][0]
+        return Judged(good, divergence, p_router, p_validators[best], losses, audit_good, p_goods[best], attempt)
 
     def roll_back_if_worse(self, min_audits: int = 20) -> bool:
         """Since the last checkpoint, have the audits shown the models serving bad answers beyond the
@@ -390,8 +322,10 @@ class Ensemble:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.
         (With sampling off no served answer could have been judged, so none can count.)"""
         if served.p_good is not None and served.audit_chance > 0:
-            self.certifier.observe(served.p_good, None, served.audit_chance)
+            tried = served.tried or ((served.answer or "", served.p_good),)
+            self.certifier.observe_first([(p, None) for _, p in tried], served.audit_chance)
             self.threshold = self._operating_point()
+            self.standing = self._standing()
 
     def block(self, conversation: Conversation) -> None:
         """This question forwards from now on (a user or an audit found its local answer bad)."""
@@ -406,7 +340,26 @@ class Ensemble:
 
     def publish(self) -> None:
         """Swap in fresh serving copies (one reference assignment: requests see old or new)."""
-        self._serving = _Serving(self.router, self.validator, self.writer)
+        self._scorer = self._new_scorer()
+
+    def _new_scorer(self) -> Scorer:
+        judge = self.judge
+        return Scorer(
+            self.router,
+            self.validator,
+            self.writer,
+            self.tokenizer,
+            self.memory,
+            self.stacker,
+            self._question_vec,
+            judge.embed_answers,
+        )
+
+    def _standing(self) -> Standing:
+        """The policy's state, to publish whole (one reference assignment)."""
+        schedule = self.config.schedule
+        rate = schedule.sample_rate(self.learned)
+        return Standing(self.phase, self.threshold, rate, self.over_bound(), min(rate, schedule.floor_rate))
 
     def save(self) -> None:
         for learner in (self.router, self.validator, self.writer):
@@ -443,6 +396,7 @@ class Ensemble:
                 "over": "local answers served at the operating point (P(good) >= threshold), audited or not",
                 "confidence": 1 - self.certifier.delta,
                 "evidence": None if region is None else region.wealth,
+                "evidence_needed": None if self.threshold is None else self.certifier.needed(self.threshold),
                 "answers": None if region is None else region.seen,
             },
             "audits": n,

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from finch.conversation import Conversation
-from finch.learning.ensemble import Decision, Ensemble
+from finch.learning.ensemble import Ensemble
+from finch.policy.decide import Decision
 from finch.store.db import Store, learning_row
 
 log = logging.getLogger(__name__)

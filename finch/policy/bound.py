@@ -14,10 +14,16 @@ tools replace it:
   watches for that: when the evidence that the rate is over ``alpha`` passes its own 1/delta, the
   region starts over with a fresh test at a smaller share of delta (0.8 delta, then 0.16 delta, ...,
   summing to delta), so restarts never spend more than the one delta the bound promises.
-* ``Certifier``: one such test per region of a fixed sequence of nested regions, strictest first
-  (Learn-then-Test's fixed-sequence testing). A region counts as certified only while it and every
-  stricter one are: a false certification needs the first truly-bad region's own test to cross, so
-  the sequence pays nothing for its many thresholds.
+* ``Certifier``: one such test per region of a sequence of nested regions, strictest first, tested
+  by the fallback procedure (Wiens, 2003), Learn-then-Test's fixed-sequence testing with delta spread
+  over the first few regions instead of staked on the first alone. Each region starts with its
+  share of delta (``WEIGHTS``); a certified region passes everything it has on to the next one. So
+  a clean sequence certifies on (almost) the whole delta, as fixed-sequence testing would, while a
+  strictest region that is rare (Claude's repeated answers, on traffic that does not repeat) or
+  that holds a few bad answers no longer blocks every region after it.
+  It is valid at every look: a false certification needs some truly-bad region's test to cross
+  1/(its share), and the shares a truly-bad region can ever hold (its own, plus those of the
+  truly-good regions just before it) add up over all truly-bad regions to at most delta.
 
 Observations are weighted by inverse probability. A served local answer is judged only when it is
 sampled for an audit (with probability ``p``), so an audit stands for ``1 / p`` answers: a bad audit
@@ -99,7 +105,13 @@ class BettingTest:
 
     @property
     def certified(self) -> bool:
-        spent = self.delta * (1 - _SPEND) * _SPEND**self.epoch
+        return self.passes(1.0)
+
+    def passes(self, share: float) -> bool:
+        """Certified on ``share`` of delta (the part this region holds in the fallback procedure)?"""
+        if share <= 0.0:
+            return False
+        spent = share * self.delta * (1 - _SPEND) * _SPEND**self.epoch
         return self.log_wealth >= math.log(1 / spent)
 
     @property
@@ -107,56 +119,94 @@ class BettingTest:
         return math.exp(min(self.log_wealth, 700.0))
 
 
+_NOT_SERVED = object()
+
 # Thresholds on the score (P(good)), strictest first; the conservative phase serves only from 0.95 up.
-THRESHOLDS: tuple[float, ...] = (0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
+# 1.0 is Claude's own answer repeated (finch.policy.decide); a model's score stays under it.
+THRESHOLDS: tuple[float, ...] = (
+    1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7
+)  # fmt: skip
+# Each region's own share of delta, strictest first; the rest start with none. Half on the repeats'
+# region, a quarter each on the two strictest regions of model scores: measured in
+# benchmarks/bound.py, what a clean sequence pays for them is about 40 more answers than staking all
+# on one region.
+WEIGHTS: tuple[float, ...] = (0.5, 0.25, 0.25)
 
 
 @dataclass
 class Certifier:
-    """Fixed-sequence testing over nested regions ``score >= t``, strictest ``t`` first."""
+    """The fallback procedure over nested regions ``score >= t``, strictest ``t`` first."""
 
     alpha: float
     delta: float = 0.05
     thresholds: Sequence[float] = THRESHOLDS
     tests: list[BettingTest] = field(default_factory=list)
+    weights: Sequence[float] = WEIGHTS  # shares of delta, strictest first; (1.0,) is fixed-sequence testing
 
     def __post_init__(self) -> None:
         if list(self.thresholds) != sorted(self.thresholds, reverse=True):
             raise ValueError("thresholds must run strictest first")
+        if abs(sum(self.weights) - 1.0) > 1e-9 or min(self.weights) < 0:
+            raise ValueError("weights must be shares of delta that add up to 1")
         if not self.tests:
             self.tests = [BettingTest(self.alpha, self.delta) for _ in self.thresholds]
 
     def observe(self, score: float, bad: bool | None, p_judged: float = 1.0) -> None:
         """An answer scored ``score`` enters every region it falls in."""
+        self.observe_first([(score, bad)], p_judged)
+
+    def observe_first(self, options: Sequence[tuple[float, bool | None]], p_judged: float = 1.0) -> None:
+        """One request whose candidate answers the policy tries in turn (``finch.policy.decide``):
+        at each threshold the first option scoring at least it is the answer served there, so that
+        option's verdict is the one its region counts."""
         for t, test in zip(self.thresholds, self.tests, strict=True):
-            if score >= t:
-                test.observe(bad, p_judged)
+            served = next((bad for score, bad in options if score >= t), _NOT_SERVED)
+            if served is not _NOT_SERVED:
+                test.observe(served, p_judged)  # type: ignore[arg-type]
+
+    def shares(self) -> list[float]:
+        """Each region's share of delta now: its own, plus what the certified regions just before it
+        passed on."""
+        shares, carried = [], 0.0
+        for i, test in enumerate(self.tests):
+            share = carried + (self.weights[i] if i < len(self.weights) else 0.0)
+            shares.append(share)
+            carried = share if test.passes(share) else 0.0  # a failing region passes nothing on
+        return shares
 
     def certified(self, floor: float = 0.0) -> float | None:
-        """The loosest threshold (not below ``floor``) certified along with every stricter one, or None."""
+        """The loosest certified threshold not below ``floor``, or None."""
         best = None
-        for t, test in zip(self.thresholds, self.tests, strict=True):
-            if t < floor or not test.certified:
-                break
-            best = t
+        for t, test, share in zip(self.thresholds, self.tests, self.shares(), strict=True):
+            if t >= floor and test.passes(share):
+                best = t
         return best
 
     def region(self, threshold: float | None) -> BettingTest | None:
         return None if threshold is None else self.tests[list(self.thresholds).index(threshold)]
+
+    def needed(self, threshold: float) -> float:
+        """The evidence (wealth) the region at ``threshold`` needs to be certified on its share now."""
+        i = list(self.thresholds).index(threshold)
+        share, test = self.shares()[i], self.tests[i]
+        return math.inf if share <= 0 else 1 / (share * test.delta * (1 - _SPEND) * _SPEND**test.epoch)
 
     def to_state(self) -> dict[str, Any]:
         return {"thresholds": list(self.thresholds), "tests": [vars(t).copy() for t in self.tests]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None, alpha: float, delta: float = 0.05) -> Certifier:
-        """The saved certifier, or a fresh one when none was saved for this bound and these thresholds
-        (evidence about another bound proves nothing about this one)."""
+        """The saved certifier. A region saved for this bound keeps its evidence; any other starts
+        fresh (evidence about another bound proves nothing about this one)."""
         fresh = cls(alpha, delta)
-        if not state or state.get("thresholds") != list(fresh.thresholds):
+        if not state:
             return fresh
-        tests = [BettingTest(**t) for t in state["tests"]]
-        if any(t.alpha != alpha or t.delta != delta for t in tests):
-            return fresh
+        saved = {
+            threshold: BettingTest(**test)
+            for threshold, test in zip(state.get("thresholds", []), state.get("tests", []), strict=False)
+            if test.get("alpha") == alpha and test.get("delta") == delta
+        }
+        tests = [saved.get(t, test) for t, test in zip(fresh.thresholds, fresh.tests, strict=True)]
         return cls(alpha, delta, fresh.thresholds, tests)
 
 

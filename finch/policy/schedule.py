@@ -32,6 +32,11 @@ class Schedule:
             return "conservative"
         return "learned"
 
+    @property
+    def floor_rate(self) -> float:
+        """The sampling rate the schedule ends on."""
+        return self.sampling[-1][1]
+
     def sample_rate(self, learned: int) -> float:
         for below, rate in self.sampling:
             if learned < below:

@@ -30,8 +30,8 @@ from starlette.types import Receive, Scope, Send
 
 from finch.config import Settings
 from finch.errors import ApiError, ClientGone, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
-from finch.learning.ensemble import AUDITED_REASONS
 from finch.metrics import Metrics
+from finch.policy.decide import AUDITED_REASONS
 from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable, estimate_tokens
 from finch.server.learning import LearningLoop
@@ -170,7 +170,7 @@ class Proxy:
         assert record.conversation is not None
         decision = await self.learning.decide(record.conversation, parsed.max_tokens)
         record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
-        record.p_good, record.audit_chance = decision.p_good, decision.audit_chance
+        record.p_good, record.audit_chance, record.tried = decision.p_good, decision.audit_chance, decision.tried
         if decision.route != Route.LOCAL:
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
             return None

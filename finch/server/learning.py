@@ -12,9 +12,10 @@ from typing import Any
 
 from finch.config import Settings, parse_sampling
 from finch.conversation import Conversation
-from finch.learning.ensemble import AUDITED_REASONS, Decision, Ensemble, LearningConfig
+from finch.learning.ensemble import Ensemble, LearningConfig
 from finch.learning.trainer import ClaudeAnswer, Feedback, Served, Trainer
 from finch.metrics import Metrics
+from finch.policy.decide import AUDITED_REASONS, Decision
 from finch.policy.schedule import Schedule
 from finch.server.pressure import Pressure
 from finch.sse import ResponseSummary
@@ -74,7 +75,7 @@ class LearningLoop:
         that would wait for the models is forwarded at once instead (``local_busy``), so the forward
         path never queues behind them. (One thread, not the server's pool of them: each thread that
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
-        if self.ensemble.phase == "cold_start":
+        if self.ensemble.standing.phase == "cold_start":
             return Decision(Route.FORWARD, Reason.COLD_START)  # known without the models: no trip to their thread
         if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision(Route.FORWARD, Reason.LOCAL_BUSY)
@@ -105,6 +106,7 @@ class LearningLoop:
             record.p_validator,
             record.p_good,
             record.audit_chance,
+            record.tried,
         )
         if record.route == Route.LOCAL:
             self.trainer.submit(Served(record.id, decision))

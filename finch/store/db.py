@@ -58,6 +58,8 @@ class RequestRecord:
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
     p_good: float | None = None  # the score compared with the operating point
     audit_chance: float = 1.0  # how likely a would-be-local answer was to be audited (not stored)
+    # The candidates the policy tried, in order, with their P(good): what an audit counts (not stored).
+    tried: tuple[tuple[str, float], ...] = field(default=(), repr=False)
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
 
 

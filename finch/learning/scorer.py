@@ -1,0 +1,105 @@
+"""Scores on the request path, from one published snapshot of the models.
+
+The trainer republishes a ``Scorer`` after it learns: frozen inference copies of the router,
+validator and generator, beside the retrieval memory and the stacker (both built to be read while
+the trainer writes: a row count published after its row, a fit replaced whole). A request takes one
+``Scorer`` for its whole decision and never waits on a lock the trainer holds.
+
+Each step costs more than the one before, so the ensemble calls them in order and stops as soon as
+the policy (``finch.policy.decide``) has its answer: the question's neighbourhood and the router
+(a few milliseconds, the question's embedding most of them), then the recalled answer's P(good),
+and only when that is not enough, the generator writing a candidate token by token.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+
+from finch.conversation import Conversation
+from finch.learning.memory import Memory, Neighbourhood, question_text
+from finch.learning.stacker import Stacker, stack_inputs
+from finch.models.learners import Router, Validator, Writer
+from finch.models.online import pad_batch
+from finch.models.tokenizer import FinchTokenizer
+
+Candidate = tuple[str, torch.Tensor]  # an answer and its embedding
+
+
+class Scorer:
+    def __init__(
+        self,
+        router: Router,
+        validator: Validator,
+        generator: Writer,
+        tokenizer: FinchTokenizer,
+        memory: Memory,
+        stacker: Stacker,
+        question_vec: Callable[[str], torch.Tensor],
+        embed_answers: Callable[[list[str]], torch.Tensor],
+    ) -> None:
+        self.router = _frozen(router.module)
+        self.router_prior = router.prior_logit()
+        self.router_len = router.config.max_len
+        self.router_features = bool(router.config.n_features)
+        self.validator = _frozen(validator.module)
+        self.validator_len = validator.config.max_len
+        self.generator = _frozen(generator.module)
+        self.generator_len = generator.config.max_len
+        self.tokenizer = tokenizer
+        self.memory = memory
+        self.stacker = stacker
+        self._question_vec = question_vec
+        self._embed_answers = embed_answers
+
+    def neighbourhood(self, conversation: Conversation) -> Neighbourhood | None:
+        return self.memory.around(self._question_vec(question_text(conversation)))
+
+    def p_router(self, conversation: Conversation, hood: Neighbourhood | None) -> float:
+        ids = self.tokenizer.render(conversation, self.router_len, cue_answer=False)
+        features = torch.tensor([self.memory.question_features(hood)]) if self.router_features else None
+        with torch.no_grad():
+            logits, _ = self.router(torch.tensor([ids]), features=features)
+        return float(torch.sigmoid(logits + self.router_prior)[0])
+
+    def score(
+        self, conversation: Conversation, hood: Neighbourhood | None, p_router: float, candidates: list[Candidate]
+    ) -> tuple[list[float], list[float]]:
+        """Each candidate's (P(good), the validator's own score)."""
+        if not candidates:
+            return [], []
+        tok = self.tokenizer
+        pairs = [tok.render_pair(conversation, text, self.validator_len) for text, _ in candidates]
+        evidence = [self.memory.features(hood, vec) for _, vec in candidates]
+        device = next(self.validator.parameters()).device
+        with torch.no_grad():
+            batch = pad_batch(pairs, tok.pad_id, device)
+            logits, _ = self.validator(batch, features=torch.tensor(evidence).to(device))
+        p_validators = torch.sigmoid(logits).tolist()
+        stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
+        return [self.stacker.p_good(inputs) for inputs in stacked], p_validators
+
+    def write(self, conversation: Conversation, limit: int, deadline: float) -> str | None:
+        """The generator's answer; "" when it ran past ``limit`` tokens (no candidate), None past the deadline."""
+        tok = self.tokenizer
+        prompt = tok.render(conversation, self.generator_len - 1)
+        ids: list[int] = []
+        for token in self.generator.generate(prompt, limit, tok.eos_id):
+            ids.append(token)
+            if time.monotonic() > deadline:
+                return None
+        return tok.decode(ids) if len(ids) < limit else ""
+
+    def embed_answer(self, text: str) -> torch.Tensor:
+        return self._embed_answers([text])[0]
+
+
+def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+    clone = copy.deepcopy(module)
+    clone.eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
