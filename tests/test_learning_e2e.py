@@ -46,12 +46,13 @@ SETTINGS = {
 
 
 class Finch:
-    def __init__(self, home, upstream_url):
-        settings = load_settings({"home": str(home), "upstream_url": upstream_url, **SETTINGS}, environ={})
-        self.app = build_app(settings)
+    def __init__(self, home, upstream_url, **overrides):
+        settings = {"home": str(home), "upstream_url": upstream_url, **SETTINGS, **overrides}
+        self.app = build_app(load_settings(settings, environ={}))
         self.server = ServerThread(self.app).start()
         self.url = self.server.url
-        self.sdk = anthropic.Anthropic(base_url=self.url, api_key=KEY, max_retries=0)
+        token = {"x-finch-token": overrides["client_token"]} if "client_token" in overrides else None
+        self.sdk = anthropic.Anthropic(base_url=self.url, api_key=KEY, max_retries=0, default_headers=token)
 
     @property
     def loop(self):

@@ -7,6 +7,10 @@ Routes:
     GET  /metrics         Prometheus
     GET  /finch/stats     request log totals and the learning loop's state, as JSON
     POST /finch/feedback  {"request_id": ..., "good": bool}: a user's verdict on an answer
+    GET  /finch/          the dashboard (a static page), and /finch/dashboard.json, what it shows
+
+With a client token set, every route that reads or changes finch's state asks for it too
+(``x-finch-token``); /healthz, /metrics and the dashboard's empty page do not.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from finch.metrics import Metrics
 from finch.policy.decide import AUDITED_REASONS
 from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable, estimate_tokens
+from finch.server import dashboard
 from finch.server.learning import LearningLoop
 from finch.server.local import local_message, local_response
 from finch.server.pressure import Pressure
@@ -99,7 +104,24 @@ class Proxy:
             self.learning.update_metrics()
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    async def dashboard_page(self, request: Request) -> Response:
+        """The page holds no data (it asks /finch/dashboard.json, with the client token), so it needs none."""
+        return Response(dashboard.page(), media_type="text/html; charset=utf-8")
+
+    async def dashboard_data(self, request: Request) -> Response:
+        try:
+            self._check_client_token(request)
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
+        loop, db = self.learning, self.settings.db_path
+        body = await run_in_threadpool(lambda: dashboard.report(db, loop.status() if loop is not None else None))
+        return Response(json.dumps(body), media_type=_JSON, headers={"cache-control": "no-store"})
+
     async def stats(self, request: Request) -> Response:
+        try:
+            self._check_client_token(request)
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
         db = self.settings.db_path
         body = await run_in_threadpool(
             lambda: {
@@ -115,6 +137,7 @@ class Proxy:
     async def feedback(self, request: Request) -> Response:
         """POST {"request_id": "req_finch_...", "good": false}: a verdict on an answer."""
         try:
+            self._check_client_token(request)
             body = parse_json_object(await request.body())
             request_id, good = body.get("request_id"), body.get("good")
             if not isinstance(request_id, str) or not isinstance(good, bool):
@@ -284,6 +307,8 @@ def build_app(settings: Settings, transport: httpx2.AsyncBaseTransport | None = 
             routing.Route("/metrics", proxy.metrics_route, methods=["GET"]),
             routing.Route("/finch/stats", proxy.stats, methods=["GET"]),
             routing.Route("/finch/feedback", proxy.feedback, methods=["POST"]),
+            routing.Route("/finch/", proxy.dashboard_page, methods=["GET"]),
+            routing.Route("/finch/dashboard.json", proxy.dashboard_data, methods=["GET"]),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _internal_error},
         lifespan=proxy.lifespan,

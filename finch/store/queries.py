@@ -113,3 +113,58 @@ def forget(db: Path, before: float | None = None) -> int:
         return deleted
     finally:
         conn.close()
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+
+_BUCKETS = 60  # points on the dashboard's time axis, whatever the log's span
+_NICE_BUCKETS_S = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+def bucket_seconds(db: Path) -> int:
+    """A round bucket width that cuts the log's span into at most about ``_BUCKETS`` points."""
+    row = read_rows(db, "SELECT MIN(ts) AS first, MAX(ts) AS last FROM requests")[0]
+    span = (row["last"] or 0.0) - (row["first"] or 0.0)
+    return next((b for b in _NICE_BUCKETS_S if span / b <= _BUCKETS), _NICE_BUCKETS_S[-1])
+
+
+def messages_over_time(db: Path, bucket_s: int) -> list[dict[str, Any]]:
+    """Messages requests per time bucket, by route, with dollars spent and saved."""
+    return read_rows(
+        db,
+        "SELECT CAST(ts / ? AS INTEGER) * ? AS t, COUNT(*) AS requests,"
+        " SUM(route = 'forward') AS forwarded, SUM(route = 'local') AS local,"
+        " SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
+        " FROM requests WHERE path = '/v1/messages' AND route != 'reject' GROUP BY t ORDER BY t",
+        (bucket_s, bucket_s),
+    )
+
+
+def learning_over_time(db: Path, bucket_s: int) -> list[dict[str, Any]]:
+    """Per time bucket: audits and bad audits, and the operating point at the bucket's end."""
+    return read_rows(
+        db,
+        "SELECT b.t, b.audits, b.audits_bad, l.threshold FROM ("
+        " SELECT CAST(ts / ? AS INTEGER) * ? AS t, SUM(audit) AS audits,"
+        " SUM(audit = 1 AND audit_good = 0) AS audits_bad, MAX(id) AS last"
+        " FROM learning GROUP BY t) b JOIN learning l ON l.id = b.last ORDER BY b.t",
+        (bucket_s, bucket_s),
+    )
+
+
+def recent_requests(db: Path, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest requests, a local answer's question and answer with it."""
+    rows = read_rows(
+        db,
+        "SELECT r.id, r.ts, r.model, r.route, r.reason, r.status, r.latency_ms, r.input_tokens,"
+        " r.output_tokens, r.cost_usd, r.saved_usd, a.conversation, a.answer, f.good AS feedback"
+        " FROM (SELECT * FROM requests ORDER BY ts DESC LIMIT ?) r"
+        " LEFT JOIN local_answers a ON a.request_id = r.id"
+        " LEFT JOIN (SELECT request_id, MIN(good) AS good FROM feedback GROUP BY request_id) f"
+        " ON f.request_id = r.id ORDER BY r.ts DESC",
+        (limit,),
+    )
+    for row in rows:
+        conversation = row.pop("conversation")
+        row["question"] = Conversation.from_json(conversation).turns[-1][1] if conversation else None
+    return rows
