@@ -76,6 +76,7 @@ class Teacher:
         self.by_path: Counter[str] = Counter()
         self.faults_served: Counter[str] = Counter()
         self.last_request: dict[str, Any] = {}
+        self.received: deque[dict[str, Any]] = deque(maxlen=1000)  # each request's metadata, newest last
         self.faults.clear()
 
     # -- routes -------------------------------------------------------------------------------
@@ -189,6 +190,7 @@ class Teacher:
             "anthropic-beta": headers.get("anthropic-beta"),
             "body_sha256": hashlib.sha256(body).hexdigest(),
         }
+        self.received.append(self.last_request)
         if self.config.require_auth and auth is None:
             return body, _error(401, "authentication_error", "x-api-key header is required", {})
         return body, None
