@@ -1,8 +1,8 @@
-"""The Messages API on the wire: encoding server-sent events, and reading usage and answer text
-back from a relayed response (JSON or SSE).
+"""Server-sent events on the wire, and what a relayed response said and cost (``ResponseSummary``).
 
-Reading happens off the request path: the relay only keeps the bytes, and the store's writer thread
-calls ``summarize_response`` after the client has its answer.
+Reading a response happens off the request path: the relay only keeps the bytes, and the store's
+writer thread has the request's dialect (``finch.dialects``) summarise them after the client has
+its answer.
 """
 
 from __future__ import annotations
@@ -69,68 +69,3 @@ def decode_body(chunks: Iterable[bytes], content_encoding: str | None) -> bytes:
     except zlib.error:
         return b""
     return raw if encoding in ("", "identity") else b""
-
-
-def summarize_response(body: bytes, is_sse: bool) -> ResponseSummary:
-    summary = ResponseSummary()
-    if is_sse:
-        _summarize_sse(body, summary)
-    else:
-        _summarize_json(body, summary)
-    return summary
-
-
-def _summarize_json(body: bytes, summary: ResponseSummary) -> None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return
-    if not isinstance(data, dict):
-        return
-    if data.get("type") == "error":
-        error = data.get("error")
-        summary.error_type = error.get("type") if isinstance(error, dict) else "error"
-        return
-    summary.add_usage(data.get("usage"))
-    summary.stop_reason = data.get("stop_reason")
-    summary.text = _text_of_blocks(data.get("content"))
-
-
-def _summarize_sse(body: bytes, summary: ResponseSummary) -> None:
-    parts: list[str] = []
-    plain_text = True
-    for event, raw in iter_sse(body):
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(data, dict):
-            continue
-        if event == "message_start":
-            summary.add_usage((data.get("message") or {}).get("usage"))
-        elif event == "message_delta":
-            summary.add_usage(data.get("usage"))
-            summary.stop_reason = (data.get("delta") or {}).get("stop_reason") or summary.stop_reason
-        elif event == "content_block_start":
-            plain_text = plain_text and (data.get("content_block") or {}).get("type") == "text"
-        elif event == "content_block_delta":
-            delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                parts.append(delta.get("text", ""))
-            else:
-                plain_text = False
-        elif event == "error":
-            summary.error_type = (data.get("error") or {}).get("type", "error")
-    complete = summary.stop_reason is not None and summary.error_type is None
-    summary.text = "".join(parts) if plain_text and complete else None
-
-
-def _text_of_blocks(content: Any) -> str | None:
-    if not isinstance(content, list):
-        return None
-    parts = []
-    for block in content:
-        if not isinstance(block, dict) or block.get("type") != "text":
-            return None
-        parts.append(block.get("text", ""))
-    return "".join(parts)

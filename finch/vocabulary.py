@@ -64,6 +64,8 @@ _INELIGIBLE = {
     "image": "the request holds an image",
     "document": "the request holds a document",
     "content": "a message holds content other than text",
+    "choices": "several answers were asked for (n > 1)",
+    "format": "a structured response format was asked for",
 }
 
 

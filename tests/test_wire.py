@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
+from finch.dialects import anthropic
 from finch.errors import InvalidRequest
 from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable
-from finch.server.schema import parse_messages_request
-from finch.sse import decode_body, sse_event, summarize_response
+from finch.sse import decode_body, sse_event
 
 
 def body(**extra):
@@ -18,13 +18,13 @@ def body(**extra):
 
 
 def test_valid_request_keeps_every_field():
-    parsed = parse_messages_request(json.dumps(body(stream=True, thinking={"type": "enabled"})).encode())
+    parsed = anthropic.parse(json.dumps(body(stream=True, thinking={"type": "enabled"})).encode())
     assert parsed.stream and parsed.model == "m" and parsed.body["thinking"] == {"type": "enabled"}
 
 
 def test_invalid_request_message_names_the_field():
     with pytest.raises(InvalidRequest, match="max_tokens"):
-        parse_messages_request(b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}')
+        anthropic.parse(b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}')
 
 
 @pytest.mark.parametrize(
@@ -93,17 +93,17 @@ def _sse(*pieces, stop="end_turn"):
 
 
 def test_sse_summary_reads_usage_and_text():
-    summary = summarize_response(_sse("Hello", " world"), is_sse=True)
+    summary = anthropic.summarize(_sse("Hello", " world"), is_sse=True)
     assert (summary.input_tokens, summary.output_tokens, summary.text) == (11, 7, "Hello world")
 
 
 def test_sse_summary_of_a_cut_stream_has_no_text():
-    assert summarize_response(_sse("Hel", stop=None), is_sse=True).text is None
+    assert anthropic.summarize(_sse("Hel", stop=None), is_sse=True).text is None
 
 
 def test_sse_summary_with_crlf_line_endings():
     raw = _sse("a", "b").replace(b"\n", b"\r\n")
-    assert summarize_response(raw, is_sse=True).text == "ab"
+    assert anthropic.summarize(raw, is_sse=True).text == "ab"
 
 
 def test_json_summary_and_gzip():
@@ -113,13 +113,13 @@ def test_json_summary_and_gzip():
         "stop_reason": "end_turn",
     }
     raw = gzip.compress(json.dumps(message).encode())
-    summary = summarize_response(decode_body([raw[:10], raw[10:]], "gzip"), is_sse=False)
+    summary = anthropic.summarize(decode_body([raw[:10], raw[10:]], "gzip"), is_sse=False)
     assert (summary.text, summary.input_tokens) == ("hi", 3)
 
 
 def test_tool_use_answers_are_not_examples():
     message = {"content": [{"type": "tool_use", "id": "x"}], "usage": {"input_tokens": 3, "output_tokens": 1}}
-    assert summarize_response(json.dumps(message).encode(), is_sse=False).text is None
+    assert anthropic.summarize(json.dumps(message).encode(), is_sse=False).text is None
 
 
 def test_prices_match_their_row_and_overrides():

@@ -23,6 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from types import ModuleType
 
 import httpx2
 from starlette import routing
@@ -32,18 +33,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from finch import dialects
 from finch.config import Settings
+from finch.dialects import anthropic
+from finch.dialects.common import ParsedRequest, parse_json_object
 from finch.errors import ApiError, ClientGone, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
 from finch.metrics import Metrics
 from finch.policy.decide import AUDITED_REASONS
-from finch.policy.eligibility import eligibility
 from finch.pricing import PriceTable, estimate_tokens
 from finch.server import dashboard
 from finch.server.learning import LearningLoop
-from finch.server.local import local_message, local_response
+from finch.server.local import local_response
 from finch.server.pressure import Pressure
 from finch.server.relay import HOP_BY_HOP, RelayResponse
-from finch.server.schema import MessagesRequest, parse_json_object, parse_messages_request
 from finch.store import queries
 from finch.store.db import RequestRecord, Store
 from finch.upstream.client import UpstreamClient
@@ -155,6 +157,7 @@ class Proxy:
 
     async def forward(self, request: Request) -> Response | RelayResponse:
         started = time.perf_counter()
+        dialect = dialects.for_path(request.url.path) if request.method == "POST" else None
         record = RequestRecord(
             id="req_finch_" + secrets.token_hex(12),
             ts=time.time(),
@@ -167,13 +170,13 @@ class Proxy:
         try:
             self._check_client_token(request)
             body = await self._read_body(request)
-            if record.path == "/v1/messages" and request.method == "POST":
-                parsed = parse_messages_request(body)
+            if dialect is not None:
+                parsed = dialect.parse(body)
                 record.model, record.stream = parsed.model, parsed.stream
                 max_chars = self.learning.max_chars if self.learning is not None else None
-                record.conversation, record.reason = eligibility(parsed.body, max_chars)
+                record.conversation, record.reason = dialect.conversation(parsed.body, max_chars)
                 if record.conversation is not None:
-                    local = await self._try_local(record, parsed, started)
+                    local = await self._try_local(record, dialect, parsed, started)
                     if local is not None:
                         return local
             headers = self._upstream_headers(request)
@@ -181,11 +184,13 @@ class Proxy:
                 request.method, record.path, request.scope["query_string"], headers, body
             )
         except ApiError as exc:
-            return self._reject(record, exc, started)
+            return self._reject(record, exc, started, dialect or anthropic)
         extra = [(b"x-finch-request-id", record.id.encode()), (b"x-finch-source", b"upstream")]
-        return RelayResponse(upstream, record, self.store, started, extra, keep_body=record.path == "/v1/messages")
+        return RelayResponse(upstream, record, self.store, started, extra, dialect)
 
-    async def _try_local(self, record: RequestRecord, parsed: MessagesRequest, started: float) -> Response | None:
+    async def _try_local(
+        self, record: RequestRecord, dialect: ModuleType, parsed: ParsedRequest, started: float
+    ) -> Response | None:
         """Answer locally when the policy says so; otherwise note why not and return None."""
         if self.learning is None:
             record.reason = Reason.LEARNING_OFF
@@ -200,22 +205,23 @@ class Proxy:
         assert decision.answer is not None
         conversation_text = record.conversation.system + "".join(t for _, t in record.conversation.turns)
         usage = (estimate_tokens(conversation_text), estimate_tokens(decision.answer))
-        message = local_message(parsed.model, decision.answer, *usage)
-        response = local_response(message, parsed.stream, record.id)
+        response = local_response(dialect, parsed, decision.answer, usage, record.id)
         record.route, record.status, record.local_answer, record.local_usage = Route.LOCAL, 200, decision.answer, usage
         record.latency_ms = record.ttfb_ms = (time.perf_counter() - started) * 1000
         self.learning.served(record.id, record.conversation, decision.answer)
         self.store.submit(record)
         return response
 
-    def _reject(self, record: RequestRecord, exc: ApiError, started: float) -> Response:
+    def _reject(self, record: RequestRecord, exc: ApiError, started: float, dialect: ModuleType) -> Response:
+        """finch's own error, in the words of the request's dialect."""
         record.route = Route.REJECT if exc.status < 500 else Route.FORWARD
         record.reason = exc.error_type
         record.status = exc.status
         record.error_type = exc.error_type
         record.latency_ms = (time.perf_counter() - started) * 1000
         self.store.submit(record)
-        return Response(exc.body(), status_code=exc.status, media_type=_JSON, headers={"x-finch-request-id": record.id})
+        body = dialect.error_body(exc.error_type, exc.message)
+        return Response(body, status_code=exc.status, media_type=_JSON, headers={"x-finch-request-id": record.id})
 
     def _check_client_token(self, request: Request) -> None:
         expected = self.settings.client_token

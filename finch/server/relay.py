@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import ModuleType
 
 import anyio
 import httpx2
 from starlette.types import Receive, Scope, Send
 
-from finch.errors import sse_error_event
+from finch.dialects import anthropic
 from finch.store.db import RequestRecord, Store
 from finch.upstream.client import UpstreamResponse
 
@@ -45,13 +46,14 @@ class RelayResponse:
         store: Store,
         started: float,
         extra_headers: list[tuple[bytes, bytes]],
-        keep_body: bool,
+        dialect: ModuleType | None,
     ) -> None:
+        """``dialect``: the request's (``finch.dialects``), when finch learns from it; None to pass through."""
         self.upstream = upstream
         self.record = record
         self.store = store
         self.started = started
-        self.keep_body = keep_body
+        self.dialect = dialect
         response = upstream.response
         self.headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP] + extra_headers
         content_type = response.headers.get("content-type", "")
@@ -95,7 +97,7 @@ class RelayResponse:
             async for chunk in response.aiter_raw():
                 if record.ttfb_ms is None:
                     record.ttfb_ms = (time.perf_counter() - self.started) * 1000
-                if self.keep_body and kept < _KEEP_MAX:
+                if self.dialect is not None and kept < _KEEP_MAX:
                     record.chunks.append(chunk)
                     kept += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -104,16 +106,11 @@ class RelayResponse:
         except (httpx2.TransportError, httpx2.StreamError) as exc:
             record.error_type = "upstream_disconnected"
             if record.is_sse:
-                # The status line is long gone; an SSE error event is how the API reports this.
+                # The status line is long gone; an error in the stream is how the API reports this.
                 message = f"upstream connection lost mid-stream ({type(exc).__name__})"
                 self._done = True
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": sse_error_event("api_error", message),
-                        "more_body": False,
-                    }
-                )
+                ending = (self.dialect or anthropic).stream_error("api_error", message)
+                await send({"type": "http.response.body", "body": ending, "more_body": False})
             # A JSON body cut short is left unfinished: the server closes the connection and the
             # client sees the failure, as it would have talking to the upstream directly.
         finally:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finch import dialects
 from finch.conversation import Conversation
 from finch.pricing import PriceTable
-from finch.sse import ResponseSummary, decode_body, summarize_response
+from finch.sse import ResponseSummary, decode_body
 from finch.store.migrations import migrate
 from finch.vocabulary import Route
 
@@ -231,10 +232,11 @@ class Store:
             summary = ResponseSummary(input_tokens=record.local_usage[0], output_tokens=record.local_usage[1])
             summary.text = record.local_answer
             return summary, self.prices.cost(record.model or "", *record.local_usage)
-        if not record.chunks or record.path != "/v1/messages":
+        dialect = dialects.for_path(record.path)
+        if not record.chunks or dialect is None:
             return ResponseSummary(error_type=record.error_type), 0.0
         body = decode_body(record.chunks, record.content_encoding)
-        summary = summarize_response(body, record.is_sse)
+        summary = dialect.summarize(body, record.is_sse)
         summary.error_type = summary.error_type or record.error_type
         cost = 0.0
         if record.route == Route.FORWARD and record.model:

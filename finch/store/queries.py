@@ -129,13 +129,14 @@ def bucket_seconds(db: Path) -> int:
 
 
 def messages_over_time(db: Path, bucket_s: int) -> list[dict[str, Any]]:
-    """Messages requests per time bucket, by route, with dollars spent and saved."""
+    """Requests finch could learn from (either dialect) per time bucket, by route, with dollars."""
     return read_rows(
         db,
         "SELECT CAST(ts / ? AS INTEGER) * ? AS t, COUNT(*) AS requests,"
         " SUM(route = 'forward') AS forwarded, SUM(route = 'local') AS local,"
         " SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
-        " FROM requests WHERE path = '/v1/messages' AND route != 'reject' GROUP BY t ORDER BY t",
+        " FROM requests WHERE path IN ('/v1/messages', '/v1/chat/completions') AND route != 'reject'"
+        " GROUP BY t ORDER BY t",
         (bucket_s, bucket_s),
     )
 

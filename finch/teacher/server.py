@@ -1,4 +1,5 @@
-"""The teacher simulator: a real Messages API server that answers from a question/answer corpus.
+"""The teacher simulator: a real Messages API server that answers from a question/answer corpus
+(and Chat Completions too: ``finch.teacher.openai``).
 
 It stands in for Claude in tests, demos and benchmarks. Beyond the API it offers:
 
@@ -14,6 +15,7 @@ Random faults at configured rates, time to first token and per-token delay are s
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -34,6 +36,7 @@ from finch.errors import error_body
 from finch.pricing import estimate_tokens as count_tokens
 from finch.sse import sse_event
 from finch.teacher.corpus import Corpus, reword
+from finch.teacher.openai import chat_completions
 
 MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-5")
 _FAULT_STATUS = {
@@ -291,6 +294,7 @@ def build_teacher_app(teacher: Teacher) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/messages", teacher.messages, methods=["POST"]),
+            Route("/v1/chat/completions", functools.partial(chat_completions, teacher), methods=["POST"]),
             Route("/v1/messages/count_tokens", teacher.count_tokens, methods=["POST"]),
             Route("/v1/models", teacher.models, methods=["GET"]),
             Route("/v1/models/{model_id}", teacher.model, methods=["GET"]),

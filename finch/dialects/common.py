@@ -1,0 +1,43 @@
+"""What every dialect shares: the request finch relies on, and the checks of a JSON body."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from finch.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """What finch relies on in a request, whatever its dialect."""
+
+    model: str
+    max_tokens: int  # the longest answer the client will take: a local answer must fit
+    stream: bool
+    body: dict[str, Any]
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("request body is not valid UTF-8") from exc
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("request body is nested too deeply") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def check_model(model: Any) -> str:
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: Field required (a non-empty string)")
+    if not model.isascii():  # model names are ASCII; this also refuses JSON's lone-surrogate escapes
+        raise InvalidRequest(f"model: {model.encode('unicode_escape').decode()!r} is not a model name")
+    return model
