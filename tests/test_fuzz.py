@@ -76,6 +76,39 @@ def test_messages_never_answers_500_to_a_client_mistake(servers, body):
     assert_well_formed(servers.post("/v1/messages", content=body, headers={"content-type": "application/json"}))
 
 
+chat_bodies = st.one_of(
+    st.binary(max_size=300),
+    st.fixed_dictionaries(
+        {
+            "model": st.one_of(st.just("claude-haiku-4-5"), json_values),
+            "messages": st.one_of(st.just([{"role": "user", "content": QA[0][0]}]), messages, json_values),
+        },
+        optional={
+            key: json_values | st.integers(-2, 3)
+            for key in (
+                "max_tokens",
+                "max_completion_tokens",
+                "stream",
+                "n",
+                "tools",
+                "response_format",
+                "stream_options",
+            )
+        },
+    ).map(lambda d: json.dumps(d).encode()),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=chat_bodies)
+def test_chat_completions_never_answers_500_to_a_client_mistake(servers, body):
+    TRIED["cases"] += 1
+    response = servers.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code < 500, (response.status_code, response.text[:300])
+    if response.status_code >= 400:  # in the dialect's own shape
+        assert isinstance(response.json()["error"]["message"], str)
+
+
 # A client library will not even send a value with leading or trailing spaces, so neither do we.
 header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200).map(str.strip)
 

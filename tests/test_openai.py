@@ -128,3 +128,17 @@ def test_learned_questions_are_answered_locally_in_either_dialect(learned):
     messages = anthropic.Anthropic(base_url=learned.url, api_key=KEY, max_retries=0)
     raw = messages.messages.with_raw_response.create(model=MODEL, max_tokens=100, messages=ask(TRAIN[0][0]))
     assert raw.headers["x-finch-source"] == "local" and raw.parse().content[0].text == TRAIN[0][1]
+
+
+@pytest.mark.parametrize(
+    "field", ["max_tokens", "max_completion_tokens", "stream", "n", "response_format", "stream_options", "tools"]
+)
+def test_a_field_of_the_wrong_type_is_a_clear_400_or_passes_through(finch, field):
+    """Each field finch reads, on an otherwise good request, with values of every other JSON type:
+    never a 500 from finch."""
+    for bad in ([1], "x", 7, 2.5, {"a": 1}, True, None, -1):
+        body = {"model": MODEL, "messages": ask(QA[0][0]), field: bad}
+        response = httpx.post(finch.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
+        assert response.status_code < 500, (field, bad, response.text)
+        if response.headers.get("x-finch-source") != "upstream" and response.status_code >= 400:
+            assert field in response.json()["error"]["message"]

@@ -43,12 +43,19 @@ def parse(raw: bytes) -> ParsedRequest:
             raise InvalidRequest(f"messages.{i}.role: Field required (a string)")
         if message.get("content") is not None and not isinstance(message["content"], str | list):
             raise InvalidRequest(f"messages.{i}.content: must be a string or a list of parts")
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    limit = body.get(key)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InvalidRequest("max_completion_tokens: must be a positive integer")
+        raise InvalidRequest(f"{key}: must be a positive integer")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
+    for key in ("response_format", "stream_options"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise InvalidRequest(f"{key}: must be an object")
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InvalidRequest("n: must be a positive integer")
     return ParsedRequest(model=model, max_tokens=limit or _UNBOUNDED, stream=stream, body=body)
 
 
@@ -56,7 +63,7 @@ def conversation(body: dict[str, Any], max_chars: int | None = None) -> tuple[Co
     """The plain-text conversation, or why there is none (the reasons of ``finch.policy.eligibility``)."""
     if any(body.get(key) for key in ("tools", "functions", "tool_choice", "function_call")):
         return None, "ineligible:tools"
-    if body.get("n", 1) != 1:
+    if (body.get("n") or 1) != 1:
         return None, "ineligible:choices"  # several answers asked for: finch gives one
     if (body.get("response_format") or {}).get("type", "text") != "text":
         return None, "ineligible:format"
