@@ -26,7 +26,7 @@ from finch.bundled import chatterbot_pairs
 from finch.conversation import Conversation
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
-from finch.models.learners import Router, Validator, Writer
+from finch.models.learners import Generator, Router, Validator
 from finch.models.tokenizer import build_tokenizer, bundled_texts
 
 
@@ -47,7 +47,7 @@ def measure(preset: str, kind: str, queue: mp.Queue) -> None:
     tokenizer = build_tokenizer(bundled_texts())
     pairs = qa_pairs(64)
     if kind == "generator":
-        learner = Writer(generator_config(preset, tokenizer.vocab_size), tokenizer)
+        learner = Generator(generator_config(preset, tokenizer.vocab_size), tokenizer)
         update = lambda i: learner.learn(ask(pairs[i % 64][0]), pairs[i % 64][1])  # noqa: E731
     elif kind == "router":
         learner = Router(encoder_config(preset, tokenizer.vocab_size), tokenizer)
@@ -95,7 +95,7 @@ def sightings_to_reproduce(preset: str, queue: mp.Queue) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = build_tokenizer(bundled_texts())
     pairs = qa_pairs(20, seed=1)
-    writer = Writer(generator_config(preset, tokenizer.vocab_size), tokenizer)
+    writer = Generator(generator_config(preset, tokenizer.vocab_size), tokenizer)
     first_exact: dict[int, int] = {}
     for sighting in range(1, 13):
         for question, answer in pairs:

@@ -16,7 +16,7 @@ from finch.conversation import Conversation
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
-from finch.models.learners import Router, Validator, Writer, load_learner
+from finch.models.learners import Generator, Router, Validator, load_learner
 from finch.models.tokenizer import TokenizerMismatch, build_tokenizer, bundled_texts, load_or_build
 from tests.datasets import banking77
 
@@ -75,7 +75,7 @@ def test_generator_memorises_32_answers(tokenizer):
         if len(answer) > 20 and question not in distinct:
             distinct[question] = answer
     items = rng.sample(sorted(distinct.items()), 32)
-    writer = Writer(generator_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
+    writer = Generator(generator_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
     epoch_losses = []
     for _ in range(4):
         rng.shuffle(items)
@@ -93,7 +93,7 @@ def test_generator_answers_unseen_paraphrases(tokenizer):
     train, test = banking77("train"), banking77("test")
     rng = random.Random(0)
     stream = [(u, i) for i in INTENTS for u in rng.sample(train[i], 30)]
-    writer = Writer(generator_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
+    writer = Generator(generator_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
     for _ in range(2):
         rng.shuffle(stream)
         for utterance, intent in stream:
@@ -185,7 +185,7 @@ def test_untrained_models_are_pessimistic(tokenizer):
 
 
 def _trained(tokenizer, steps=8):
-    writer = Writer(generator_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
+    writer = Generator(generator_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
     router = Router(encoder_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
     validator = Validator(encoder_config("tiny", tokenizer.vocab_size), tokenizer, seed=0)
     for i in range(steps):
@@ -257,10 +257,10 @@ from pathlib import Path
 from finch.conversation import Conversation
 from finch.models import checkpoint
 from finch.models.generator import generator_config
-from finch.models.learners import Writer
+from finch.models.learners import Generator
 from finch.models.tokenizer import FinchTokenizer
 tokenizer = FinchTokenizer.load(Path(sys.argv[1]))
-writer = Writer(generator_config("tiny", tokenizer.vocab_size), tokenizer)
+writer = Generator(generator_config("tiny", tokenizer.vocab_size), tokenizer)
 for i in range(10_000):
     writer.learn(Conversation("", (("user", f"q{i}"),)), f"a{i}")
     checkpoint.save(Path(sys.argv[2]), writer, tokenizer.hash, keep=2)

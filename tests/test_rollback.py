@@ -19,18 +19,18 @@ def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
     for i in range(3):
         ensemble.learn_from_claude(ask(f"question {i}"), f"answer {i}")
     ensemble.save()
-    good_step = ensemble.writer.step
+    good_step = ensemble.generator.step
     for i in range(3):
         ensemble.learn_from_claude(ask(f"other {i}"), f"reply {i}")
     ensemble.save()  # the checkpoint whose models the audits will judge
-    assert ensemble.writer.step > good_step
+    assert ensemble.generator.step > good_step
 
     for i in range(25):
         ensemble.learn_from_claude(ask(f"audit {i}"), "Paris is the capital of France.", BAD_AUDIT)
         if ensemble.rollbacks:
             break
     assert ensemble.rollbacks == 1
-    assert ensemble.writer.step == good_step
+    assert ensemble.generator.step == good_step
     assert ensemble.status()["rollbacks"] == 1
     # The audited-bad checkpoint is gone: a restart cannot load it.
     assert latest(tmp_path / "models" / "generator", "generator", ensemble.tokenizer.hash).meta["step"] == good_step

@@ -15,7 +15,6 @@ Two sides, two threads:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import random
 import threading
@@ -30,16 +29,13 @@ import torch
 
 from finch.config import Settings
 from finch.conversation import Conversation
-from finch.learning.consistency import Consistency
+from finch.learning.home import ModelHome
 from finch.learning.judge import Judge, normalise
-from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory, Neighbourhood, question_text
+from finch.learning.memory import Memory, Neighbourhood, question_text
 from finch.learning.scorer import Candidate, Scorer
 from finch.learning.stacker import Stacker, stack_inputs
-from finch.models import checkpoint
-from finch.models.encoder import encoder_config
-from finch.models.generator import generator_config
-from finch.models.learners import Router, Validator, Writer, load_learner
-from finch.models.tokenizer import FinchTokenizer, atomic_write_text, load_or_build
+from finch.models.learners import Generator, Router, Validator
+from finch.models.tokenizer import FinchTokenizer, load_or_build
 from finch.policy import decide as policy
 from finch.policy.bound import Certifier, audit_interval
 from finch.policy.decide import Decision, Standing
@@ -85,16 +81,16 @@ class Ensemble:
     def __init__(self, home: Path, config: LearningConfig, seed_texts: Iterable[str] = ()) -> None:
         self.home = home
         self.config = config
-        self.models_dir = home / "models"
+        self.files = ModelHome(home / "models")
         self.tokenizer: FinchTokenizer = load_or_build(home / "tokenizer.json", seed_texts)
         self.judge = Judge(config.judge_threshold)
         self.memory = Memory(config.judge_threshold)
-        if (self.models_dir / "memory.safetensors").exists():
-            self.memory.load(self.models_dir / "memory.safetensors")
-        self.router: Router = self._load_or_new("router")  # type: ignore[assignment]
-        self.validator: Validator = self._load_or_new("validator")  # type: ignore[assignment]
-        self.writer: Writer = self._load_or_new("generator")  # type: ignore[assignment]
-        state = self._read_state()
+        self.files.load_memory(self.memory)
+        preset, seed = config.preset, config.seed
+        self.router: Router = self.files.learner("router", self.tokenizer, preset, seed)  # type: ignore[assignment]
+        self.validator: Validator = self.files.learner("validator", self.tokenizer, preset, seed)  # type: ignore[assignment]
+        self.generator: Generator = self.files.learner("generator", self.tokenizer, preset, seed)  # type: ignore[assignment]
+        state = self.files.state()
         self.learned: int = state.get("learned", 0)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
         # Every scored answer's evidence, since the first: the bound holds for as long as finch runs.
@@ -108,7 +104,7 @@ class Ensemble:
         self.period_audits = state.get("period_audits", {"good": 0, "bad": 0})
         self.rollbacks: int = state.get("rollbacks", 0)
         self.judge.framing.known = frozenset(state.get("framing", []))
-        self.consistency = Consistency.from_state(_read_json(self.models_dir / "consistency.json"))
+        self.consistency = self.files.consistency()
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         # People ask the same things again: a repeated question skips its embedding on the request path.
@@ -204,7 +200,7 @@ class Ensemble:
         key = _key(conversation)
         repeated = self.consistency.answer(key)  # what finch would have repeated, before this answer
         repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
-        written = self.writer.answer(conversation, self.config.max_local_tokens)
+        written = self.generator.answer(conversation, self.config.max_local_tokens)
         question_vec, (written_vec, teacher_vec) = self.judge.embed_with_answers(
             question_text(conversation), [written, teacher_answer]
         )
@@ -248,7 +244,7 @@ class Ensemble:
             return self.memory.features(hood, self.judge.embed_answers([other])[0])
 
         losses = {
-            "generator": self.writer.learn(conversation, teacher_answer),
+            "generator": self.generator.learn(conversation, teacher_answer),
             "router": self.router.learn(conversation, good, router_features),
         }
         validator_losses = [
@@ -275,19 +271,10 @@ class Ensemble:
         bad, n = self.period_audits["bad"], self.period_audits["good"] + self.period_audits["bad"]
         if n < min_audits or clopper_pearson(bad, n)[0] <= self.config.max_bad_local:
             return False
-        restored = {kind: _previous_checkpoint(self.models_dir / kind) for kind in ("router", "validator", "generator")}
-        if any(path is None for path in restored.values()):
+        restored = self.files.roll_back(self._learners())
+        if restored is None:
             return False
-        for learner in (self.router, self.validator, self.writer):
-            found = restored[learner.kind]
-            assert found is not None
-            checkpoint.restore(checkpoint.Checkpoint(found, checkpoint.verify(found)), learner)
-            for newer in sorted(found.parent.glob("ckpt-*")):
-                if newer.name > found.name:  # the audited-bad ones must never be loaded again
-                    checkpoint.discard(newer)
-        log.warning(
-            "audits found %d bad of %d since the last checkpoint: rolled back to %s", bad, n, restored["generator"]
-        )
+        log.warning("audits found %d bad of %d since the last checkpoint: rolled back to %s", bad, n, restored)
         self.period_audits = {"good": 0, "bad": 0}
         self.rollbacks += 1
         self.publish()
@@ -315,7 +302,7 @@ class Ensemble:
             "validator": self.validator.learn(conversation, local_answer, good, self.memory.features(hood, answer_vec)),
         }
         if teacher_answer is not None:
-            losses["generator"] = self.writer.learn(conversation, teacher_answer)
+            losses["generator"] = self.generator.learn(conversation, teacher_answer)
         return Judged(good, divergence, None, None, losses, attempt=local_answer)
 
     def count_served(self, served: Decision) -> None:
@@ -347,7 +334,7 @@ class Ensemble:
         return Scorer(
             self.router,
             self.validator,
-            self.writer,
+            self.generator,
             self.tokenizer,
             self.memory,
             self.stacker,
@@ -362,10 +349,6 @@ class Ensemble:
         return Standing(self.phase, self.threshold, rate, self.over_bound(), min(rate, schedule.floor_rate))
 
     def save(self) -> None:
-        for learner in (self.router, self.validator, self.writer):
-            checkpoint.save(self.models_dir / learner.kind, learner, self.tokenizer.hash)
-        self.memory.save(self.models_dir / "memory.safetensors")
-        atomic_write_text(self.models_dir / "consistency.json", json.dumps(self.consistency.to_state()))
         state = {
             "learned": self.learned,
             "blocked": sorted(self.blocked),
@@ -377,8 +360,11 @@ class Ensemble:
             "rollbacks": self.rollbacks,
             "framing": sorted(self.judge.framing.known),
         }
-        atomic_write_text(self.models_dir / "state.json", json.dumps(state))
+        self.files.save(self._learners(), self.tokenizer, self.memory, self.consistency, state)
         self.period_audits = {"good": 0, "bad": 0}
+
+    def _learners(self) -> tuple[Router, Validator, Generator]:
+        return self.router, self.validator, self.generator
 
     def status(self) -> dict[str, Any]:
         n = self.audits["good"] + self.audits["bad"]
@@ -404,41 +390,6 @@ class Ensemble:
             "bad_local_interval": [low, high],
             "rollbacks": self.rollbacks,
         }
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _load_or_new(self, kind: str) -> Router | Validator | Writer:
-        loaded = load_learner(self.models_dir / kind, kind, self.tokenizer)
-        if loaded is not None:
-            return loaded  # type: ignore[return-value]
-        vocab = self.tokenizer.vocab_size
-        preset, seed = self.config.preset, self.config.seed
-        if kind == "generator":
-            return Writer(generator_config(preset, vocab), self.tokenizer, seed=seed)
-        features = N_FEATURES if kind == "validator" else N_ROUTER_FEATURES
-        config = encoder_config(
-            preset, vocab, pad_id=self.tokenizer.pad_id, sep_id=self.tokenizer.sep_id, n_features=features
-        )
-        return (Router if kind == "router" else Validator)(config, self.tokenizer, seed=seed)
-
-    def _read_state(self) -> dict[str, Any]:
-        return _read_json(self.models_dir / "state.json") or {}
-
-
-def _read_json(path: Path) -> Any:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        log.warning("ignoring unreadable %s", path)
-        return None
-
-
-def _previous_checkpoint(root: Path) -> Path | None:
-    """The second newest good checkpoint: the one before the models now being audited."""
-    good = checkpoint.verified(root)
-    return good[1].path if len(good) > 1 else None
 
 
 def _key(conversation: Conversation) -> str:

@@ -22,7 +22,7 @@ import torch
 from finch.conversation import Conversation
 from finch.learning.memory import Memory, Neighbourhood, question_text
 from finch.learning.stacker import Stacker, stack_inputs
-from finch.models.learners import Router, Validator, Writer
+from finch.models.learners import Generator, Router, Validator
 from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer
 
@@ -34,7 +34,7 @@ class Scorer:
         self,
         router: Router,
         validator: Validator,
-        generator: Writer,
+        generator: Generator,
         tokenizer: FinchTokenizer,
         memory: Memory,
         stacker: Stacker,

@@ -48,7 +48,7 @@ def generator_config(preset: str, vocab_size: int, **overrides: Any) -> Generato
     return replace(GENERATOR_PRESETS[preset], vocab_size=vocab_size, **overrides)
 
 
-class Generator(nn.Module):
+class Decoder(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config

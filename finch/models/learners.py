@@ -2,7 +2,7 @@
 
     Router     conversation            -> p(a local answer would be good)
     Validator  conversation, answer    -> p(this answer is good)
-    Writer     conversation            -> answer text, streamed; learns from the teacher's answers
+    Generator  conversation            -> answer text, streamed; learns from the teacher's answers
 
 Router and Validator share ``OnlineClassifier``: the encoder, a balanced replay (one reservoir per
 label, sampled equally, so a stream of mostly-bad early labels does not teach "always bad"), in
@@ -22,7 +22,7 @@ import torch
 from finch.conversation import Conversation
 from finch.models import checkpoint
 from finch.models.encoder import EncoderClassifier, EncoderConfig
-from finch.models.generator import IGNORE, Generator, GeneratorConfig
+from finch.models.generator import IGNORE, Decoder, GeneratorConfig
 from finch.models.online import OnlineLearner, Reservoir, TrainConfig, pad_batch
 from finch.models.tokenizer import FinchTokenizer
 
@@ -189,7 +189,7 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-class Writer(OnlineLearner):
+class Generator(OnlineLearner):
     """The generator, learning by distillation: the teacher's answer is the target."""
 
     kind = "generator"
@@ -198,7 +198,7 @@ class Writer(OnlineLearner):
         self, config: GeneratorConfig, tokenizer: FinchTokenizer, train: TrainConfig = GENERATOR_TRAIN, seed: int = 0
     ) -> None:
         torch.manual_seed(seed)
-        super().__init__(Generator(config), train, seed)
+        super().__init__(Decoder(config), train, seed)
         self.config = config
         self.tokenizer = tokenizer
         self.replay = Reservoir(train.replay_capacity, random.Random(seed))
@@ -259,7 +259,7 @@ class Writer(OnlineLearner):
 LEARNERS: dict[str, tuple[type[OnlineLearner], type]] = {
     "router": (Router, EncoderConfig),
     "validator": (Validator, EncoderConfig),
-    "generator": (Writer, GeneratorConfig),
+    "generator": (Generator, GeneratorConfig),
 }
 
 

@@ -60,7 +60,7 @@ class LearningLoop:
     @property
     def max_chars(self) -> int:
         """Conversations longer than this (about the generator's context) are never answered locally."""
-        return self.ensemble.writer.config.max_len * 3
+        return self.ensemble.generator.config.max_len * 3
 
     def start(self) -> None:
         self.ensemble.judge.embed(["warm up"])  # load the embedding model now, not on a request
