@@ -22,6 +22,8 @@ TOKEN = "dashboard-token"
 
 def test_the_dashboard_data_matches_stats_and_asks_for_the_token(start_finch, teacher):
     finch = start_finch(teacher.url, client_token=TOKEN)
+    empty = httpx.get(finch.url + "/finch/dashboard.json", headers={"x-finch-token": TOKEN}).json()
+    assert empty["totals"]["requests"] == 0 and empty["series"] == [] and empty["recent"] == []
     sdk = anthropic.Anthropic(base_url=finch.url, api_key=KEY, default_headers={"x-finch-token": TOKEN})
     for question in ("What is the capital of France?", "How do I reset my password?"):
         sdk.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": question}])
