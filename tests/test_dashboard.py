@@ -15,7 +15,7 @@ from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, build_teacher_app
 from tests.conftest import flush
-from tests.test_learning_e2e import KEY, MODEL, TRAIN, Finch
+from tests.test_learning_e2e import KEY, MODEL, TRAIN, Finch, train_until_local
 
 TOKEN = "dashboard-token"
 
@@ -59,12 +59,7 @@ def trained_with_token(tmp_path_factory):
     teacher = ServerThread(build_teacher_app(Teacher(Corpus(TRAIN)))).start()
     home = tmp_path_factory.mktemp("dashboard-home")
     finch = Finch(home, teacher.url, client_token=TOKEN)
-    for _ in range(40):
-        routes = [finch.ask(q)[0] for q, _ in TRAIN]
-        if all(route == "local" for route in routes):
-            break
-    else:
-        pytest.fail("repeated questions were still forwarded after 40 rounds")
+    train_until_local(lambda question: finch.ask(question)[0], [q for q, _ in TRAIN])
     yield finch
     finch.server.stop()
     teacher.stop()

@@ -71,6 +71,16 @@ class Finch:
         return raw.headers["x-finch-source"], raw.parse()
 
 
+def train_until_local(route, questions, rounds=40):
+    """Ask every question each round (``route(question)`` -> its x-finch-source) until all are
+    answered locally; fail after ``rounds``."""
+    for _ in range(rounds):
+        routes = [route(question) for question in questions]
+        if all(r == "local" for r in routes):
+            return
+    pytest.fail(f"repeated questions were still forwarded after {rounds} rounds: {routes}")
+
+
 def decide(finch, question):
     """finch's decision on a question, made without sending it (nothing is learned)."""
     return finch.loop.ensemble.decide(Conversation("", (("user", question),)), 100)
@@ -88,12 +98,7 @@ def teacher():
 def trained(teacher, tmp_path_factory):
     home = tmp_path_factory.mktemp("learning-home")
     finch = Finch(home, teacher[1])
-    for _ in range(30):
-        routes = [finch.ask(q)[0] for q, _ in TRAIN]
-        if all(r == "local" for r in routes):
-            break
-    else:
-        pytest.fail(f"repeated questions were still forwarded after 30 rounds: {routes}")
+    train_until_local(lambda question: finch.ask(question)[0], [q for q, _ in TRAIN])
     yield finch, home
     finch.server.stop()
 

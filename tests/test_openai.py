@@ -17,7 +17,7 @@ from finch.store.db import read_rows
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, build_teacher_app
 from tests.conftest import QA, flush
-from tests.test_learning_e2e import KEY, MODEL, TRAIN, Finch
+from tests.test_learning_e2e import KEY, MODEL, TRAIN, Finch, train_until_local
 
 
 def client(finch, **extra) -> openai.OpenAI:
@@ -98,11 +98,7 @@ def learned(tmp_path_factory):
         finch.settle()
         return raw.headers["x-finch-source"]
 
-    for _ in range(40):
-        if all([route(q) == "local" for q, _ in TRAIN]):  # noqa: C419 (ask every question each round)
-            break
-    else:
-        pytest.fail("repeated questions were still forwarded after 40 rounds")
+    train_until_local(route, [q for q, _ in TRAIN])
     yield finch
     finch.server.stop()
     teacher.stop()

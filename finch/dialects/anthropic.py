@@ -15,7 +15,7 @@ from typing import Any
 
 from finch import errors
 from finch.conversation import Conversation
-from finch.dialects.common import ParsedRequest, check_model, parse_json_object
+from finch.dialects.common import ParsedRequest, check_messages, check_model, parse_json_object
 from finch.errors import InvalidRequest
 from finch.policy.eligibility import eligibility
 from finch.sse import ResponseSummary, iter_sse, sse_event
@@ -33,16 +33,7 @@ def parse(raw: bytes) -> ParsedRequest:
         raise InvalidRequest("max_tokens: Field required (an integer)")
     if max_tokens < 1:
         raise InvalidRequest("max_tokens: must be at least 1")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages: Field required (a non-empty list)")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages.{i}: must be an object")
-        if not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"messages.{i}.role: Field required (a string)")
-        if not isinstance(message.get("content"), str | list):
-            raise InvalidRequest(f"messages.{i}.content: Field required (a string or a list of blocks)")
+    check_messages(body.get("messages"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")

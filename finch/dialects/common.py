@@ -35,6 +35,21 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def check_messages(messages: Any, content_may_be_null: bool = False) -> None:
+    """A non-empty list of objects, each with a string role and text content (a string or a list).
+    Chat Completions lets an assistant message's content be null (its tool calls say it all)."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: Field required (a non-empty list)")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"messages.{i}: must be an object")
+        if not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages.{i}.role: Field required (a string)")
+        content = message.get("content")
+        if not isinstance(content, str | list) and not (content is None and content_may_be_null):
+            raise InvalidRequest(f"messages.{i}.content: Field required (a string or a list of blocks)")
+
+
 def check_model(model: Any) -> str:
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: Field required (a non-empty string)")

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from finch.conversation import Conversation, text_of
-from finch.dialects.common import ParsedRequest, check_model, parse_json_object
+from finch.dialects.common import ParsedRequest, check_messages, check_model, parse_json_object
 from finch.errors import InvalidRequest
 from finch.policy.eligibility import eligibility
 from finch.sse import ResponseSummary, iter_sse
@@ -33,16 +33,7 @@ def parse(raw: bytes) -> ParsedRequest:
     """Parse and check a request body; raise InvalidRequest with a clear message."""
     body = parse_json_object(raw)
     model = check_model(body.get("model"))
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages: Field required (a non-empty list)")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"messages.{i}: must be an object")
-        if not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"messages.{i}.role: Field required (a string)")
-        if message.get("content") is not None and not isinstance(message["content"], str | list):
-            raise InvalidRequest(f"messages.{i}.content: must be a string or a list of parts")
+    check_messages(body.get("messages"), content_may_be_null=True)
     key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     limit = body.get(key)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
