@@ -13,8 +13,8 @@ Methods:
 * ``betting, sequence``: ``finch.policy.bound.Certifier`` as finch runs it: answers carry scores
   spread over its regions, and once a region is certified its answers are served and only a sample
   (10%, then 5%) is judged, each audit weighted by 1/p. A fifth of the answers are Claude's own
-  repeated (score 1.0). Run twice: with the fallback procedure finch uses, and with fixed-sequence
-  testing (all delta on the first region) for comparison.
+  repeated (score 1.0, the first region). Run twice: with the fallback procedure finch uses, and
+  with fixed-sequence testing (all delta on the first region) for comparison.
 
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
 """

@@ -25,6 +25,8 @@ import numpy as np
 _MIN_VERDICTS = 30  # before this many, every answer scores 0: nothing is known yet
 _RIDGE = 1.0
 _CLIP = 1e-4  # model scores enter as logits, clipped away from 0 and 1
+# A score stays under 1 - 1e-6: 1.0 is Claude's own answer repeated, with its own region of the bound.
+_MAX_LOGIT = 13.8
 
 
 def stack_inputs(p_router: float, p_validator: float, evidence: Sequence[float]) -> list[float]:
@@ -48,7 +50,7 @@ class Stacker:
             return 0.0
         mean, scale, weights, bias = fit
         z = float(((np.asarray(inputs) - mean) / scale) @ weights + bias)
-        return 1 / (1 + math.exp(-max(min(z, 40.0), -40.0)))
+        return 1 / (1 + math.exp(-max(min(z, _MAX_LOGIT), -40.0)))
 
     def observe(self, inputs: Sequence[float], good: bool) -> None:
         self._seen.append((list(inputs), good))

@@ -18,9 +18,9 @@ tools replace it:
   by the fallback procedure (Wiens, 2003), Learn-then-Test's fixed-sequence testing with delta spread
   over the first few regions instead of staked on the first alone. Each region starts with its
   share of delta (``WEIGHTS``); a certified region passes everything it has on to the next one. So
-  a clean sequence certifies on the whole delta, as fixed-sequence testing would, while a strictest
-  region that holds a few bad answers (the stacker's first scores can be overconfident at the top)
-  no longer blocks every region after it.
+  a clean sequence certifies on (almost) the whole delta, as fixed-sequence testing would, while a
+  strictest region that is rare (Claude's repeated answers, on traffic that does not repeat) or
+  that holds a few bad answers no longer blocks every region after it.
   It is valid at every look: a false certification needs some truly-bad region's test to cross
   1/(its share), and the shares a truly-bad region can ever hold (its own, plus those of the
   truly-good regions just before it) add up over all truly-bad regions to at most delta.
@@ -122,10 +122,14 @@ class BettingTest:
 _NOT_SERVED = object()
 
 # Thresholds on the score (P(good)), strictest first; the conservative phase serves only from 0.95 up.
-THRESHOLDS: tuple[float, ...] = (0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7)
-# Each region's own share of delta, strictest first; the rest start with none. A region of its own
-# for Claude's repeated answers (score 1.0) was tried and dropped: on traffic with few exact repeats
-# its share of delta was stranded, and Banking77 served 6 points less (BENCHMARKS.md).
+# 1.0 is Claude's own answer repeated (finch.policy.decide); a model's score stays under it.
+THRESHOLDS: tuple[float, ...] = (
+    1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.9, 0.88, 0.85, 0.8, 0.75, 0.7
+)  # fmt: skip
+# Each region's own share of delta, strictest first; the rest start with none. Half on the repeats'
+# region, a quarter each on the two strictest regions of model scores: measured in
+# benchmarks/bound.py, what a clean sequence pays for them is about 40 more answers than staking all
+# on one region.
 WEIGHTS: tuple[float, ...] = (0.5, 0.25, 0.25)
 
 
