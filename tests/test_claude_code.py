@@ -28,7 +28,7 @@ from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, build_teacher_app
 from tests.conftest import flush
 
-KEY = "sk-ant-claude-code-e2e-key-0123456789"
+KEY = "fake-claude-code-e2e-key"  # not a real key: the teacher takes any
 PROMPTS = ("What is the capital of France?", "Write a haiku about the sea.")
 
 
