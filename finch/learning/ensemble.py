@@ -97,7 +97,7 @@ class Ensemble:
         self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local)
         self.stacker = Stacker.from_state(state.get("stacker"))
         # The operating point: the certified threshold on P(good), None while none is.
-        self.threshold: float | None = self._operating_point()
+        self.threshold: float | None = None  # the operating point; _republish sets it
         self.audits = state.get("audits", {"good": 0, "bad": 0})
         self.recent_audits: deque[bool] = deque(state.get("recent_audits", []), maxlen=_RECENT_AUDITS)
         # Audits since the last checkpoint: the audited quality of the models trained since then.
@@ -110,7 +110,7 @@ class Ensemble:
         # People ask the same things again: a repeated question skips its embedding on the request path.
         self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
         self._scorer = self._new_scorer()
-        self.standing = self._standing()
+        self._republish()
 
     # -- request path ----------------------------------------------------------------------------
 
@@ -257,10 +257,9 @@ class Ensemble:
         losses["validator"] = sum(validator_losses) / len(validator_losses)
         self.memory.add(question_vec, teacher_vec, teacher_answer)
         self.learned += 1
-        self.threshold = self._operating_point()
         if audit_good is False:
             self.roll_back_if_worse()
-        self.standing = self._standing()
+        self._republish()
         attempt = candidates[best][0]
         return Judged(good, divergence, p_router, p_validators[best], losses, audit_good, p_goods[best], attempt)
 
@@ -311,8 +310,7 @@ class Ensemble:
         if served.p_good is not None and served.audit_chance > 0:
             tried = served.tried or ((served.answer or "", served.p_good),)
             self.certifier.observe_first([(p, None) for _, p in tried], served.audit_chance)
-            self.threshold = self._operating_point()
-            self.standing = self._standing()
+            self._republish()
 
     def block(self, conversation: Conversation) -> None:
         """This question forwards from now on (a user or an audit found its local answer bad)."""
@@ -342,11 +340,13 @@ class Ensemble:
             judge.embed_answers,
         )
 
-    def _standing(self) -> Standing:
-        """The policy's state, to publish whole (one reference assignment)."""
+    def _republish(self) -> None:
+        """The operating point from the evidence as it now stands, and the policy's state with it,
+        published whole (one reference assignment: a request sees the old state or the new)."""
+        self.threshold = self._operating_point()
         schedule = self.config.schedule
         rate = schedule.sample_rate(self.learned)
-        return Standing(self.phase, self.threshold, rate, self.over_bound(), min(rate, schedule.floor_rate))
+        self.standing = Standing(self.phase, self.threshold, rate, self.over_bound(), min(rate, schedule.floor_rate))
 
     def save(self) -> None:
         state = {

@@ -109,10 +109,11 @@ class BettingTest:
 
     def passes(self, share: float) -> bool:
         """Certified on ``share`` of delta (the part this region holds in the fallback procedure)?"""
-        if share <= 0.0:
-            return False
-        spent = share * self.delta * (1 - _SPEND) * _SPEND**self.epoch
-        return self.log_wealth >= math.log(1 / spent)
+        return share > 0.0 and self.log_wealth >= math.log(self.needed(share))
+
+    def needed(self, share: float) -> float:
+        """The wealth that certifies on ``share`` of delta, in this epoch (restarts get less delta)."""
+        return math.inf if share <= 0.0 else 1 / (share * self.delta * (1 - _SPEND) * _SPEND**self.epoch)
 
     @property
     def wealth(self) -> float:
@@ -188,8 +189,7 @@ class Certifier:
     def needed(self, threshold: float) -> float:
         """The evidence (wealth) the region at ``threshold`` needs to be certified on its share now."""
         i = list(self.thresholds).index(threshold)
-        share, test = self.shares()[i], self.tests[i]
-        return math.inf if share <= 0 else 1 / (share * test.delta * (1 - _SPEND) * _SPEND**test.epoch)
+        return self.tests[i].needed(self.shares()[i])
 
     def to_state(self) -> dict[str, Any]:
         return {"thresholds": list(self.thresholds), "tests": [vars(t).copy() for t in self.tests]}

@@ -111,19 +111,15 @@ class Proxy:
         return Response(dashboard.page(), media_type="text/html; charset=utf-8")
 
     async def dashboard_data(self, request: Request) -> Response:
-        try:
-            self._check_client_token(request)
-        except ApiError as exc:
-            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
+        if (refused := self._refused(request)) is not None:
+            return refused
         loop, db = self.learning, self.settings.db_path
         body = await run_in_threadpool(lambda: dashboard.report(db, loop.status() if loop is not None else None))
         return Response(json.dumps(body), media_type=_JSON, headers={"cache-control": "no-store"})
 
     async def stats(self, request: Request) -> Response:
-        try:
-            self._check_client_token(request)
-        except ApiError as exc:
-            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
+        if (refused := self._refused(request)) is not None:
+            return refused
         db = self.settings.db_path
         body = await run_in_threadpool(
             lambda: {
@@ -222,6 +218,14 @@ class Proxy:
         self.store.submit(record)
         body = dialect.error_body(exc.error_type, exc.message)
         return Response(body, status_code=exc.status, media_type=_JSON, headers={"x-finch-request-id": record.id})
+
+    def _refused(self, request: Request) -> Response | None:
+        """The 401 for a request without the client token, when one is set."""
+        try:
+            self._check_client_token(request)
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
+        return None
 
     def _check_client_token(self, request: Request) -> None:
         expected = self.settings.client_token

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from finch.conversation import Conversation
+from finch.dialects import DIALECTS
 from finch.store.db import read_rows
 
 _SUMMARY_COLUMNS = """
@@ -132,15 +133,16 @@ def bucket_seconds(db: Path) -> int:
 
 
 def messages_over_time(db: Path, bucket_s: int) -> list[dict[str, Any]]:
-    """Requests finch could learn from (either dialect) per time bucket, by route, with dollars."""
+    """Requests finch could learn from (a path some dialect speaks) per time bucket, by route, with dollars."""
+    paths = tuple(DIALECTS)
     return read_rows(
         db,
         "SELECT CAST(ts / ? AS INTEGER) * ? AS t, COUNT(*) AS requests,"
         " SUM(route = 'forward') AS forwarded, SUM(route = 'local') AS local,"
         " SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
-        " FROM requests WHERE path IN ('/v1/messages', '/v1/chat/completions') AND route != 'reject'"
+        f" FROM requests WHERE path IN ({', '.join('?' * len(paths))}) AND route != 'reject'"
         " GROUP BY t ORDER BY t",
-        (bucket_s, bucket_s),
+        (bucket_s, bucket_s, *paths),
     )
 
 
