@@ -254,7 +254,7 @@ def finch_run(
         with running(app) as proxy:
             client = anthropic.Anthropic(base_url=proxy.url, api_key="bench-key", max_retries=0)
             loop = app.state.proxy.learning
-            decide_ms = time_decisions(loop.ensemble)
+            decide_ms = time_decisions(loop)
             started = time.perf_counter()
             agreement: list[bool] = []
             intent_of: dict[str, str] = {}  # finch's request id -> the question's intent
@@ -267,13 +267,12 @@ def finch_run(
                     answer = raw.parse().content[0].text
                     run.record(question, answer, truth.wrong(intent, answer))
                     # Would finch's judge, shown Claude's answer to this question, agree with the truth?
-                    judged_good = loop.ensemble.judge.agrees(answer, truth.answer(intent))[0]
+                    judged_good = loop.judge.agrees(answer, truth.answer(intent))[0]
                     agreement.append(judged_good != run.wrong[-1])
                 else:
                     run.record(question, None)
                 if rate is None:
-                    app.state.proxy.store.flush()
-                    loop.trainer.drain()
+                    loop.drain()
                 else:
                     time.sleep(max(0.0, started + (k + 1) / rate - time.perf_counter()))
                 if (k + 1) % 250 == 0:
@@ -284,9 +283,8 @@ def finch_run(
                         file=sys.stderr,
                         flush=True,
                     )
-            app.state.proxy.store.flush()
-            dropped = loop.trainer.dropped
-            loop.trainer.drain()
+            behind = loop.status()["trainer_backlog"]  # rows not yet read when the last request was sent
+            loop.drain()
             db = app.state.proxy.settings.db_path
             latency = read_rows(db, "SELECT route, AVG(latency_ms) AS ms FROM requests GROUP BY route")
             trainer = read_rows(db, "SELECT AVG(seconds) AS s FROM learning")[0]["s"]
@@ -294,7 +292,7 @@ def finch_run(
                 "latency_ms_by_route": {r["route"]: r["ms"] for r in latency},
                 "trainer_seconds_per_example": trainer,
                 "finch_own_audit": loop.status(),
-                "learning_events_shed": dropped,
+                "trainer_backlog_at_end": behind,
                 "decision_ms": {
                     reason: {"n": len(ms), "p50": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
                     for reason, ms in decide_ms.items()
@@ -334,12 +332,12 @@ def judge_against_truth(db: Path, intent_of: dict[str, str], truth: Truth) -> di
     return report
 
 
-def time_decisions(ensemble) -> dict[str, list[float]]:
-    """Wrap ``ensemble.decide`` (scores, a local candidate, the policy: everything the models do on
+def time_decisions(loop) -> dict[str, list[float]]:
+    """Wrap the learning loop's ``decide_now`` (scores, a local candidate, the policy: everything the models do on
     the request path) to time each call; milliseconds by the reason it gave. Decisions that ran the
     models are those with a router score; "models" collects them all."""
     times: dict[str, list[float]] = {"models": []}
-    decide = ensemble.decide
+    decide = loop.decide_now
 
     def timed(*args, **kwargs):
         started = time.perf_counter()
@@ -350,7 +348,7 @@ def time_decisions(ensemble) -> dict[str, list[float]]:
             times["models"].append(ms)
         return decision
 
-    ensemble.decide = timed
+    loop.decide_now = timed
     return times
 
 

@@ -4,7 +4,8 @@ learning off), each finch a fresh process with a fresh home; the whole repeated 
 the order of the modes rotating from round to round.
 
 Reports errors (finch must add none), latency p50/p95 direct and through finch, finch's memory over
-each leg (RSS sampled every few seconds), and how many learning events the trainer shed. Added
+each leg (RSS of the server and the trainer's process, sampled every few seconds), and the
+trainer's backlog at the end. Added
 latency is taken against the same round's direct leg; the summary is the median over rounds, so
 machine drift between rounds does not pass for finch's cost.
 
@@ -37,10 +38,16 @@ HEADERS = {"x-api-key": "load-key", "anthropic-version": "2023-06-01"}
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident memory of finch: the server and its children (the trainer's process)."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for each in [pid, *(int(c) for c in (children.read_text().split() if children.exists() else []))]:
+        try:
+            lines = Path(f"/proc/{each}/status").read_text().splitlines()
+        except FileNotFoundError:  # a child that just exited
+            continue
+        total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)
+    return total
 
 
 async def drive(url: str, clients: int, seconds: float, pid: int | None) -> dict:
@@ -123,7 +130,7 @@ def run_finch(teacher_url: str, preset: str, learning: bool, clients: int, secon
         # on in the second half would be a leak.
         "rss_second_half_growth_mb": memory[-1][1] - memory[len(memory) // 2][1],
         "rss_series": [(round(t), round(mb)) for t, mb in memory],
-        "learning_events_shed": learning_stats.get("learning_dropped"),
+        "trainer_backlog": learning_stats.get("trainer_backlog"),
         "learned": learning_stats.get("learned"),
         "log_rows_dropped": stats["log_dropped"],
         "by_reason": {f"{row['route']}/{row['reason']}": row["requests"] for row in stats["by_reason"]},

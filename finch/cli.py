@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,28 @@ def serve(host: str | None, port: int | None, upstream_url: str | None, home: Pa
     click.echo(f"finch on http://{settings.host}:{settings.port} -> {settings.upstream_url} (home {settings.home})")
     click.echo(f"  export ANTHROPIC_BASE_URL=http://{settings.host}:{settings.port}")
     serve_forever(build_app(settings), settings.host, settings.port, log_level, settings)
+
+
+@main.command()
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
+@click.option("--parent", type=int, hidden=True, help="Stop when this process (the server) is gone.")
+def train(home: Path | None, log_level: str, parent: int | None) -> None:
+    """Run the trainer alone: learn from the request log and publish what the server serves from.
+
+    `finch serve` starts and supervises it by itself; run it alone to learn from a log with no
+    server running. It runs at the CPU niceness trainer_nice and stops on SIGTERM or Ctrl-C,
+    saving what it learned."""
+    from finch.learning.trainer import run_until_signalled
+
+    settings = _settings(home=home)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.nice(max(0, settings.trainer_nice - os.nice(0)))  # up to trainer_nice (only root may go down)
+    if parent is None:
+        click.echo(f"finch trainer learning from {settings.db_path} (nice {os.nice(0)})")
+    run_until_signalled(settings, parent)
 
 
 @main.command()

@@ -58,6 +58,8 @@ class Settings:
     # in the words of the stored Claude answer it matches (measured better: BENCHMARKS.md).
     retrieval: bool = True
     save_every: int = 50  # learning events between checkpoints
+    # The trainer's process runs at this CPU niceness (0-19): above 0 requests take the CPU first.
+    trainer_nice: int = 19
     seed: int = 0
 
     @property
@@ -66,7 +68,7 @@ class Settings:
 
 
 _ENV_ALIASES = {"api_key": ("FINCH_API_KEY", "ANTHROPIC_API_KEY")}
-_SECRET_FIELDS = {"api_key", "client_token"}
+SECRET_FIELDS = {"api_key", "client_token"}
 
 
 def env_name(name: str) -> str:
@@ -132,7 +134,7 @@ def _build(values: dict[str, Any]) -> Settings:
             else:
                 kwargs[name] = None if value is None else str(value)
         except (TypeError, ValueError) as exc:
-            shown = "<hidden>" if name in _SECRET_FIELDS else repr(value)
+            shown = "<hidden>" if name in SECRET_FIELDS else repr(value)
             raise ConfigError(f"setting {name!r} has an invalid value {shown}") from exc
     settings = Settings(**kwargs)
     if settings.port < 0 or settings.port > 65535:
@@ -143,6 +145,8 @@ def _build(values: dict[str, Any]) -> Settings:
     for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections", "max_local_tokens"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
+    if not 0 <= settings.trainer_nice <= 19:
+        raise ConfigError(f"trainer_nice must be between 0 and 19, got {settings.trainer_nice}")
     if not 0 < settings.conservative_threshold <= 1:
         raise ConfigError(f"conservative_threshold must be in (0, 1], got {settings.conservative_threshold}")
     if not 0 < settings.max_bad_local < 1:

@@ -71,9 +71,9 @@ def run_demo(
                     routes.append(route)
                     if route == "local":
                         answer = response.json()["content"][0]["text"]
-                        wrong += not loop.ensemble.judge.agrees(answer, corpus.answer(question))[0]
+                        wrong += not loop.judge.agrees(answer, corpus.answer(question))[0]
                     app.state.proxy.store.flush()
-                    loop.trainer.drain()
+                    loop.drain()
                 totals = queries.totals(app.state.proxy.settings.db_path)
                 learning = loop.status()
         return DemoResult(

@@ -41,8 +41,11 @@ class Metrics:
         self.tokens = Counter("finch_tokens", "Tokens by direction and route.", ["direction", "route"], registry=r)
         self.cost = Counter("finch_cost_dollars", "Estimated dollars spent upstream.", registry=r)
         self.saved = Counter("finch_saved_dollars", "Estimated dollars saved by local answers.", registry=r)
-        self.learning_dropped = Gauge(
-            "finch_learning_dropped", "Learning events dropped because the trainer fell behind.", registry=r
+        self.trainer_backlog = Gauge(
+            "finch_trainer_backlog", "Rows of the request log written but not yet read by the trainer.", registry=r
+        )
+        self.trainer_restarts = Gauge(
+            "finch_trainer_restarts", "Times the trainer process died and was started again.", registry=r
         )
         self.learned = Gauge("finch_learned_examples", "Examples the models have learned from.", registry=r)
         self.bad_local = Gauge(

@@ -1,9 +1,13 @@
 """Claude's own consistency: a question answered the same way twice is repeated from memory; one
 whose answers differ is never answered locally."""
 
+import random
+
 from finch.conversation import Conversation
+from finch.learning import snapshot
 from finch.learning.consistency import Consistency
 from finch.learning.ensemble import Ensemble, LearningConfig
+from finch.learning.serving import Serving, ServingConfig
 from finch.policy.schedule import Schedule
 
 
@@ -62,12 +66,25 @@ def test_the_ensemble_repeats_consistent_answers_and_forwards_varying_ones(tmp_p
             break
     assert ensemble.threshold is not None  # the repeats, judged against Claude, certified the bound
 
-    decision = ensemble.decide(capital, 100)
+    serving = published(ensemble, tmp_path)
+    decision = serving.decide(capital, 100, random.random)
     assert (decision.route, decision.reason) == ("local", "repeat")
     assert decision.answer == "The capital of France is Paris." and decision.p_good == 1.0
-    assert (ensemble.decide(joke, 100).route, ensemble.decide(joke, 100).reason) == ("forward", "answers_vary")
-    assert ensemble.decide(capital, 2).reason == "local_too_long"  # never over the client's max_tokens
+    varying = serving.decide(joke, 100, random.random)
+    assert (varying.route, varying.reason) == ("forward", "answers_vary")
+    assert serving.decide(capital, 2, random.random).reason == "local_too_long"  # never over max_tokens
 
     ensemble.save()
-    again = Ensemble(tmp_path, config)
-    assert again.decide(capital, 100).reason == "repeat" and again.decide(joke, 100).reason == "answers_vary"
+    again = published(Ensemble(tmp_path, config), tmp_path)
+    assert again.decide(capital, 100, random.random).reason == "repeat"
+    assert again.decide(joke, 100, random.random).reason == "answers_vary"
+
+
+def published(ensemble, tmp_path):
+    """What the server would serve from: the ensemble's snapshot, written and read back."""
+    path = tmp_path / "serving.pt"
+    snapshot.write(path, snapshot.capture(ensemble, 1))
+    c = ensemble.config
+    config = ServingConfig(c.judge_threshold, c.max_local_tokens, c.local_budget_s, c.retrieval)
+    judge = ensemble.judge
+    return Serving(snapshot.read(path), config, ensemble.tokenizer, lambda t: judge.embed([t])[0], judge.embed_answers)

@@ -107,3 +107,60 @@ def test_sigkill_at_random_moments_loses_nothing_committed(teacher, home):
                 kills_with_checkpoints += learner is not None
     assert committed_rows(db) > ROUNDS  # the load really ran
     assert kills_with_checkpoints > 0  # and the kills really hit a finch that checkpoints
+
+
+KILLS = int(os.environ.get("FINCH_TRAINER_KILLS", "20"))
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+def test_sigkill_of_the_trainer_under_load_costs_no_request_and_no_progress(start_finch, teacher):
+    """The trainer killed again and again while clients keep asking: every request is answered,
+    each restart goes on from the last checkpoint, and what is served never goes back."""
+    finch = start_finch(teacher.url, cold_start=5, save_every=2)
+    loop = finch.app.state.proxy.learning
+    loop.trainer.healthy_s = 0.0  # these kills are the test's, not a crash loop: restart at once
+    rng = random.Random(5)
+    stop, statuses, served = threading.Event(), [], []
+
+    def client(offset):
+        with httpx.Client(base_url=finch.url, timeout=30) as c:
+            i = offset
+            while not stop.is_set():
+                body = {"model": "m", "max_tokens": 60, "messages": [{"role": "user", "content": QA[i % len(QA)][0]}]}
+                statuses.append(c.post("/v1/messages", json=body, headers={"x-api-key": "fake-kill-key"}).status_code)
+                i += 1
+                time.sleep(0.3)  # a user's pace: load that leaves the trainer CPU to learn with
+
+    def watch():  # what the server serves from, as it changes
+        while not stop.is_set():
+            serving = loop.serving
+            if serving is not None and (not served or served[-1][0] != serving.generation):
+                served.append((serving.generation, serving.position.get("requests", 0)))
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(2)] + [threading.Thread(target=watch)]
+    for t in threads:
+        t.start()
+    try:
+        killed = None
+        for kill in range(KILLS):
+            deadline = time.monotonic() + 60
+            while loop.trainer.pid in (None, killed) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            pid = loop.trainer.pid
+            assert pid not in (None, killed), f"no new trainer after {kill} kills"
+            time.sleep(rng.uniform(0.0, 5.0))  # starting, learning, checkpointing or publishing
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert loop.drain(120)
+    assert loop.trainer.restarts == KILLS
+    assert statuses and set(statuses) == {200}, f"{len(statuses)} requests: {sorted(set(statuses))}"
+    generations = [g for g, _ in served]
+    positions = [p for _, p in served]
+    assert generations == sorted(generations) and positions == sorted(positions)
+    assert loop.status()["learned"] >= 5 and loop.status()["trainer_backlog"] == 0

@@ -7,6 +7,8 @@ certify); the tests then probe what it learned.
 
 from __future__ import annotations
 
+import time
+
 import anthropic
 import httpx
 import pytest
@@ -17,7 +19,6 @@ from finch.server.app import build_app
 from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, build_teacher_app
-from tests.conftest import flush
 
 KEY = "fake-learning-key"
 MODEL = "claude-haiku-4-5"
@@ -60,8 +61,7 @@ class Finch:
 
     def settle(self):
         """Wait until everything asked so far is logged and learned."""
-        flush(self)
-        assert self.loop.trainer.drain(120)
+        assert self.loop.drain(120)
 
     def ask(self, question, **extra):
         raw = self.sdk.messages.with_raw_response.create(
@@ -83,7 +83,7 @@ def train_until_local(route, questions, rounds=40):
 
 def decide(finch, question):
     """finch's decision on a question, made without sending it (nothing is learned)."""
-    return finch.loop.ensemble.decide(Conversation("", (("user", question),)), 100)
+    return finch.loop.decide_now(Conversation("", (("user", question),)), 100)
 
 
 @pytest.fixture(scope="module")
@@ -214,22 +214,28 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
 def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher):
     """Audits that find bad answers at the scores finch serves: the bound's evidence is spent, and
     finch forwards what it would have served until the evidence is earned again."""
-    from finch.learning.trainer import ClaudeAnswer
-    from finch.policy.decide import Decision
-    from finch.store.db import read_rows
+    from finch.store.db import RequestRecord, read_rows
 
     trained_finch, home = trained
-    trained_finch.loop.ensemble.save()  # what it learned, the certified bound included (it may still run)
+    trained_finch.server.stop()  # what it learned, the certified bound included, saved on the way out
     finch = Finch(home, teacher[1])
     try:
         question, answer = next((q, a) for q, a in TRAIN if decide(finch, q).route == "local")
         assert finch.ask(question)[0] == "local"
-        withheld = Decision("forward", "sampled", "Bananas.", p_good=1.0, audit_chance=0.5)
-        for i in range(20):  # withheld answers that Claude's answers contradict
-            wrong = ClaudeAnswer(f"req_audit_{i}", Conversation("", (("user", f"q{i}"),)), "Paris.", withheld)
-            finch.loop.trainer.submit(wrong)
+        # Twenty audits in the log, as the request path writes them: an answer withheld at P(good)
+        # 1.0 ("Bananas."), and Claude's answer, which contradicts it.
+        claude = b'{"type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"usage":{}}'
+        for i in range(20):
+            finch.app.state.proxy.store.submit(
+                RequestRecord(
+                    f"req_audit_{i}", time.time(), "POST", "/v1/messages", "forward", "sampled", 200, model=MODEL,
+                    chunks=[claude], conversation=Conversation("", (("user", f"q{i}"),)),
+                    local_answer="Bananas.", p_good=1.0, audit_chance=0.5, tried=(("Bananas.", 1.0),),
+                )
+            )  # fmt: skip
         finch.settle()
-        assert finch.loop.ensemble.threshold is None and finch.loop.ensemble.over_bound()
+        standing = finch.loop.serving.standing
+        assert standing.threshold is None and standing.over_bound
         before = teacher[0].requests
         source, message = finch.ask(question)
         assert source == "upstream" and teacher[0].requests == before + 1
@@ -240,15 +246,12 @@ def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher
         finch.server.stop()
 
 
-def test_the_guard_reads_the_audits_bad_share_against_the_bound(trained):
+def test_the_guard_reads_the_audits_bad_share_against_the_bound(tmp_path):
     """Over the bound means the recent audits' bad share above it, once there are enough audits."""
-    ensemble = trained[0].loop.ensemble
-    saved = list(ensemble.recent_audits)
-    try:
-        for bad, good, over in ((1, 9, False), (2, 18, False), (3, 17, True), (10, 90, False), (11, 89, True)):
-            ensemble.recent_audits.clear()
-            ensemble.recent_audits.extend([False] * bad + [True] * good)
-            assert ensemble.over_bound() is over, (bad, good)
-    finally:
+    from finch.learning.ensemble import Ensemble, LearningConfig
+
+    ensemble = Ensemble(tmp_path, LearningConfig(preset="tiny", max_bad_local=0.1))
+    for bad, good, over in ((1, 9, False), (2, 18, False), (3, 17, True), (10, 90, False), (11, 89, True)):
         ensemble.recent_audits.clear()
-        ensemble.recent_audits.extend(saved)
+        ensemble.recent_audits.extend([False] * bad + [True] * good)
+        assert ensemble.over_bound() is over, (bad, good)

@@ -17,7 +17,13 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
     conn = connect(db)  # second open: nothing re-applied
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations")]
-    assert names == ["0001_requests.sql", "0002_learning.sql", "0003_score.sql", "0004_attempt.sql"]
+    assert names == [
+        "0001_requests.sql",
+        "0002_learning.sql",
+        "0003_score.sql",
+        "0004_attempt.sql",
+        "0005_decision.sql",
+    ]
     conn.close()
 
 

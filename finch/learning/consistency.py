@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from finch.conversation import Conversation
+from finch.learning.judge import normalise
+
 _DISAGREE_SHARE = 0.2  # of later answers that may disagree with the first before a question varies
 
 
@@ -78,3 +81,8 @@ class Consistency:
         for key, text, agreed, disagreed in state or []:
             consistency._records[key] = _Record(text, agreed, disagreed)
         return consistency
+
+
+def question_key(conversation: Conversation) -> str:
+    """What "exactly this question" means: the same conversation after the judge's normalisation."""
+    return normalise(conversation.to_json())

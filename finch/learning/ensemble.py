@@ -1,47 +1,38 @@
 """The ensemble: router, generator and validator, the judge, and the learning that joins them.
 
-Two sides, two threads:
-
-* ``decide`` runs on the request path. It reads two published snapshots: a ``Scorer`` (frozen copies
-  of the three modules, ``finch.learning.scorer``) and the policy's ``Standing`` (operating point,
-  phase, sampling rate, tripwire), and lets the pure policy (``finch.policy.decide``) route. It
-  never takes a lock the trainer holds, so a slow training step never delays a request.
-* ``learn_from_claude``, ``learn_from_local_attempt`` and ``count_served`` run on the trainer thread
-  only. They make a local attempt, judge it against Claude's answer, update the three models, and
-  feed every scored answer to the certifier (``finch.policy.bound``), whose certified threshold on
-  the stacker's P(good) (``finch.learning.stacker``) is the operating point.
+It lives in the trainer's process (``finch.learning.trainer``) and only learns:
+``learn_from_claude``, ``learn_from_local_attempt`` and ``count_served`` make a local attempt, judge
+it against Claude's answer, update the three models, and feed every scored answer to the certifier
+(``finch.policy.bound``), whose certified threshold on the stacker's P(good)
+(``finch.learning.stacker``) is the operating point. What the request path needs of it goes out as a
+serving snapshot (``finch.learning.snapshot``); the server decides from that
+(``finch.learning.serving``) and never touches the ensemble.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import random
-import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from finch.config import Settings
 from finch.conversation import Conversation
+from finch.learning.consistency import question_key
 from finch.learning.home import ModelHome
-from finch.learning.judge import Judge, normalise
-from finch.learning.memory import Memory, Neighbourhood, question_text
-from finch.learning.scorer import Candidate, Scorer
+from finch.learning.judge import Judge
+from finch.learning.memory import Memory, question_text
+from finch.learning.scorer import recalled, written_candidate
 from finch.learning.stacker import Stacker, stack_inputs
 from finch.models.learners import Generator, Router, Validator
 from finch.models.tokenizer import FinchTokenizer, load_or_build
 from finch.policy import decide as policy
-from finch.policy.bound import Certifier, audit_interval
+from finch.policy.bound import BOUND_OVER, Certifier, audit_interval
 from finch.policy.decide import Decision, Standing
 from finch.policy.risk import clopper_pearson
 from finch.policy.schedule import Schedule
-from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
 
@@ -105,52 +96,13 @@ class Ensemble:
         self.rollbacks: int = state.get("rollbacks", 0)
         self.judge.framing.known = frozenset(state.get("framing", []))
         self.consistency = self.files.consistency()
-        self._rng = random.Random(config.seed)
-        self._rng_lock = threading.Lock()
-        # People ask the same things again: a repeated question skips its embedding on the request path.
-        self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
-        self._scorer = self._new_scorer()
+        # How far through its source (the request log) learning has come, saved with the models.
+        self.position: dict[str, int] = state.get("position", {})
         self._republish()
-
-    # -- request path ----------------------------------------------------------------------------
 
     @property
     def phase(self) -> str:
         return self.config.schedule.phase(self.learned)
-
-    def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
-        standing, scorer = self.standing, self._scorer  # one published snapshot each, for the whole decision
-        key = _key(conversation)
-        early = policy.before_models(standing, blocked=key in self.blocked, varies=self.consistency.varies(key))
-        if early is not None:
-            return early
-
-        def fits(answer: str) -> bool:
-            return len(self.tokenizer.encode(answer)) <= max_tokens
-
-        repeated = self.consistency.answer(key)
-        if repeated is not None:  # Claude gave this answer to this question, consistently
-            return policy.choose([(repeated, 1.0)], standing, fits, self._draw, served_reason=Reason.REPEAT)
-        hood = scorer.neighbourhood(conversation)
-        p_router = scorer.p_router(conversation, hood)
-        if p_router < policy.ROUTER_FLOOR:
-            return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, p_router=p_router)
-        candidates = self._recalled(hood)
-        p_goods, p_validators = scorer.score(conversation, hood, p_router, candidates)
-        if policy.first_passing(p_goods, standing.threshold) is None:  # write only when recall is not enough
-            limit = min(max_tokens, self.config.max_local_tokens)
-            written = scorer.write(conversation, limit, time.monotonic() + self.config.local_budget_s)
-            if written is None:
-                return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, p_router=p_router)
-            extra = self._written(written, scorer.embed_answer(written), candidates) if written.strip() else []
-            more_goods, more_validators = scorer.score(conversation, hood, p_router, extra)
-            candidates, p_goods, p_validators = candidates + extra, p_goods + more_goods, p_validators + more_validators
-        tried = [(text, p_good) for (text, _), p_good in zip(candidates, p_goods, strict=True)]
-        return policy.choose(tried, standing, fits, self._draw, p_router, p_validators)
-
-    def _draw(self) -> float:
-        with self._rng_lock:
-            return self._rng.random()
 
     def over_bound(self) -> bool:
         """Is the recent audits' bad share above the bound?
@@ -162,26 +114,7 @@ class Ensemble:
         n = len(self.recent_audits)
         return n >= _GUARD_MIN_AUDITS and self.recent_audits.count(False) > self.config.max_bad_local * n
 
-    def _recalled(self, hood: Neighbourhood | None) -> list[Candidate]:
-        """The answer the nearest past questions vote for: the first candidate tried."""
-        recalled = self.memory.recall(hood) if self.config.retrieval else None
-        return [] if recalled is None else [recalled]
-
-    def _written(self, written: str, written_vec: torch.Tensor, before: list[Candidate]) -> list[Candidate]:
-        """The generator's answer, as the next candidate when it says something the ones before do not.
-
-        A written answer that says what one of Claude's stored answers says is replaced by that
-        answer: the same meaning in Claude's own words, so a small generator's slips (a repeated or
-        dropped phrase, which the embedding barely notices) never reach a user."""
-        if not written.strip():
-            return []
-        if self.config.retrieval:
-            written, written_vec = self.memory.same_answer(written_vec) or (written, written_vec)
-        if any(float(written_vec @ vec) >= self.memory.agree_cos for _, vec in before):
-            return []
-        return [(written, written_vec)]
-
-    # -- trainer thread --------------------------------------------------------------------------
+    # -- learning --------------------------------------------------------------------------------
 
     def learn_from_claude(
         self,
@@ -197,7 +130,7 @@ class Ensemble:
         """
         if self.judge.framing.observe(teacher_answer):
             self.memory.reembed(self.judge.embed_answers)  # agreement is measured without framing
-        key = _key(conversation)
+        key = question_key(conversation)
         repeated = self.consistency.answer(key)  # what finch would have repeated, before this answer
         repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
         written = self.generator.answer(conversation, self.config.max_local_tokens)
@@ -206,8 +139,9 @@ class Ensemble:
         )
         # Score every candidate as the request path would have, in its order, from earlier examples only.
         hood = self.memory.around(question_vec)
-        candidates = self._recalled(hood)
-        candidates += self._written(written, written_vec, candidates)
+        retrieval = self.config.retrieval
+        candidates = recalled(self.memory, hood, retrieval)
+        candidates += written_candidate(self.memory, written, written_vec, candidates, retrieval)
         candidates = candidates or [(written, written_vec)]
         evidence = [self.memory.features(hood, vec) for _, vec in candidates]
         p_validators = self.validator.p_good([(conversation, text) for text, _ in candidates], evidence)
@@ -276,7 +210,6 @@ class Ensemble:
         log.warning("audits found %d bad of %d since the last checkpoint: rolled back to %s", bad, n, restored)
         self.period_audits = {"good": 0, "bad": 0}
         self.rollbacks += 1
-        self.publish()
         return True
 
     def learn_from_local_attempt(
@@ -304,6 +237,18 @@ class Ensemble:
             losses["generator"] = self.generator.learn(conversation, teacher_answer)
         return Judged(good, divergence, None, None, losses, attempt=local_answer)
 
+    def begin_batch(self) -> None:
+        """Learn the next events as one batch (a trainer with a backlog): each is scored, judged and
+        counted as it comes, as ever, and the three models take their steps for all of them at
+        ``end_batch``. So scores stay prequential, and learning k events costs about one step's
+        time instead of k."""
+        for learner in self._learners():
+            learner.begin_batch()
+
+    def end_batch(self) -> dict[str, float | None]:
+        """The batch's steps; each model's loss on it."""
+        return {learner.kind: learner.end_batch() for learner in self._learners()}
+
     def count_served(self, served: Decision) -> None:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.
         (With sampling off no served answer could have been judged, so none can count.)"""
@@ -314,7 +259,7 @@ class Ensemble:
 
     def block(self, conversation: Conversation) -> None:
         """This question forwards from now on (a user or an audit found its local answer bad)."""
-        self.blocked.add(_key(conversation))
+        self.blocked.add(question_key(conversation))
 
     def _operating_point(self) -> float | None:
         """The loosest certified threshold; in the conservative phase, no looser than its rule."""
@@ -322,23 +267,6 @@ class Ensemble:
             return None
         conservative = self.phase == "conservative"
         return self.certifier.certified(self.config.schedule.conservative_p if conservative else 0.0)
-
-    def publish(self) -> None:
-        """Swap in fresh serving copies (one reference assignment: requests see old or new)."""
-        self._scorer = self._new_scorer()
-
-    def _new_scorer(self) -> Scorer:
-        judge = self.judge
-        return Scorer(
-            self.router,
-            self.validator,
-            self.generator,
-            self.tokenizer,
-            self.memory,
-            self.stacker,
-            self._question_vec,
-            judge.embed_answers,
-        )
 
     def _republish(self) -> None:
         """The operating point from the evidence as it now stands, and the policy's state with it,
@@ -359,6 +287,7 @@ class Ensemble:
             "period_audits": {"good": 0, "bad": 0},
             "rollbacks": self.rollbacks,
             "framing": sorted(self.judge.framing.known),
+            "position": self.position,
         }
         self.files.save(self._learners(), self.tokenizer, self.memory, self.consistency, state)
         self.period_audits = {"good": 0, "bad": 0}
@@ -379,18 +308,15 @@ class Ensemble:
             "certified": self.threshold is not None,
             # What the bound is over, and how sure: served local answers, checked at every answer.
             "bound": {
-                "over": "local answers served at the operating point (P(good) >= threshold), audited or not",
+                "over": BOUND_OVER,
                 "confidence": 1 - self.certifier.delta,
                 "evidence": None if region is None else region.wealth,
                 "evidence_needed": None if self.threshold is None else self.certifier.needed(self.threshold),
                 "answers": None if region is None else region.seen,
             },
             "audits": n,
+            "audits_bad": self.audits["bad"],
             "bad_local_estimate": self.audits["bad"] / n if n else None,
             "bad_local_interval": [low, high],
             "rollbacks": self.rollbacks,
         }
-
-
-def _key(conversation: Conversation) -> str:
-    return normalise(conversation.to_json())

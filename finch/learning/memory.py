@@ -171,6 +171,21 @@ class Memory:
         atomic_write_bytes(path, tmp.read_bytes())
         tmp.unlink()
 
+    def serving_state(self) -> dict[str, object]:
+        """The rows as they stand, for the serving snapshot (``finch.learning.snapshot``)."""
+        n = len(self)
+        return {"questions": self._questions[:n], "answers": self._answers[:n], "texts": self._texts[:n]}
+
+    @classmethod
+    def serving(cls, state: dict[str, object], agree_threshold: float) -> Memory:
+        """A read-only memory over a snapshot's rows (nothing is added to it, so it holds no spare ring)."""
+        questions, answers = state["questions"], state["answers"]
+        assert isinstance(questions, torch.Tensor) and isinstance(answers, torch.Tensor)
+        memory = cls(agree_threshold, capacity=0)
+        memory.capacity = memory._count = questions.shape[0]
+        memory._questions, memory._answers, memory._texts = questions, answers, list(state["texts"])  # type: ignore[call-overload]
+        return memory
+
     def load(self, path: Path) -> None:
         tensors = load_file(str(path))
         n = min(tensors["questions"].shape[0], self.capacity)

@@ -1,9 +1,8 @@
 """Scores on the request path, from one published snapshot of the models.
 
-The trainer republishes a ``Scorer`` after it learns: frozen inference copies of the router,
-validator and generator, beside the retrieval memory and the stacker (both built to be read while
-the trainer writes: a row count published after its row, a fit replaced whole). A request takes one
-``Scorer`` for its whole decision and never waits on a lock the trainer holds.
+A ``Scorer`` holds inference copies of the router, validator and generator, the retrieval memory
+and the stacker's fit, all from one serving snapshot (``finch.learning.snapshot``) that the trainer
+published. A request takes one ``Scorer`` for its whole decision; a newer snapshot replaces it whole.
 
 Each step costs more than the one before, so the ensemble calls them in order and stops as soon as
 the policy (``finch.policy.decide``) has its answer: the question's neighbourhood and the router
@@ -13,16 +12,15 @@ and only when that is not enough, the generator writing a candidate token by tok
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from finch.conversation import Conversation
 from finch.learning.memory import Memory, Neighbourhood, question_text
 from finch.learning.stacker import Stacker, stack_inputs
-from finch.models.learners import Generator, Router, Validator
 from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer
 
@@ -32,22 +30,24 @@ Candidate = tuple[str, torch.Tensor]  # an answer and its embedding
 class Scorer:
     def __init__(
         self,
-        router: Router,
-        validator: Validator,
-        generator: Generator,
+        router: nn.Module,
+        router_prior: float,
+        validator: nn.Module,
+        generator: nn.Module,
         tokenizer: FinchTokenizer,
         memory: Memory,
         stacker: Stacker,
         question_vec: Callable[[str], torch.Tensor],
         embed_answers: Callable[[list[str]], torch.Tensor],
     ) -> None:
-        self.router = _frozen(router.module)
-        self.router_prior = router.prior_logit()
+        """The modules are the scorer's own (``frozen``): nothing else may change them."""
+        self.router = router
+        self.router_prior = router_prior
         self.router_len = router.config.max_len
         self.router_features = bool(router.config.n_features)
-        self.validator = _frozen(validator.module)
+        self.validator = validator
         self.validator_len = validator.config.max_len
-        self.generator = _frozen(generator.module)
+        self.generator = generator
         self.generator_len = generator.config.max_len
         self.tokenizer = tokenizer
         self.memory = memory
@@ -97,9 +97,32 @@ class Scorer:
         return self._embed_answers([text])[0]
 
 
-def _frozen(module: torch.nn.Module) -> torch.nn.Module:
-    clone = copy.deepcopy(module)
-    clone.eval()
-    for p in clone.parameters():
+def frozen(module: nn.Module) -> nn.Module:
+    """``module`` for inference only: evaluation mode, no gradients."""
+    module.eval()
+    for p in module.parameters():
         p.requires_grad_(False)
-    return clone
+    return module
+
+
+def recalled(memory: Memory, hood: Neighbourhood | None, retrieval: bool) -> list[Candidate]:
+    """The answer the nearest past questions vote for: the first candidate tried."""
+    found = memory.recall(hood) if retrieval else None
+    return [] if found is None else [found]
+
+
+def written_candidate(
+    memory: Memory, written: str, written_vec: torch.Tensor, before: list[Candidate], retrieval: bool
+) -> list[Candidate]:
+    """The generator's answer, as the next candidate when it says something the ones before do not.
+
+    A written answer that says what one of Claude's stored answers says is replaced by that
+    answer: the same meaning in Claude's own words, so a small generator's slips (a repeated or
+    dropped phrase, which the embedding barely notices) never reach a user."""
+    if not written.strip():
+        return []
+    if retrieval:
+        written, written_vec = memory.same_answer(written_vec) or (written, written_vec)
+    if any(float(written_vec @ vec) >= memory.agree_cos for _, vec in before):
+        return []
+    return [(written, written_vec)]

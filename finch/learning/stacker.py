@@ -70,12 +70,17 @@ class Stacker:
         self._since_fit = 0
 
     def to_state(self) -> dict[str, Any]:
-        fit = (
-            None
-            if self._fit is None
-            else [self._fit[0].tolist(), self._fit[1].tolist(), self._fit[2].tolist(), self._fit[3]]
-        )
-        return {"seen": [[inputs, good] for inputs, good in self._seen], "since_fit": self._since_fit, "fit": fit}
+        seen = [[inputs, good] for inputs, good in self._seen]
+        return {"seen": seen, "since_fit": self._since_fit, "fit": self.fit_state()}
+
+    def fit_state(self) -> list[Any] | None:
+        """The fit alone: all that scoring reads (the serving snapshot carries no verdicts)."""
+        fit = self._fit
+        return None if fit is None else [fit[0].tolist(), fit[1].tolist(), fit[2].tolist(), fit[3]]
+
+    @classmethod
+    def from_fit(cls, fit: list[Any] | None) -> Stacker:
+        return cls.from_state({"seen": [], "since_fit": 0, "fit": fit})
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> Stacker:

@@ -1,194 +1,275 @@
-"""The trainer: a background thread that turns learning events into model updates.
+"""The trainer: its own process (``finch train``), learning from the request log and publishing the
+snapshot that the server serves from.
 
-Events arrive on a bounded queue. ``submit`` never blocks: when the trainer falls behind, the oldest
-events are dropped and counted (fresh traffic is worth more than stale). After each event the
-serving snapshot is republished; every ``save_every`` events, and on shutdown, checkpoints are
-written. Each event's verdict, scores and losses become a row in the ``learning`` table.
+It reads the log in the order it was written (``finch.store.queries.learning_events``): Claude's
+answers to eligible requests, local answers served or withheld for an audit, and users' verdicts on
+local answers. Whatever is waiting is learned in one pass; then a serving snapshot is published
+(``finch.learning.snapshot``): at once when the pass has caught up with the log, at most once a
+second while a backlog remains. Nothing is shed: a backlog is a longer pass, not lost traffic.
+
+Every ``save_every`` events, and when it stops, it writes checkpoints that record the position in
+the log they cover. Killed at any moment, it restarts from the last checkpoint and learns again what
+came after; it publishes nothing until it is back past the position of the snapshot being served,
+so a restart never takes serving backwards.
+
+The server starts it at low CPU priority and restarts it when it dies (``finch.server.supervisor``):
+requests never wait for it, and it takes whatever CPU they leave.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import itertools
+import json
 import logging
+import os
+import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from finch.config import Settings, parse_sampling
 from finch.conversation import Conversation
-from finch.learning.ensemble import Ensemble
-from finch.policy.decide import Decision
-from finch.store.db import Store, learning_row
+from finch.learning import snapshot
+from finch.learning.ensemble import Ensemble, Judged, LearningConfig
+from finch.policy.decide import AUDITED_REASONS, Decision
+from finch.policy.schedule import Schedule
+from finch.store import queries
+from finch.store.db import Store, ensure_private_dir, learning_row
+from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
 
-_PUBLISH_EVERY_S = 1.0
+POLL_S = 0.05  # how often an idle trainer looks for new rows in the log
+_PUBLISH_EVERY_S = 1.0  # at most, while a backlog remains (a snapshot costs a write here and a load there)
+_BATCH = 256  # rows read from the log at a time
+_MAX_BATCH = 32  # events learned in one batch: more would publish less often
+
+
+def learning_config(settings: Settings) -> LearningConfig:
+    return LearningConfig(
+        preset=settings.preset,
+        max_bad_local=settings.max_bad_local,
+        judge_threshold=settings.judge_threshold,
+        schedule=Schedule(
+            cold_start=settings.cold_start,
+            conservative_until=settings.conservative_until,
+            conservative_p=settings.conservative_threshold,
+            sampling=parse_sampling(settings.sampling),
+        ),
+        local_budget_s=settings.local_budget_s,
+        max_local_tokens=settings.max_local_tokens,
+        retrieval=settings.retrieval,
+        seed=settings.seed,
+    )
+
+
+def snapshot_path(settings: Settings) -> Path:
+    return settings.home / "models" / snapshot.FILE
 
 
 @dataclass(frozen=True)
-class ClaudeAnswer:
-    """A forwarded eligible request and Claude's answer to it."""
+class Event:
+    """One row of the log to learn from."""
 
+    table: str  # requests or feedback
+    seq: int  # its rowid: the log's order
     request_id: str
-    conversation: Conversation
-    teacher_answer: str
-    audit: Decision | None = None  # set for an audit: the decision whose local answer was withheld
+    conversation: Conversation | None
+    answer: str | None  # Claude's answer; for feedback, the local answer judged
+    decision: Decision | None  # a would-be-local answer's decision
+    good: bool | None = None  # a user's verdict (feedback)
 
+    @classmethod
+    def from_request(cls, row: dict[str, Any]) -> Event:
+        decision = None
+        if row["decision"] is not None:
+            d = json.loads(row["decision"])
+            tried = tuple((text, float(p)) for text, p in d["tried"])
+            decision = Decision(
+                row["route"],
+                row["reason"],
+                d["answer"],
+                p_good=d["p_good"],
+                audit_chance=d["audit_chance"],
+                tried=tried,
+            )
+        conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
+        return cls("requests", row["seq"], row["request_id"], conversation, row["answer"], decision)
 
-@dataclass(frozen=True)
-class Served:
-    """A local answer that went out unaudited: nothing to learn, but it counts toward the bound."""
-
-    request_id: str
-    decision: Decision
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """A verdict on a local answer, from an audit or from the user."""
-
-    request_id: str
-    conversation: Conversation
-    local_answer: str
-    good: bool
-
-
-Event = ClaudeAnswer | Feedback | Served
+    @classmethod
+    def from_feedback(cls, row: dict[str, Any]) -> Event:
+        conversation = Conversation.from_json(row["conversation"])
+        return cls("feedback", row["seq"], row["request_id"], conversation, row["answer"], None, bool(row["good"]))
 
 
 class Trainer:
-    def __init__(
-        self,
-        ensemble: Ensemble,
-        store: Store,
-        capacity: int = 256,
-        save_every: int = 50,
-        quiet: Callable[[], bool] | None = None,
-        max_pause_s: float = 30.0,
-    ) -> None:
-        """``quiet()`` false: requests need the CPU; wait before the next event, and let the queue
-        shed what piles up meanwhile. Under sustained overload learning goes on, slowly: one event
-        at least every ``max_pause_s``."""
-        self.ensemble = ensemble
-        self.quiet = quiet
-        self.max_pause_s = max_pause_s
-        self.store = store
-        self.save_every = save_every
-        self.dropped = 0
-        self.processed = 0
-        self._events: deque[Event] = deque()
-        self._capacity = capacity
-        self._cond = threading.Condition()
-        self._busy = False
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._published = 0.0
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="finch-trainer", daemon=True)
-            self._thread.start()
-
-    def submit(self, event: Event) -> None:
-        with self._cond:
-            if len(self._events) >= self._capacity:
-                self._events.popleft()
-                self.dropped += 1
-            self._events.append(event)
-            self._cond.notify()
-
-    def drain(self, timeout: float = 600.0) -> bool:
-        """Wait until every submitted event is learned (tests, demos, benchmarks)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._events or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    @property
-    def backlog(self) -> int:
-        return len(self._events)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=120)
-            self._thread = None
-        try:
-            self.ensemble.save()
-        except Exception:
-            log.exception("could not save the models on shutdown")
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._events and not self._stopping:
-                    self._cond.wait()
-            self._wait_for_quiet()  # the newest events are kept while it waits: the queue sheds the oldest
-            with self._cond:
-                if self._stopping:
-                    return
-                if not self._events:
-                    continue
-                event = self._events.popleft()
-                self._busy = True
-            try:
-                self._learn(event)
-            except Exception:
-                log.exception("learning from %s failed", type(event).__name__)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _wait_for_quiet(self) -> None:
-        if self.quiet is None:
-            return
-        deadline = time.monotonic() + self.max_pause_s
-        while not self.quiet() and not self._stopping and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def _learn(self, event: Event) -> None:
-        started = time.perf_counter()
-        if isinstance(event, Served):
-            self.ensemble.count_served(event.decision)
-            return
-        if isinstance(event, ClaudeAnswer):
-            judged = self.ensemble.learn_from_claude(event.conversation, event.teacher_answer, event.audit)
-            kind = "claude"
-        else:
-            judged = self.ensemble.learn_from_local_attempt(event.conversation, event.local_answer, good=event.good)
-            kind = "feedback"
-        if time.monotonic() - self._published >= _PUBLISH_EVERY_S or not self._events:
-            # Fresh serving copies at most once a second while busy (copying is not free), and
-            # always once the queue is empty, so an idle finch serves what it last learned.
-            self.ensemble.publish()
-            self._published = time.monotonic()
-        self.processed += 1
-        if self.processed % self.save_every == 0:
-            self.ensemble.save()
-        self.store.submit(
-            learning_row(
-                ts=time.time(),
-                request_id=event.request_id,
-                kind=kind,
-                audit=int(judged.audit_good is not None),
-                audit_good=None if judged.audit_good is None else int(judged.audit_good),
-                good=None if judged.good is None else int(judged.good),
-                divergence=judged.divergence,
-                p_router=judged.p_router,
-                p_validator=judged.p_validator,
-                p_good=judged.p_good,
-                threshold=self.ensemble.threshold,
-                loss_generator=judged.losses.get("generator"),
-                loss_router=judged.losses.get("router"),
-                loss_validator=judged.losses.get("validator"),
-                seconds=time.perf_counter() - started,
-                attempt=judged.attempt,
-            )
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_path)  # the learning table's rows, written off this thread
+        self.ensemble = Ensemble(
+            settings.home, learning_config(settings), seed_texts=queries.recent_texts(settings.db_path)
         )
+        self.path = snapshot_path(settings)
+        for stale in self.path.parent.glob(f".{self.path.name}.*"):  # a write cut short by a kill
+            stale.unlink(missing_ok=True)
+        served = snapshot.read(self.path)
+        self.generation: int = served["generation"] if served else 0
+        # The position of the snapshot being served: publish nothing behind it.
+        self._served_position: dict[str, int] = dict(served["position"]) if served else {}
+        self._unsaved = 0
+        self._published = 0.0
+        self._publish_every_s = _PUBLISH_EVERY_S
+        self._stop = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self.store.start()
+        try:
+            self.publish()
+            while not stop.is_set():
+                if not self.step():
+                    stop.wait(POLL_S)
+            self.ensemble.save()
+            self.publish(force=True)
+        finally:
+            self.store.close()
+
+    def step(self) -> int:
+        """Learn what is waiting in the log, up to ``_MAX_BATCH`` events, in one batch when there is
+        more than one; save and publish as due. Returns how many events were learned."""
+        before = dict(self.ensemble.position)
+        events = list(itertools.islice(self._waiting(), _MAX_BATCH))
+        batch = len(events) > 1
+        if batch:
+            self.ensemble.begin_batch()
+        learned: list[tuple[Event, str, Judged, float]] = []
+        for event in events:
+            if self._stop.is_set():  # asked to stop: the rest waits in the log for the next run
+                break
+            started = time.perf_counter()
+            done = self._learn(event)
+            if done is not None:
+                learned.append((event, *done, time.perf_counter() - started))
+            self.ensemble.position[event.table] = event.seq
+        if batch:
+            started = time.perf_counter()
+            losses = self.ensemble.end_batch()
+            share = (time.perf_counter() - started) / max(1, len(learned))  # the steps' time, shared out
+            learned = [(e, kind, _with_losses(judged, losses), s + share) for e, kind, judged, s in learned]
+        threshold = self.ensemble.threshold
+        for event, kind, judged, seconds in learned:
+            self.store.submit(_row(event, kind, judged, threshold, seconds))
+        self._unsaved += len(learned)
+        if self._unsaved >= self.settings.save_every:
+            self.ensemble.save()
+            self._unsaved = 0
+        caught_up = len(events) < _MAX_BATCH
+        due = time.monotonic() - self._published >= self._publish_every_s
+        if self.ensemble.position != before and (
+            caught_up or due
+        ):  # past rows with nothing to learn too: drain() waits on it
+            self.publish()
+        return len(events)
+
+    def publish(self, force: bool = False) -> None:
+        """Publish a serving snapshot, unless it would be behind the one being served."""
+        position = self.ensemble.position
+        behind = any(position.get(table, 0) < seq for table, seq in self._served_position.items())
+        if behind and not force:
+            return
+        started = time.monotonic()
+        self.generation += 1
+        snapshot.write(self.path, snapshot.capture(self.ensemble, self.generation))
+        self._served_position = dict(position)
+        self._published = time.monotonic()
+        # While a backlog remains, publishing may take a tenth of the trainer's time at most.
+        self._publish_every_s = max(_PUBLISH_EVERY_S, 10 * (self._published - started))
+
+    def _waiting(self) -> Iterator[Event]:
+        """The log's rows after the ensemble's position, oldest first (the caller moves the position
+        past each one it learns; here it moves past the rows with nothing to learn)."""
+        db, position = self.settings.db_path, self.ensemble.position
+        for table, make in (("requests", Event.from_request), ("feedback", Event.from_feedback)):
+            while True:
+                rows, reached = queries.learning_events(db, table, position.get(table, 0), _BATCH)
+                yield from (make(row) for row in rows)
+                position[table] = max(position.get(table, 0), reached)
+                if len(rows) < _BATCH:
+                    break
+
+    def _learn(self, event: Event) -> tuple[str, Judged] | None:
+        """(kind, what was learned), or None for an answer that only counts toward the bound."""
+        ensemble, decision = self.ensemble, event.decision
+        try:
+            if event.table == "feedback":
+                assert event.conversation is not None and event.answer is not None
+                return "feedback", ensemble.learn_from_local_attempt(event.conversation, event.answer, good=event.good)
+            if decision is not None and decision.route == Route.LOCAL:
+                ensemble.count_served(decision)  # served unaudited: it counts toward the bound
+                return None
+            assert event.conversation is not None and event.answer is not None
+            audit = decision if decision is not None and decision.reason in AUDITED_REASONS else None
+            return "claude", ensemble.learn_from_claude(event.conversation, event.answer, audit)
+        except Exception:  # one event that cannot be learned must cost only itself
+            log.exception("learning from request %s failed", event.request_id)
+            return None
+
+
+def _with_losses(judged: Judged, losses: dict[str, float | None]) -> Judged:
+    """A batch's event: the batch's losses, for the models it taught."""
+    return dataclasses.replace(judged, losses={k: v for k, v in losses.items() if k in judged.losses})
+
+
+def _row(event: Event, kind: str, judged: Judged, threshold: float | None, seconds: float) -> Any:
+    return learning_row(
+        ts=time.time(),
+        request_id=event.request_id,
+        kind=kind,
+        audit=int(judged.audit_good is not None),
+        audit_good=None if judged.audit_good is None else int(judged.audit_good),
+        good=None if judged.good is None else int(judged.good),
+        divergence=judged.divergence,
+        p_router=judged.p_router,
+        p_validator=judged.p_validator,
+        p_good=judged.p_good,
+        threshold=threshold,
+        loss_generator=judged.losses.get("generator"),
+        loss_router=judged.losses.get("router"),
+        loss_validator=judged.losses.get("validator"),
+        seconds=seconds,
+        attempt=judged.attempt,
+    )
+
+
+def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
+    """``finch train``: learn until SIGTERM or SIGINT, or until ``parent`` (the server that started
+    it) is gone; then save and publish once more.
+
+    One trainer at a time learns in a home: a second waits for the first's lock (a trainer whose
+    server was killed saves what it learned and exits, and its successor then starts from that)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if parent is not None:
+
+        def watch_parent() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != parent:  # the server died without stopping us: an orphan learns for nobody
+                    stop.set()
+
+        threading.Thread(target=watch_parent, name="finch-parent-watch", daemon=True).start()
+    ensure_private_dir(settings.home / "models")
+    with (settings.home / "models" / "trainer.lock").open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if stop.wait(0.1):
+                    return
+        Trainer(settings).run(stop)  # the lock goes with the process, however it ends

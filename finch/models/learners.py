@@ -70,9 +70,14 @@ class OnlineClassifier(OnlineLearner):
         return torch.sigmoid(logits + prior_logit).tolist()
 
     def update_ids(self, ids: list[int], label: int, features: list[float] | None = None) -> float:
+        """One step per ``steps_per_example`` on this example and a replay sample; NaN in a batch
+        (``begin_batch``), whose loss comes at its end."""
         label = int(bool(label))
         self.remember(ids, label, features)
         item = [ids, list(features or [])]
+        if self.pending is not None:
+            self.pending.append((item, label))
+            return math.nan
         losses = [self._optimise(lambda: self._batch_loss(item, label)) for _ in range(self.train.steps_per_example)]
         return sum(losses) / len(losses)
 
@@ -88,12 +93,24 @@ class OnlineClassifier(OnlineLearner):
         batch = [(item, label)]
         batch += [(x, 0) for x in self.replay[0].sample(half + (label == 1))]
         batch += [(x, 1) for x in self.replay[1].sample(half + (label == 0))]
+        return self._loss_on(batch)
+
+    def _loss_on(self, batch: list[tuple[list[Any], int]]) -> torch.Tensor:
         inputs = pad_batch([x[0] for x, _ in batch], self.config.pad_id, self.device)
         features = self._features([x[1] for x, _ in batch])
         targets = torch.tensor([y for _, y in batch], dtype=torch.float32, device=self.device)
         _, loss = self.module(inputs, targets, features=features)
         assert loss is not None
         return loss
+
+    def _pending_loss(self, pending: list[Any]) -> torch.Tensor:
+        half = self.train.replay_per_step // 2
+        batch = [
+            *pending,
+            *((x, 0) for x in self.replay[0].sample(half)),
+            *((x, 1) for x in self.replay[1].sample(half)),
+        ]
+        return self._loss_on(batch)
 
     def _features(self, rows: list[list[float]] | None) -> torch.Tensor | None:
         if not self.config.n_features or rows is None:
@@ -213,12 +230,19 @@ class Generator(OnlineLearner):
         return self.learn_ids(*self.example(conversation, answer))
 
     def learn_ids(self, prompt: list[int], answer: list[int]) -> float:
+        """NaN in a batch (``begin_batch``), whose loss comes at its end."""
         self.replay.add([prompt, answer])
+        if self.pending is not None:
+            self.pending.append((prompt, answer))
+            return math.nan
         losses = []
         for _ in range(self.train.steps_per_example):
             batch = [(prompt, answer), *self.replay.sample(self.train.replay_per_step)]
             losses.append(self._optimise(lambda batch=batch: self._batch_loss(batch)))
         return sum(losses) / len(losses)
+
+    def _pending_loss(self, pending: list[Any]) -> torch.Tensor:
+        return self._batch_loss([*pending, *self.replay.sample(self.train.replay_per_step)])
 
     def loss(self, conversation: Conversation, answer: str) -> float:
         """The loss on one example, without learning from it."""
@@ -261,6 +285,24 @@ LEARNERS: dict[str, tuple[type[OnlineLearner], type]] = {
     "validator": (Validator, EncoderConfig),
     "generator": (Generator, GeneratorConfig),
 }
+
+
+# The module behind each learner, for inference alone (the serving snapshot, finch.learning.snapshot).
+MODULES: dict[str, tuple[type[torch.nn.Module], type]] = {
+    "router": (EncoderClassifier, EncoderConfig),
+    "validator": (EncoderClassifier, EncoderConfig),
+    "generator": (Decoder, GeneratorConfig),
+}
+
+
+def build_module(kind: str, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A ``kind`` module made of ``weights`` (a snapshot's: they are not copied, so they must not
+    change afterwards)."""
+    module_cls, config_cls = MODULES[kind]
+    with torch.device("meta"):  # no memory and no random initialisation: the weights replace it all
+        module = module_cls(config_cls(**config))
+    module.load_state_dict(weights, assign=True)  # the weights themselves become the parameters
+    return module
 
 
 def load_learner(root: Path, kind: str, tokenizer: FinchTokenizer) -> OnlineLearner | None:

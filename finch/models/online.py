@@ -86,6 +86,26 @@ class OnlineLearner(abc.ABC):
         self.step = 0
         self.rng = random.Random(seed)
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=train.lr, weight_decay=train.weight_decay)
+        # Between begin_batch and end_batch, new examples wait here and are learned in one batch.
+        self.pending: list[Any] | None = None
+
+    def begin_batch(self) -> None:
+        """Learn what comes next in one batch, at ``end_batch``: a trainer with a backlog takes
+        ``steps_per_example`` steps for all of it, each on the new examples and one replay sample,
+        instead of that many steps for every example (each with a replay sample of its own)."""
+        self.pending = []
+
+    def end_batch(self) -> float | None:
+        """Learn the batch; its mean loss, or None when nothing came."""
+        pending, self.pending = self.pending, None
+        if not pending:
+            return None
+        losses = [self._optimise(lambda: self._pending_loss(pending)) for _ in range(self.train.steps_per_example)]
+        return sum(losses) / len(losses)
+
+    @abc.abstractmethod
+    def _pending_loss(self, pending: list[Any]) -> torch.Tensor:
+        """The loss on ``pending`` new examples and one replay sample."""
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups; a group's ``lr_scale`` multiplies the scheduled learning rate."""

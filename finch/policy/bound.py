@@ -134,6 +134,10 @@ THRESHOLDS: tuple[float, ...] = (
 WEIGHTS: tuple[float, ...] = (0.5, 0.25, 0.25)
 
 
+# What the printed bound is over (finch stats, the dashboard).
+BOUND_OVER = "local answers served at the operating point (P(good) >= threshold), audited or not"
+
+
 @dataclass
 class Certifier:
     """The fallback procedure over nested regions ``score >= t``, strictest ``t`` first."""

@@ -1,31 +1,50 @@
-"""The learning loop as the server sees it: build the ensemble and the trainer, decide on the
-request path, and turn written request records into learning events (never on the request path)."""
+"""The learning loop as the server sees it: decide from the trainer's latest serving snapshot, take
+users' verdicts, and keep the trainer's process running.
+
+The trainer learns in its own process (``finch.learning.trainer``, supervised by
+``finch.server.supervisor``) from the request log the server writes. It publishes a serving
+snapshot whenever it has learned; a watcher thread here notices the new file and builds a
+``Serving`` from it off the request path, then swaps it in whole. A request takes whichever
+``Serving`` is current when it arrives, so it never waits for the trainer, and a trainer that is
+slow, busy or dead leaves serving exactly as it was.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
+import random
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from finch.config import Settings, parse_sampling
+from finch.config import Settings
 from finch.conversation import Conversation
-from finch.learning.ensemble import Ensemble, LearningConfig
-from finch.learning.trainer import ClaudeAnswer, Feedback, Served, Trainer
+from finch.learning import snapshot
+from finch.learning.consistency import question_key
+from finch.learning.judge import Judge
+from finch.learning.serving import Serving, ServingConfig
+from finch.learning.trainer import snapshot_path
 from finch.metrics import Metrics
-from finch.policy.decide import AUDITED_REASONS, Decision
-from finch.policy.schedule import Schedule
+from finch.models.generator import generator_config
+from finch.models.tokenizer import load_or_build
+from finch.policy.bound import BOUND_OVER, audit_interval
+from finch.policy.decide import Decision
 from finch.server.pressure import Pressure
-from finch.sse import ResponseSummary
+from finch.server.supervisor import TrainerProcess
 from finch.store import queries
-from finch.store.db import RequestRecord, Store, feedback_row
+from finch.store.db import Store, feedback_row
 from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
 
 _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives before the log is written
+_WATCH_S = 0.05  # how often the watcher looks for a new snapshot (one stat call)
 
 
 class LearningLoop:
@@ -33,49 +52,57 @@ class LearningLoop:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        config = LearningConfig(
-            preset=settings.preset,
-            max_bad_local=settings.max_bad_local,
-            judge_threshold=settings.judge_threshold,
-            schedule=Schedule(
-                cold_start=settings.cold_start,
-                conservative_until=settings.conservative_until,
-                conservative_p=settings.conservative_threshold,
-                sampling=parse_sampling(settings.sampling),
-            ),
-            local_budget_s=settings.local_budget_s,
-            max_local_tokens=settings.max_local_tokens,
-            retrieval=settings.retrieval,
-            seed=settings.seed,
-        )
-        self.ensemble = Ensemble(settings.home, config, seed_texts=_stored_texts(store))
         self.pressure = pressure
-        quiet = pressure.quiet if pressure is not None else None
-        self.trainer = Trainer(self.ensemble, store, save_every=settings.save_every, quiet=quiet)
+        self.config = ServingConfig(
+            settings.judge_threshold, settings.max_local_tokens, settings.local_budget_s, settings.retrieval
+        )
+        # Built here, before the trainer starts, so that the two processes never build it at once.
+        self.tokenizer = load_or_build(settings.home / "tokenizer.json", _stored_texts(store))
+        self.judge = Judge(settings.judge_threshold)
+        # People ask the same things again: a repeated question skips its embedding on the request path.
+        self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
+        self.trainer = TrainerProcess(settings)
+        self.path = snapshot_path(settings)
+        self.serving: Serving | None = None
+        self._loaded: tuple[int, int, int] | None = None  # (inode, mtime, size) of the snapshot file loaded
+        self._blocked_since: set[str] = set()  # questions users reported since the snapshot being served
         self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
+        self._rng = random.Random(settings.seed)
+        self._rng_lock = threading.Lock()
         self._local_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finch-local")
         self._attempting = False
-        store.add_listener(self.on_written)
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.load_new_snapshot()  # what the last run learned serves from the first request
 
     @property
     def max_chars(self) -> int:
         """Conversations longer than this (about the generator's context) are never answered locally."""
-        return self.ensemble.generator.config.max_len * 3
+        serving = self.serving
+        return serving.max_chars if serving is not None else generator_config(self.settings.preset, 1).max_len * 3
 
     def start(self) -> None:
-        self.ensemble.judge.embed(["warm up"])  # load the embedding model now, not on a request
+        self.judge.embed(["warm up"])  # load the embedding model now, not on a request
         self.trainer.start()
+        self._watcher = threading.Thread(target=self._watch, name="finch-snapshot-watcher", daemon=True)
+        self._watcher.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self._local_thread.shutdown(wait=True)
         self.trainer.stop()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+
+    # -- the request path ------------------------------------------------------------------------
 
     async def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
         """One local attempt at a time, on finch's one local-answer thread: under load, a request
         that would wait for the models is forwarded at once instead (``local_busy``), so the forward
         path never queues behind them. (One thread, not the server's pool of them: each thread that
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
-        if self.ensemble.standing.phase == "cold_start":
+        serving = self.serving
+        if serving is None or serving.standing.phase == "cold_start":
             return Decision(Route.FORWARD, Reason.COLD_START)  # known without the models: no trip to their thread
         if self._attempting:  # only the event loop's thread reads or writes this flag
             return Decision(Route.FORWARD, Reason.LOCAL_BUSY)
@@ -84,35 +111,25 @@ class LearningLoop:
         self._attempting = True
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._local_thread, self.ensemble.decide, conversation, max_tokens)
+            return await loop.run_in_executor(self._local_thread, self.decide_now, conversation, max_tokens, serving)
         finally:
             self._attempting = False
+
+    def decide_now(self, conversation: Conversation, max_tokens: int, serving: Serving | None = None) -> Decision:
+        """The decision on this thread, from the current snapshot (or ``serving``)."""
+        serving = serving or self.serving
+        if serving is None:
+            return Decision(Route.FORWARD, Reason.COLD_START)
+        return serving.decide(conversation, max_tokens, self._draw, self._blocked_since)
+
+    def _draw(self) -> float:
+        with self._rng_lock:
+            return self._rng.random()
 
     def served(self, request_id: str, conversation: Conversation, answer: str) -> None:
         self._recent[request_id] = (conversation, answer)
         while len(self._recent) > _RECENT_LOCAL:
             self._recent.popitem(last=False)
-
-    def on_written(self, record: RequestRecord, summary: ResponseSummary, cost: float) -> None:
-        """Store listener (writer thread): a forwarded eligible answer becomes a learning event, and
-        a local answer is counted toward the bound."""
-        if record.conversation is None or record.status != 200:
-            return
-        decision = Decision(
-            record.route,
-            record.reason,
-            record.local_answer,
-            record.p_router,
-            record.p_validator,
-            record.p_good,
-            record.audit_chance,
-            record.tried,
-        )
-        if record.route == Route.LOCAL:
-            self.trainer.submit(Served(record.id, decision))
-        elif record.route == Route.FORWARD and summary.text:
-            audit = decision if record.reason in AUDITED_REASONS else None
-            self.trainer.submit(ClaudeAnswer(record.id, record.conversation, summary.text, audit))
 
     def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
         """A user's verdict on an answer. None when finch never saw that request."""
@@ -121,33 +138,102 @@ class LearningLoop:
         known = found is not None or queries.request_is_logged(self.store.path, request_id)
         if not known:
             return None
-        self.store.submit(feedback_row(request_id, good))
+        self.store.submit(feedback_row(request_id, good))  # the trainer learns it from the log
         if found is None:  # a forwarded answer: recorded, but there is no local attempt to learn from
             return {"request_id": request_id, "learned": False}
-        conversation, answer = found
         if not good:
-            self.ensemble.block(conversation)  # at once: the very next ask forwards
-        self.trainer.submit(Feedback(request_id, conversation, answer, good))
+            self._blocked_since.add(question_key(found[0]))  # at once: the very next ask forwards
         return {"request_id": request_id, "learned": True}
 
+    # -- snapshots -------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(_WATCH_S):
+            try:
+                self.load_new_snapshot()
+            except Exception:  # a bad snapshot must not stop the next one from loading
+                log.exception("could not load the serving snapshot")
+                self._stopping.wait(1.0)
+
+    def load_new_snapshot(self) -> bool:
+        """Swap in the snapshot file when it has changed since the last load. True when it did."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if identity == self._loaded:
+            return False
+        found = snapshot.read(self.path)
+        self._loaded = identity
+        if found is None:
+            return False
+        serving = Serving(found, self.config, self.tokenizer, self._question_vec, self.judge.embed_answers)
+        self.judge.framing.known = serving.framing  # one reference each: a request sees old or new
+        self.serving = serving
+        self._blocked_since -= serving.blocked  # the trainer has learned those verdicts
+        return True
+
+    def drain(self, timeout: float = 600.0) -> bool:
+        """Wait until everything logged so far is learned and being served from (tests, demos,
+        benchmarks). A client may have its answer a moment before the server has logged it, so
+        this first waits for the requests in flight."""
+        deadline = time.monotonic() + timeout
+        while self.pressure is not None and self.pressure.in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.store.flush()
+        end = queries.log_end(self.store.path)
+        while time.monotonic() < deadline:
+            serving = self.serving
+            if serving is not None and all(serving.position.get(t, 0) >= seq for t, seq in end.items()):
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- what people see -------------------------------------------------------------------------
+
     def status(self) -> dict[str, Any]:
-        status = self.ensemble.status()
-        status["trainer_backlog"] = self.trainer.backlog
-        status["learning_dropped"] = self.trainer.dropped
+        serving = self.serving
+        status = dict(serving.status) if serving is not None else _before_any_snapshot(self.settings)
+        position = serving.position if serving is not None else {}
+        status["trainer_backlog"] = queries.events_waiting(self.store.path, position)
+        status["trainer_restarts"] = self.trainer.restarts
+        status["trainer_pid"] = self.trainer.pid
+        status["snapshot_generation"] = serving.generation if serving is not None else None
         return status
 
     def update_metrics(self) -> None:
         status = self.status()
         m = self.metrics
-        m.learning_dropped.set(self.trainer.dropped)
+        m.trainer_backlog.set(status["trainer_backlog"])
+        m.trainer_restarts.set(status["trainer_restarts"])
         m.learned.set(status["learned"])
-        m.audits.labels("good").set(self.ensemble.audits["good"])
-        m.audits.labels("bad").set(self.ensemble.audits["bad"])
+        m.audits.labels("good").set(status["audits"] - status["audits_bad"])
+        m.audits.labels("bad").set(status["audits_bad"])
         low, high = status["bad_local_interval"]
         m.bad_local.labels("estimate").set(status["bad_local_estimate"] or 0.0)
         m.bad_local.labels("low").set(low)
         m.bad_local.labels("high").set(high)
         m.threshold.set(-1 if status["threshold"] is None else status["threshold"])
+
+
+def _before_any_snapshot(settings: Settings) -> dict[str, Any]:
+    """The status of a home whose trainer has published nothing yet: nothing learned."""
+    low, high = audit_interval(0, 0)
+    return {
+        "learned": 0,
+        "phase": "cold_start",
+        "sample_rate": None,  # the trainer's schedule says, once it has published
+        "threshold": None,
+        "max_bad_local": settings.max_bad_local,
+        "certified": False,
+        "bound": {"over": BOUND_OVER, "confidence": None, "evidence": None, "evidence_needed": None, "answers": None},
+        "audits": 0,
+        "audits_bad": 0,
+        "bad_local_estimate": None,
+        "bad_local_interval": [low, high],
+        "rollbacks": 0,
+    }
 
 
 def _stored_texts(store: Store) -> Iterator[str]:

@@ -7,6 +7,7 @@ commits them in small batches and tells its listeners (metrics, later the learne
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -58,8 +59,8 @@ class RequestRecord:
     p_validator: float | None = None
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
     p_good: float | None = None  # the score compared with the operating point
-    audit_chance: float = 1.0  # how likely a would-be-local answer was to be audited (not stored)
-    # The candidates the policy tried, in order, with their P(good): what an audit counts (not stored).
+    audit_chance: float = 1.0  # how likely a would-be-local answer was to be audited
+    # The candidates the policy tried, in order, with their P(good): what an audit counts.
     tried: tuple[tuple[str, float], ...] = field(default=(), repr=False)
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
 
@@ -258,8 +259,8 @@ class Store:
 _INSERT_REQUEST = (
     "INSERT OR REPLACE INTO requests (id, ts, method, path, model, stream, route, reason, status, latency_ms,"
     " ttfb_ms, attempts, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,"
-    " cost_usd, saved_usd, error_type, upstream_request_id, p_router, p_validator, p_good)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " cost_usd, saved_usd, error_type, upstream_request_id, p_router, p_validator, p_good, decision)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -289,7 +290,17 @@ def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -
         record.p_router,
         record.p_validator,
         record.p_good,
+        _decision_json(record),
     )
+
+
+def _decision_json(record: RequestRecord) -> str | None:
+    """A would-be-local answer's decision, for the trainer to learn from (``queries.learning_events``)."""
+    if record.p_good is None or record.local_answer is None:
+        return None
+    tried = [list(t) for t in record.tried] or [[record.local_answer, record.p_good]]
+    fields = {"answer": record.local_answer, "p_good": record.p_good, "audit_chance": record.audit_chance}
+    return json.dumps({**fields, "tried": tried}, ensure_ascii=False)
 
 
 def read_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

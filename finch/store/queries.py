@@ -1,7 +1,9 @@
-"""Read-only questions asked of the request log: totals and per-day summaries for `finch stats`."""
+"""Read-only questions asked of the request log: totals and per-day summaries for `finch stats`, the
+dashboard's series, and the trainer's source of learning events."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,12 +100,69 @@ def recent_texts(db: Path, limit: int = 2000) -> Iterator[str]:
         yield row["answer"]
 
 
+# -- the trainer's source: the log, read in the order it was written --------------------------------
+
+# What the trainer learns from, per table: Claude's answers to eligible requests, local answers
+# served or withheld for an audit (their decision), and users' verdicts on local answers.
+_EVENTS = {
+    "requests": (
+        "SELECT r.rowid AS seq, r.id AS request_id, r.route, r.reason, r.decision, e.conversation, e.answer"
+        " FROM requests r LEFT JOIN examples e ON e.request_id = r.id AND r.route = 'forward'"
+        " WHERE r.rowid > ? AND r.rowid <= ? AND r.status = 200"
+        " AND (e.request_id IS NOT NULL OR (r.route = 'local' AND r.decision IS NOT NULL))"
+        " ORDER BY r.rowid LIMIT ?"
+    ),
+    "feedback": (
+        "SELECT f.rowid AS seq, f.request_id, f.good, l.conversation, l.answer"
+        " FROM feedback f JOIN local_answers l ON l.request_id = f.request_id"
+        " WHERE f.rowid > ? AND f.rowid <= ? ORDER BY f.rowid LIMIT ?"
+    ),
+}
+
+
+def log_end(db: Path) -> dict[str, int]:
+    """How far each of the trainer's tables has been written (its newest rowid)."""
+    conn = _read_only(db)
+    try:
+        return {table: _last_rowid(conn, table) for table in _EVENTS}
+    finally:
+        conn.close()
+
+
+def learning_events(db: Path, table: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``table`` written after rowid ``after`` that there is something to learn from,
+    oldest first, at most ``limit``; and the rowid read up to (past rows with nothing to learn)."""
+    conn = _read_only(db)
+    try:
+        conn.execute("BEGIN")  # one read: the end and the rows before it
+        end = _last_rowid(conn, table)
+        rows = [dict(row) for row in conn.execute(_EVENTS[table], (after, end, limit))]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return rows, (rows[-1]["seq"] if len(rows) == limit else end)
+
+
+def events_waiting(db: Path, position: dict[str, int]) -> int:
+    """Rows written that the trainer has not yet read (its backlog, counted over every request)."""
+    end = log_end(db)
+    return sum(max(0, end[table] - position.get(table, 0)) for table in _EVENTS)
+
+
+def _read_only(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _last_rowid(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0])
+
+
 def forget(db: Path, before: float | None = None) -> int:
     """Delete stored conversations (training examples, local answers, and the attempts learning
     judged), all or those older than ``before`` (unix seconds). The request log's numbers stay.
     Returns how many conversations were deleted."""
-    import sqlite3
-
     if not db.exists():
         return 0
     conn = sqlite3.connect(db)
@@ -113,6 +172,7 @@ def forget(db: Path, before: float | None = None) -> int:
             deleted = conn.execute(f"DELETE FROM examples {where}", params).rowcount
             deleted += conn.execute(f"DELETE FROM local_answers {where}", params).rowcount
             conn.execute(f"UPDATE learning SET attempt = NULL {where}", params)
+            conn.execute(f"UPDATE requests SET decision = NULL {where}", params)
         conn.execute("VACUUM")  # the text is gone from the file, not just unlinked
         return deleted
     finally:

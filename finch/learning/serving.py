@@ -1,0 +1,117 @@
+"""The request path's side of learning: one serving snapshot, and the decisions made from it.
+
+A ``Serving`` is built once per snapshot the trainer publishes (``finch.learning.snapshot``) and
+then only read: its scorer, the policy's ``Standing``, Claude's consistent answers and the blocked
+questions all come from the same moment of learning. The server swaps in a newer one whole between
+requests, so a decision never mixes two snapshots and never waits on the trainer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from finch.conversation import Conversation
+from finch.learning.consistency import Consistency, question_key
+from finch.learning.memory import Memory
+from finch.learning.scorer import Scorer, frozen, recalled, written_candidate
+from finch.learning.stacker import Stacker
+from finch.models.learners import build_module
+from finch.models.tokenizer import FinchTokenizer
+from finch.policy import decide as policy
+from finch.policy.decide import Decision, Standing
+from finch.vocabulary import Reason, Route
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    judge_threshold: float
+    max_local_tokens: int
+    local_budget_s: float  # past this, the attempt is abandoned (forwarded)
+    retrieval: bool  # recalled candidate and Claude's words for matching written answers
+
+
+class Serving:
+    def __init__(
+        self,
+        snapshot: dict[str, Any],
+        config: ServingConfig,
+        tokenizer: FinchTokenizer,
+        question_vec: Callable[[str], torch.Tensor],
+        embed_answers: Callable[[list[str]], torch.Tensor],
+    ) -> None:
+        if snapshot["tokenizer"] != tokenizer.hash:
+            raise ValueError("the serving snapshot was made with another tokenizer")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.generation: int = snapshot["generation"]
+        self.position: dict[str, int] = dict(snapshot["position"])
+        self.status: dict[str, Any] = snapshot["status"]
+        self.standing = Standing(**snapshot["standing"])
+        self.blocked = frozenset(snapshot["blocked"])
+        self.framing = frozenset(snapshot["framing"])
+        self.consistency = Consistency.from_state(snapshot["consistency"])
+        self.memory = Memory.serving(snapshot["memory"], config.judge_threshold)
+        models = snapshot["models"]
+        modules = {kind: frozen(build_module(kind, m["config"], m["weights"])) for kind, m in models.items()}
+        self.scorer = Scorer(
+            modules["router"],
+            snapshot["router_prior"],
+            modules["validator"],
+            modules["generator"],
+            tokenizer,
+            self.memory,
+            Stacker.from_fit(snapshot["stacker"]),
+            question_vec,
+            embed_answers,
+        )
+
+    @property
+    def max_chars(self) -> int:
+        """Conversations longer than this (about the generator's context) are never answered locally."""
+        return self.scorer.generator_len * 3
+
+    def decide(
+        self,
+        conversation: Conversation,
+        max_tokens: int,
+        draw: Callable[[], float],
+        blocked_since: Collection[str] = (),
+    ) -> Decision:
+        """``blocked_since``: questions blocked after this snapshot was made (a user's feedback)."""
+        standing, scorer, config = self.standing, self.scorer, self.config
+        key = question_key(conversation)
+        blocked = key in self.blocked or key in blocked_since
+        early = policy.before_models(standing, blocked=blocked, varies=self.consistency.varies(key))
+        if early is not None:
+            return early
+
+        def fits(answer: str) -> bool:
+            return len(self.tokenizer.encode(answer)) <= max_tokens
+
+        repeated = self.consistency.answer(key)
+        if repeated is not None:  # Claude gave this answer to this question, consistently
+            return policy.choose([(repeated, 1.0)], standing, fits, draw, served_reason=Reason.REPEAT)
+        hood = scorer.neighbourhood(conversation)
+        p_router = scorer.p_router(conversation, hood)
+        if p_router < policy.ROUTER_FLOOR:
+            return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, p_router=p_router)
+        candidates = recalled(self.memory, hood, config.retrieval)
+        p_goods, p_validators = scorer.score(conversation, hood, p_router, candidates)
+        if policy.first_passing(p_goods, standing.threshold) is None:  # write only when recall is not enough
+            limit = min(max_tokens, config.max_local_tokens)
+            written = scorer.write(conversation, limit, time.monotonic() + config.local_budget_s)
+            if written is None:
+                return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, p_router=p_router)
+            extra = []
+            if written.strip():
+                vec = scorer.embed_answer(written)
+                extra = written_candidate(self.memory, written, vec, candidates, config.retrieval)
+            more_goods, more_validators = scorer.score(conversation, hood, p_router, extra)
+            candidates, p_goods, p_validators = candidates + extra, p_goods + more_goods, p_validators + more_validators
+        tried = [(text, p_good) for (text, _), p_good in zip(candidates, p_goods, strict=True)]
+        return policy.choose(tried, standing, fits, draw, p_router, p_validators)
