@@ -1,5 +1,6 @@
 """Kill finch with SIGKILL at random moments, under load, while it learns and checkpoints: every
-restart finds loadable models, an intact database and every row that had been committed."""
+restart finds loadable models, an intact database and every row that had been committed. Kill its
+trainer again and again: no request notices, and learning never goes back."""
 
 from __future__ import annotations
 
@@ -69,6 +70,17 @@ def load(url, stop):
             time.sleep(0.02)
 
 
+def wait_for_the_trainer(port, timeout=60):
+    """Until the trainer's process has started and published (it loads torch and the models)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        learning = httpx.get(f"http://127.0.0.1:{port}/finch/stats", timeout=5).json()["learning"]
+        if learning["snapshot_generation"] is not None:
+            return
+        time.sleep(0.1)
+    pytest.fail("the trainer did not publish")
+
+
 def committed_rows(db):
     conn = sqlite3.connect(db)
     try:
@@ -86,6 +98,7 @@ def test_sigkill_at_random_moments_loses_nothing_committed(teacher, home):
     kills_with_checkpoints = 0
     for _ in range(ROUNDS):
         proc = start_finch(home, teacher.url, port)
+        wait_for_the_trainer(port)  # then kill at a random moment of its learning, not of its start
         stop = threading.Event()
         client = threading.Thread(target=load, args=(f"http://127.0.0.1:{port}", stop))
         client.start()
