@@ -150,9 +150,10 @@ class Trainer:
         """Learn what is waiting in the log, up to ``_MAX_BATCH`` events or about ``_BATCH_S`` of
         them, in one batch when there is more than one; save and publish as due. Returns how many
         events were read."""
-        torch.set_num_threads(self._cores.free())
         limit = self._batch_limit
         events = list(itertools.islice(self._waiting(), limit))
+        if events:  # an idle poll neither samples the machine nor touches torch
+            torch.set_num_threads(self._cores.free())
         batch, started_batch = len(events) > 1, time.perf_counter()
         if batch:
             self.ensemble.begin_batch()

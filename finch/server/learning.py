@@ -19,7 +19,6 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -57,7 +56,8 @@ class LearningLoop:
             settings.judge_threshold, settings.max_local_tokens, settings.local_budget_s, settings.retrieval
         )
         # Built here, before the trainer starts, so that the two processes never build it at once.
-        self.tokenizer = load_or_build(settings.home / "tokenizer.json", _stored_texts(store))
+        # (The log's texts are read only if the tokenizer must be built: recent_texts is a generator.)
+        self.tokenizer = load_or_build(settings.home / "tokenizer.json", queries.recent_texts(store.path))
         self.judge = Judge(settings.judge_threshold)
         # People ask the same things again: a repeated question skips its embedding on the request path.
         self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
@@ -234,9 +234,3 @@ def _before_any_snapshot(settings: Settings) -> dict[str, Any]:
         "bad_local_interval": [low, high],
         "rollbacks": 0,
     }
-
-
-def _stored_texts(store: Store) -> Iterator[str]:
-    """Recent conversations and answers: extra seed text when the tokenizer is (re)built. A
-    generator, so the log is only read if the tokenizer actually has to be built."""
-    yield from queries.recent_texts(store.path)
