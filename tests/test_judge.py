@@ -123,6 +123,14 @@ def test_memory_recall_survives_save_and_load(judge: Judge, tmp_path):
     assert torch.equal(vec, a_vecs[0])
     assert loaded.features(loaded.around(probe), a_vecs[0]) == memory.features(memory.around(probe), a_vecs[0])
 
+    # The serving snapshot's copy: the three rows, not the 20,000-row ring they sit in.
+    snapshot_rows = memory.serving_state()
+    path = tmp_path / "rows.pt"
+    torch.save(snapshot_rows, path)
+    assert path.stat().st_size < 100_000
+    served = Memory.serving(torch.load(path, weights_only=True), judge.threshold)
+    assert served.recall(served.around(probe))[0] == answers[0]
+
 
 def test_an_exact_repeat_outvotes_a_crowd_of_looser_neighbours():
     """Nine past questions at similarity 0.8 agree on one answer; the question itself was asked

@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from finch.server.pressure import Pressure
+from finch.store import queries
+from finch.store.db import read_rows
 from tests.conftest import QA, TEST_KEY
 
 
@@ -73,6 +75,28 @@ def test_a_killed_trainer_is_restarted_and_resumes_from_its_checkpoint(start_fin
     assert loop.drain(60)
     assert loop.serving.generation > generation  # generations go on from the last one
     assert loop.status()["learned"] == learned + 1  # nothing learned twice, nothing lost
+
+
+def test_a_restarted_trainer_learns_again_what_its_checkpoint_lacks_and_counts_it_once(start_finch, teacher, home):
+    finch = start_finch(teacher.url, save_every=100)  # no checkpoint but the first: the restart goes back
+    loop = finch.app.state.proxy.learning
+    pid = trainer_pid(loop)
+    for question, _ in QA[:2]:
+        ask(finch, question)
+    assert loop.drain(60)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while loop.trainer.pid in (None, pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    last = ask(finch, QA[2][0]).headers["x-finch-request-id"]
+    assert loop.drain(60)
+    db = home / "finch.db"
+    deadline = time.monotonic() + 30  # the trainer's log rows are written off its learning thread
+    while not read_rows(db, "SELECT 1 FROM learning WHERE request_id = ?", (last,)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rows = read_rows(db, "SELECT request_id FROM learning")
+    assert len(rows) == len({row["request_id"] for row in rows}) == 3  # the two learned again, once each
+    assert queries.learning_summary(db)["learned"] == loop.status()["learned"] == 3
 
 
 def test_the_trainer_runs_at_low_priority_and_holds_no_key(start_finch, teacher):

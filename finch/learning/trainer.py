@@ -42,7 +42,7 @@ from finch.learning.ensemble import Ensemble, Judged, LearningConfig
 from finch.policy.decide import AUDITED_REASONS, Decision
 from finch.policy.schedule import Schedule
 from finch.store import queries
-from finch.store.db import Store, ensure_private_dir, learning_row
+from finch.store.db import Store, ensure_private_dir, forget_learning_after, learning_row
 from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ class Trainer:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         self.store.start()
+        # The rows a killed predecessor wrote past this checkpoint: their events are learned again.
+        self.store.submit(forget_learning_after(self.ensemble.position))
         try:
             self.publish()
             while not stop.is_set():
@@ -291,6 +293,7 @@ def _row(event: Event, kind: str, judged: Judged, threshold: float | None, secon
         loss_validator=judged.losses.get("validator"),
         seconds=seconds,
         attempt=judged.attempt,
+        seq=event.seq,
     )
 
 

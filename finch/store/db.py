@@ -94,17 +94,27 @@ _LEARNING_COLUMNS = frozenset(
         "loss_validator",
         "seconds",
         "attempt",
+        "seq",
     }
 )
 
 
 def learning_row(**values: Any) -> Row:
-    """One learning event for the ``learning`` table (columns: migrations 0002-0004)."""
+    """One learning event for the ``learning`` table (columns: migrations 0002-0006)."""
     unknown = set(values) - _LEARNING_COLUMNS
     if unknown:
         raise ValueError(f"no such learning column(s): {sorted(unknown)}")
     columns = ", ".join(values)
     return Row(f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+
+
+def forget_learning_after(position: dict[str, int]) -> Row:
+    """Delete the learning rows of events after ``position`` (a checkpoint's place in the log: the
+    table each event came from, and its rowid there). Its trainer learns them again."""
+    return Row(
+        "DELETE FROM learning WHERE (kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?)",
+        (position.get("requests", 0), position.get("feedback", 0)),
+    )
 
 
 def feedback_row(request_id: str, good: bool) -> Row:
