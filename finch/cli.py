@@ -15,6 +15,7 @@ import click
 
 from finch.config import Settings, env_name, load_settings
 from finch.errors import ConfigError
+from finch.report import describe_demo, describe_learning, format_table
 
 
 def _option(name: str, **kwargs: Any) -> Any:
@@ -186,27 +187,6 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
     click.echo(describe_learning(report["learning"]))
 
 
-def describe_learning(learning: dict[str, Any]) -> str:
-    low, high = learning["bad_local_interval"]
-    estimate = learning["bad_local_estimate"]
-    threshold = learning.get("threshold")
-    return (
-        f"learned from {learning['learned']} answers; {learning['audits']} audits of would-be-local answers"
-        + (
-            f", bad-local rate {estimate:.1%} of audited local answers (95% interval {low:.1%} to {high:.1%},"
-            " valid however often it is read)"
-            if estimate is not None
-            else ""
-        )
-        + (
-            f"; operating point P(good) >= {threshold:.2f}, certified: the bad rate among the local answers"
-            " served there is under the bound with 95% confidence, however often it is checked"
-            if threshold is not None
-            else "; operating point: none certified yet, every request is forwarded"
-        )
-    )
-
-
 @main.command()
 @_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
 def prices(home: Path | None) -> None:
@@ -305,33 +285,7 @@ def demo(n: int, seed: int, home: Path | None, as_json: bool) -> None:
         }
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(format_table(result.by_quarter, ["quarter", "requests", "forward_rate", "local_share"]))
-    t = result.totals
-    click.echo(
-        f"\n{t['requests']} requests in {elapsed:.1f}s: {t['forwarded']} forwarded, {t['local']} answered locally"
-        f" ({t['local'] / max(1, t['requests']):.1%}), {result.local_wrong} of them judged wrong against the"
-        f" teacher's answer; the teacher saw {result.teacher_requests}."
-        f"\nSpent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}."
-    )
-    click.echo(describe_learning(result.learning))
-
-
-def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}" if abs(value) < 100 else f"{value:,.2f}"
-        return str(value)
-
-    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [any(isinstance(row.get(c), int | float) for row in rows) for c in columns]  # right-aligned
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(r, widths, numeric, strict=True)).rstrip()
-        for r in cells
-    ]
-    return "\n".join(lines)
+    click.echo(describe_demo(result, elapsed))
 
 
 def _is_loopback(host: str) -> bool:

@@ -244,14 +244,3 @@ def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher
         assert reasons[0]["reason"] == "uncertified"
     finally:
         finch.server.stop()
-
-
-def test_the_guard_reads_the_audits_bad_share_against_the_bound(tmp_path):
-    """Over the bound means the recent audits' bad share above it, once there are enough audits."""
-    from finch.learning.ensemble import Ensemble, LearningConfig
-
-    ensemble = Ensemble(tmp_path, LearningConfig(preset="tiny", max_bad_local=0.1))
-    for bad, good, over in ((1, 9, False), (2, 18, False), (3, 17, True), (10, 90, False), (11, 89, True)):
-        ensemble.recent_audits.clear()
-        ensemble.recent_audits.extend([False] * bad + [True] * good)
-        assert ensemble.over_bound() is over, (bad, good)

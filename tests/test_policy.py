@@ -1,9 +1,10 @@
-"""The pure policy: schedule, sampling, the fixed-sample interval and the safety patterns."""
+"""The pure policy: schedule, sampling, the audits, the fixed-sample interval and the safety patterns."""
 
 import pytest
 
 from finch.config import parse_sampling
 from finch.errors import ConfigError
+from finch.policy.audits import Audits
 from finch.policy.risk import clopper_pearson
 from finch.policy.safety import sensitive_topic
 from finch.policy.schedule import Schedule
@@ -52,3 +53,22 @@ def test_clopper_pearson_matches_known_values():
 )
 def test_sensitive_topics(text, topic):
     assert sensitive_topic(text) == topic
+
+
+def test_the_tripwire_reads_the_recent_audits_bad_share_against_the_bound():
+    """Over the bound means the recent audits' bad share above it, once there are enough audits."""
+    for bad, good, over in ((1, 9, False), (2, 18, False), (3, 17, True), (10, 90, False), (11, 89, True)):
+        audits = Audits()
+        for verdict in [False] * bad + [True] * good:
+            audits.record(verdict)
+        assert audits.over_bound(0.1) is over, (bad, good)
+
+
+def test_audits_survive_a_checkpoint_and_begin_a_new_period():
+    audits = Audits()
+    for verdict in [False] * 5 + [True] * 15:
+        audits.record(verdict)
+    assert audits.period_beyond(0.02)  # 5 bad of 20: the exact lower bound is over 2%
+    restored = Audits(audits.to_state())
+    assert restored.summary() == audits.summary() and list(restored.recent) == list(audits.recent)
+    assert not restored.period_beyond(0.02)  # the checkpoint began a new period

@@ -12,7 +12,6 @@ serving snapshot (``finch.learning.snapshot``); the server decides from that
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +28,12 @@ from finch.learning.stacker import Stacker, stack_inputs
 from finch.models.learners import Generator, Router, Validator
 from finch.models.tokenizer import FinchTokenizer, load_or_build
 from finch.policy import decide as policy
-from finch.policy.bound import BOUND_OVER, Certifier, audit_interval
+from finch.policy.audits import Audits
+from finch.policy.bound import BOUND_OVER, Certifier
 from finch.policy.decide import Decision, Standing
-from finch.policy.risk import clopper_pearson
 from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
-
-_RECENT_AUDITS = 100  # audits the conservative phase's tripwire (over_bound) answers to
-_GUARD_MIN_AUDITS = 20  # fewer say too little to stop local answers on
 
 
 @dataclass(frozen=True)
@@ -89,10 +85,7 @@ class Ensemble:
         self.stacker = Stacker.from_state(state.get("stacker"))
         # The operating point: the certified threshold on P(good), None while none is.
         self.threshold: float | None = None  # the operating point; _republish sets it
-        self.audits = state.get("audits", {"good": 0, "bad": 0})
-        self.recent_audits: deque[bool] = deque(state.get("recent_audits", []), maxlen=_RECENT_AUDITS)
-        # Audits since the last checkpoint: the audited quality of the models trained since then.
-        self.period_audits = state.get("period_audits", {"good": 0, "bad": 0})
+        self.audits = Audits(state)
         self.rollbacks: int = state.get("rollbacks", 0)
         self.judge.framing.known = frozenset(state.get("framing", []))
         self.consistency = self.files.consistency()
@@ -103,16 +96,6 @@ class Ensemble:
     @property
     def phase(self) -> str:
         return self.config.schedule.phase(self.learned)
-
-    def over_bound(self) -> bool:
-        """Is the recent audits' bad share above the bound?
-
-        A tripwire for the conservative phase, while the models change fastest: the audits'
-        estimate is taken at its word, and more than the bound's share bad among the last hundred
-        stops local answers until they clear. It can only forward more, so it never weakens the
-        certified bound."""
-        n = len(self.recent_audits)
-        return n >= _GUARD_MIN_AUDITS and self.recent_audits.count(False) > self.config.max_bad_local * n
 
     # -- learning --------------------------------------------------------------------------------
 
@@ -156,9 +139,7 @@ class Ensemble:
         audit_good = None
         if audit is not None and audit.answer is not None and audit.p_good is not None:
             audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
-            self.audits["good" if audit_good else "bad"] += 1
-            self.period_audits["good" if audit_good else "bad"] += 1
-            self.recent_audits.append(audit_good)
+            self.audits.record(audit_good)
             # What finch was about to serve, at the scores it was tried at, each judged.
             tried = audit.tried or ((audit.answer, audit.p_good),)
             options = [
@@ -197,18 +178,18 @@ class Ensemble:
         attempt = candidates[best][0]
         return Judged(good, divergence, p_router, p_validators[best], losses, audit_good, p_goods[best], attempt)
 
-    def roll_back_if_worse(self, min_audits: int = 20) -> bool:
-        """Since the last checkpoint, have the audits shown the models serving bad answers beyond the
-        bound (the exact 95% lower bound of their bad rate above ``max_bad_local``)? Then go back to
-        the checkpoint before it: the models were measurably better then."""
-        bad, n = self.period_audits["bad"], self.period_audits["good"] + self.period_audits["bad"]
-        if n < min_audits or clopper_pearson(bad, n)[0] <= self.config.max_bad_local:
+    def roll_back_if_worse(self) -> bool:
+        """Have the audits since the last checkpoint shown the models serving bad answers beyond the
+        bound? Then go back to the checkpoint before it: the models were measurably better then."""
+        if not self.audits.period_beyond(self.config.max_bad_local):
             return False
         restored = self.files.roll_back(self._learners())
         if restored is None:
             return False
-        log.warning("audits found %d bad of %d since the last checkpoint: rolled back to %s", bad, n, restored)
-        self.period_audits = {"good": 0, "bad": 0}
+        log.warning(
+            "audits since the last checkpoint went over the bound (%s): rolled back to %s", self.audits.period, restored
+        )
+        self.audits.new_period()
         self.rollbacks += 1
         return True
 
@@ -274,7 +255,8 @@ class Ensemble:
         self.threshold = self._operating_point()
         schedule = self.config.schedule
         rate = schedule.sample_rate(self.learned)
-        self.standing = Standing(self.phase, self.threshold, rate, self.over_bound(), min(rate, schedule.floor_rate))
+        tripped = self.audits.over_bound(self.config.max_bad_local)
+        self.standing = Standing(self.phase, self.threshold, rate, tripped, min(rate, schedule.floor_rate))
 
     def save(self) -> None:
         state = {
@@ -282,22 +264,18 @@ class Ensemble:
             "blocked": sorted(self.blocked),
             "certifier": self.certifier.to_state(),
             "stacker": self.stacker.to_state(),
-            "audits": self.audits,
-            "recent_audits": list(self.recent_audits),
-            "period_audits": {"good": 0, "bad": 0},
+            **self.audits.to_state(),
             "rollbacks": self.rollbacks,
             "framing": sorted(self.judge.framing.known),
             "position": self.position,
         }
         self.files.save(self._learners(), self.tokenizer, self.memory, self.consistency, state)
-        self.period_audits = {"good": 0, "bad": 0}
+        self.audits.new_period()
 
     def _learners(self) -> tuple[Router, Validator, Generator]:
         return self.router, self.validator, self.generator
 
     def status(self) -> dict[str, Any]:
-        n = self.audits["good"] + self.audits["bad"]
-        low, high = audit_interval(self.audits["bad"], n)
         region = self.certifier.region(self.threshold)
         return {
             "learned": self.learned,
@@ -314,9 +292,6 @@ class Ensemble:
                 "evidence_needed": None if self.threshold is None else self.certifier.needed(self.threshold),
                 "answers": None if region is None else region.seen,
             },
-            "audits": n,
-            "audits_bad": self.audits["bad"],
-            "bad_local_estimate": self.audits["bad"] / n if n else None,
-            "bad_local_interval": [low, high],
+            **self.audits.summary(),
             "rollbacks": self.rollbacks,
         }

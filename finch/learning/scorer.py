@@ -97,14 +97,6 @@ class Scorer:
         return self._embed_answers([text])[0]
 
 
-def frozen(module: nn.Module) -> nn.Module:
-    """``module`` for inference only: evaluation mode, no gradients."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 def recalled(memory: Memory, hood: Neighbourhood | None, retrieval: bool) -> list[Candidate]:
     """The answer the nearest past questions vote for: the first candidate tried."""
     found = memory.recall(hood) if retrieval else None

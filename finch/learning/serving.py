@@ -18,9 +18,9 @@ import torch
 from finch.conversation import Conversation
 from finch.learning.consistency import Consistency, question_key
 from finch.learning.memory import Memory
-from finch.learning.scorer import Scorer, frozen, recalled, written_candidate
+from finch.learning.scorer import Scorer, recalled, written_candidate
 from finch.learning.stacker import Stacker
-from finch.models.learners import build_module
+from finch.models.inference import build_module
 from finch.models.tokenizer import FinchTokenizer
 from finch.policy import decide as policy
 from finch.policy.decide import Decision, Standing
@@ -57,7 +57,7 @@ class Serving:
         self.consistency = Consistency.from_state(snapshot["consistency"])
         self.memory = Memory.serving(snapshot["memory"], config.judge_threshold)
         models = snapshot["models"]
-        modules = {kind: frozen(build_module(kind, m["config"], m["weights"])) for kind, m in models.items()}
+        modules = {kind: build_module(kind, m["config"], m["weights"]) for kind, m in models.items()}
         self.scorer = Scorer(
             modules["router"],
             snapshot["router_prior"],

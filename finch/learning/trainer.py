@@ -22,27 +22,27 @@ import ctypes
 import dataclasses
 import fcntl
 import itertools
-import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from finch.config import Settings, parse_sampling
-from finch.conversation import Conversation
 from finch.learning import snapshot
+from finch.learning.cores import FreeCores
 from finch.learning.ensemble import Ensemble, Judged, LearningConfig
-from finch.policy.decide import AUDITED_REASONS, Decision
+from finch.learning.events import Event
+from finch.policy.decide import AUDITED_REASONS
 from finch.policy.schedule import Schedule
 from finch.store import queries
-from finch.store.db import Store, ensure_private_dir, forget_learning_after, learning_row
+from finch.store.db import Store, ensure_private_dir
+from finch.store.rows import forget_learning_after, learning_row
 from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
@@ -75,41 +75,6 @@ def learning_config(settings: Settings) -> LearningConfig:
 
 def snapshot_path(settings: Settings) -> Path:
     return settings.home / "models" / snapshot.FILE
-
-
-@dataclass(frozen=True)
-class Event:
-    """One row of the log to learn from."""
-
-    table: str  # requests or feedback
-    seq: int  # its rowid: the log's order
-    request_id: str
-    conversation: Conversation | None
-    answer: str | None  # Claude's answer; for feedback, the local answer judged
-    decision: Decision | None  # a would-be-local answer's decision
-    good: bool | None = None  # a user's verdict (feedback)
-
-    @classmethod
-    def from_request(cls, row: dict[str, Any]) -> Event:
-        decision = None
-        if row["decision"] is not None:
-            d = json.loads(row["decision"])
-            tried = tuple((text, float(p)) for text, p in d["tried"])
-            decision = Decision(
-                row["route"],
-                row["reason"],
-                d["answer"],
-                p_good=d["p_good"],
-                audit_chance=d["audit_chance"],
-                tried=tried,
-            )
-        conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
-        return cls("requests", row["seq"], row["request_id"], conversation, row["answer"], decision)
-
-    @classmethod
-    def from_feedback(cls, row: dict[str, Any]) -> Event:
-        conversation = Conversation.from_json(row["conversation"])
-        return cls("feedback", row["seq"], row["request_id"], conversation, row["answer"], None, bool(row["good"]))
 
 
 class Trainer:
@@ -233,41 +198,6 @@ class Trainer:
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
             return None
-
-
-class FreeCores:
-    """How many cores the rest of the machine left idle since the last look: as many threads as
-    the trainer's matrix products should use. On a busy machine one thread is far faster than
-    several: a thread the scheduler parks holds up the others at every product (measured, small
-    preset, nice 19, beside two CPU-bound programs: 0.35 s an event with one thread, 0.89 s with
-    two; on an idle machine, 0.22 s and 0.13 s)."""
-
-    def __init__(self) -> None:
-        self.cores = os.cpu_count() or 1
-        self._last = self._sample()
-
-    def free(self) -> int:
-        now = self._sample()
-        if now is None or self._last is None:
-            self._last = now
-            return self.cores
-        busy = (now[0] - self._last[0]) - (now[2] - self._last[2])  # every process's busy time but ours
-        wall = now[1] - self._last[1]
-        self._last = now
-        others = busy / wall if wall > 0 else 0.0
-        return max(1, min(self.cores, round(self.cores - others)))
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        """(the machine's busy CPU seconds, wall seconds, this process's CPU seconds); None off Linux."""
-        try:
-            fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        tick = os.sysconf("SC_CLK_TCK")
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle and iowait
-        own = os.times()
-        return (sum(fields[:8]) - idle) / tick, time.monotonic(), own.user + own.system
 
 
 def _with_losses(judged: Judged, losses: dict[str, float | None]) -> Judged:

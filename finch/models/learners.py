@@ -287,24 +287,6 @@ LEARNERS: dict[str, tuple[type[OnlineLearner], type]] = {
 }
 
 
-# The module behind each learner, for inference alone (the serving snapshot, finch.learning.snapshot).
-MODULES: dict[str, tuple[type[torch.nn.Module], type]] = {
-    "router": (EncoderClassifier, EncoderConfig),
-    "validator": (EncoderClassifier, EncoderConfig),
-    "generator": (Decoder, GeneratorConfig),
-}
-
-
-def build_module(kind: str, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A ``kind`` module made of ``weights`` (a snapshot's: they are not copied, so they must not
-    change afterwards)."""
-    module_cls, config_cls = MODULES[kind]
-    with torch.device("meta"):  # no memory and no random initialisation: the weights replace it all
-        module = module_cls(config_cls(**config))
-    module.load_state_dict(weights, assign=True)  # the weights themselves become the parameters
-    return module
-
-
 def load_learner(root: Path, kind: str, tokenizer: FinchTokenizer) -> OnlineLearner | None:
     """The newest good checkpoint of ``kind`` under ``root``, rebuilt from its own metadata; None if none."""
     found = checkpoint.latest(root, kind, tokenizer.hash)

@@ -3,22 +3,15 @@
 Routes:
     POST /v1/messages     validated; answered locally when the policy allows, else forwarded
     *    /v1/{anything}   passed through unchanged (count_tokens, models, batches, files, ...)
-    GET  /healthz         liveness
-    GET  /metrics         Prometheus
-    GET  /finch/stats     request log totals and the learning loop's state, as JSON
-    POST /finch/feedback  {"request_id": ..., "good": bool}: a user's verdict on an answer
-    GET  /finch/          the dashboard (a static page), and /finch/dashboard.json, what it shows
+    the rest              finch's own (finch.server.admin): health, metrics, stats, feedback, dashboard
 
-With a client token set, every route that reads or changes finch's state asks for it too
-(``x-finch-token``); /healthz, /metrics and the dashboard's empty page do not.
+With a client token set, the proxied routes ask for it too (``x-finch-token``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import secrets
 import time
@@ -26,7 +19,6 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 import httpx2
-from starlette import routing
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -36,24 +28,22 @@ from starlette.types import Receive, Scope, Send
 from finch import dialects
 from finch.config import Settings
 from finch.dialects import anthropic
-from finch.dialects.common import ParsedRequest, parse_json_object
-from finch.errors import ApiError, ClientGone, InvalidRequest, NotFound, RequestTooLarge, Unauthorized, error_body
+from finch.dialects.common import ParsedRequest
+from finch.errors import ApiError, ClientGone, RequestTooLarge
 from finch.metrics import Metrics
 from finch.policy.decide import AUDITED_REASONS
 from finch.pricing import PriceTable, estimate_tokens
-from finch.server import dashboard
+from finch.server.admin import JSON, build_admin, check_client_token, internal_error
 from finch.server.learning import LearningLoop
 from finch.server.local import local_response
 from finch.server.pressure import Pressure
 from finch.server.relay import HOP_BY_HOP, RelayResponse
-from finch.store import queries
 from finch.store.db import RequestRecord, Store
 from finch.upstream.client import UpstreamClient
 from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)
 
-_JSON = "application/json"
 # Request headers finch consumes itself or that the HTTP client must compute: never forwarded.
 _DROP_REQUEST_HEADERS = HOP_BY_HOP | {b"host", b"content-length", b"x-finch-token"}
 
@@ -95,60 +85,6 @@ class Proxy:
                 await run_in_threadpool(self.learning.stop)
             self.store.close()
 
-    # -- finch's own routes ----------------------------------------------------------------------
-
-    async def healthz(self, request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type=_JSON)
-
-    async def metrics_route(self, request: Request) -> Response:
-        self.metrics.log_dropped.set(self.store.dropped)
-        if self.learning is not None:
-            self.learning.update_metrics()
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    async def dashboard_page(self, request: Request) -> Response:
-        """The page holds no data (it asks /finch/dashboard.json, with the client token), so it needs none."""
-        return Response(dashboard.page(), media_type="text/html; charset=utf-8")
-
-    async def dashboard_data(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
-        loop, db = self.learning, self.settings.db_path
-        body = await run_in_threadpool(lambda: dashboard.report(db, loop.status() if loop is not None else None))
-        return Response(json.dumps(body), media_type=_JSON, headers={"cache-control": "no-store"})
-
-    async def stats(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
-        db = self.settings.db_path
-        body = await run_in_threadpool(
-            lambda: {
-                "totals": queries.totals(db),
-                "by_reason": queries.by_reason(db),
-                "examples": queries.example_count(db),
-                "log_dropped": self.store.dropped,
-                "learning": self.learning.status() if self.learning is not None else None,
-            }
-        )
-        return Response(json.dumps(body), media_type=_JSON)
-
-    async def feedback(self, request: Request) -> Response:
-        """POST {"request_id": "req_finch_...", "good": false}: a verdict on an answer."""
-        try:
-            self._check_client_token(request)
-            body = parse_json_object(await request.body())
-            request_id, good = body.get("request_id"), body.get("good")
-            if not isinstance(request_id, str) or not isinstance(good, bool):
-                raise InvalidRequest('expected {"request_id": "<x-finch-request-id>", "good": true|false}')
-            if self.learning is None:
-                raise InvalidRequest("learning is switched off (learning = false)")
-            result = await run_in_threadpool(self.learning.feedback, request_id, good)
-            if result is None:
-                raise NotFound(f"no request {request_id!r} in the log")
-        except ApiError as exc:
-            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
-        return Response(json.dumps(result), media_type=_JSON)
-
     # -- the proxy -------------------------------------------------------------------------------
 
     async def forward(self, request: Request) -> Response | RelayResponse:
@@ -164,7 +100,7 @@ class Proxy:
             status=0,
         )
         try:
-            self._check_client_token(request)
+            check_client_token(request, self.settings.client_token)
             body = await self._read_body(request)
             if dialect is not None:
                 parsed = dialect.parse(body)
@@ -217,23 +153,7 @@ class Proxy:
         record.latency_ms = (time.perf_counter() - started) * 1000
         self.store.submit(record)
         body = dialect.error_body(exc.error_type, exc.message)
-        return Response(body, status_code=exc.status, media_type=_JSON, headers={"x-finch-request-id": record.id})
-
-    def _refused(self, request: Request) -> Response | None:
-        """The 401 for a request without the client token, when one is set."""
-        try:
-            self._check_client_token(request)
-        except ApiError as exc:
-            return Response(exc.body(), status_code=exc.status, media_type=_JSON)
-        return None
-
-    def _check_client_token(self, request: Request) -> None:
-        expected = self.settings.client_token
-        if expected is None:
-            return
-        given = request.headers.get("x-finch-token", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Unauthorized("missing or wrong x-finch-token header")
+        return Response(body, status_code=exc.status, media_type=JSON, headers={"x-finch-request-id": record.id})
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
@@ -266,23 +186,6 @@ def _log_request(record: RequestRecord, summary: object, cost: float) -> None:
         log.info("%s %s %s %s %d %s", record.method, record.path, record.route, record.reason, record.status, ms)
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return Response(error_body("not_found_error", f"no route for {request.url.path}"), 404, media_type=_JSON)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return Response(error_body("api_error", "internal error in finch"), 500, media_type=_JSON)
-
-
-async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return Response(
-        error_body("not_found_error", f"{request.method} is not supported on {request.url.path}"),
-        405,
-        media_type=_JSON,
-    )
-
-
 class FinchApp:
     """The ASGI entry point. ``/v1/`` traffic goes straight to the proxy, skipping Starlette's
     router and middleware (a measurable share of the forward path); the rest is a Starlette app."""
@@ -303,7 +206,7 @@ class FinchApp:
             try:
                 response = await self.proxy.forward(request)
             except Exception as exc:
-                response = await _internal_error(request, exc)
+                response = await internal_error(request, exc)
             await response(scope, receive, send)
         finally:
             pressure.in_flight -= 1
@@ -311,17 +214,6 @@ class FinchApp:
 
 def build_app(settings: Settings, transport: httpx2.AsyncBaseTransport | None = None) -> FinchApp:
     proxy = Proxy(settings, transport)
-    admin = Starlette(
-        routes=[
-            routing.Route("/healthz", proxy.healthz, methods=["GET"]),
-            routing.Route("/metrics", proxy.metrics_route, methods=["GET"]),
-            routing.Route("/finch/stats", proxy.stats, methods=["GET"]),
-            routing.Route("/finch/feedback", proxy.feedback, methods=["POST"]),
-            routing.Route("/finch/", proxy.dashboard_page, methods=["GET"]),
-            routing.Route("/finch/dashboard.json", proxy.dashboard_data, methods=["GET"]),
-        ],
-        exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _internal_error},
-        lifespan=proxy.lifespan,
-    )
+    admin = build_admin(proxy)
     admin.state.proxy = proxy
     return FinchApp(proxy, admin)

@@ -37,7 +37,8 @@ from finch.policy.decide import Decision
 from finch.server.pressure import Pressure
 from finch.server.supervisor import TrainerProcess
 from finch.store import queries
-from finch.store.db import Store, feedback_row
+from finch.store.db import Store
+from finch.store.rows import feedback_row
 from finch.vocabulary import Reason, Route
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from finch.conversation import Conversation
 from finch.pricing import PriceTable
 from finch.sse import ResponseSummary, decode_body
 from finch.store.migrations import migrate
+from finch.store.rows import Row
 from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
@@ -66,59 +67,6 @@ class RequestRecord:
 
 
 Listener = Callable[[RequestRecord, ResponseSummary, float], None]
-
-
-@dataclass(frozen=True)
-class Row:
-    """Any other row to write off the caller's thread: one SQL statement and its parameters."""
-
-    sql: str
-    params: tuple[Any, ...]
-
-
-_LEARNING_COLUMNS = frozenset(
-    {
-        "ts",
-        "request_id",
-        "kind",
-        "audit",
-        "audit_good",
-        "good",
-        "divergence",
-        "p_router",
-        "p_validator",
-        "p_good",
-        "threshold",
-        "loss_generator",
-        "loss_router",
-        "loss_validator",
-        "seconds",
-        "attempt",
-        "seq",
-    }
-)
-
-
-def learning_row(**values: Any) -> Row:
-    """One learning event for the ``learning`` table (columns: migrations 0002-0006)."""
-    unknown = set(values) - _LEARNING_COLUMNS
-    if unknown:
-        raise ValueError(f"no such learning column(s): {sorted(unknown)}")
-    columns = ", ".join(values)
-    return Row(f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
-
-
-def forget_learning_after(position: dict[str, int]) -> Row:
-    """Delete the learning rows of events after ``position`` (a checkpoint's place in the log: the
-    table each event came from, and its rowid there). Its trainer learns them again."""
-    return Row(
-        "DELETE FROM learning WHERE (kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?)",
-        (position.get("requests", 0), position.get("feedback", 0)),
-    )
-
-
-def feedback_row(request_id: str, good: bool) -> Row:
-    return Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, time.time(), int(good)))
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -22,11 +21,10 @@ from starlette.responses import Response, StreamingResponse
 from finch.conversation import text_of
 from finch.pricing import estimate_tokens as count_tokens
 from finch.teacher.corpus import reword
+from finch.teacher.wire import PIECE
 
 if TYPE_CHECKING:
     from finch.teacher.server import Teacher
-
-_PIECE = re.compile(r"\S+\s*|\s+")
 
 
 async def chat_completions(teacher: Teacher, request: Request) -> Response:
@@ -44,7 +42,7 @@ async def chat_completions(teacher: Teacher, request: Request) -> Response:
     answer = teacher.corpus.answer(question)
     if teacher.config.reword:
         answer = reword(answer, teacher.rng)
-    words = _PIECE.findall(answer)
+    words = PIECE.findall(answer)
     pieces = words[:limit]
     finish = "stop" if len(pieces) == len(words) else "length"
     prompt = count_tokens(json.dumps(payload["messages"]))

@@ -19,10 +19,8 @@ import functools
 import hashlib
 import json
 import random
-import re
 import secrets
 from collections import Counter, deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +32,9 @@ from starlette.routing import Route
 from finch.conversation import text_of
 from finch.errors import error_body
 from finch.pricing import estimate_tokens as count_tokens
-from finch.sse import sse_event
 from finch.teacher.corpus import Corpus, reword
 from finch.teacher.openai import chat_completions
+from finch.teacher.wire import PIECE, TruncatedResponse, message_events
 
 MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-5")
 _FAULT_STATUS = {
@@ -47,7 +45,6 @@ _FAULT_STATUS = {
     "503": (503, "api_error"),
     "529": (529, "overloaded_error"),
 }
-_PIECE = re.compile(r"\S+\s*|\s+")
 
 
 @dataclass
@@ -60,10 +57,6 @@ class TeacherConfig:
     hang_seconds: float = 30.0  # how long an injected hang lasts before the answer comes anyway
     rates: dict[str, float] = field(default_factory=dict)  # random faults: {"429": 0.01, "drop": 0.01}
     seed: int = 0
-
-
-class InjectedDrop(Exception):
-    """Raised inside a response to cut the connection, as a failing upstream would."""
 
 
 class Teacher:
@@ -105,18 +98,20 @@ class Teacher:
         answer = self.corpus.answer(question)
         if self.config.reword:
             answer = reword(answer, self.rng)
-        pieces = _PIECE.findall(answer)[:max_tokens]
-        stop_reason = "end_turn" if len(pieces) == len(_PIECE.findall(answer)) else "max_tokens"
+        pieces = PIECE.findall(answer)[:max_tokens]
+        stop_reason = "end_turn" if len(pieces) == len(PIECE.findall(answer)) else "max_tokens"
         input_tokens = count_tokens(json.dumps(payload.get("messages", "")) + str(payload.get("system", "")))
         headers = {**digest, "request-id": "req_teacher_" + secrets.token_hex(8), **_RATELIMIT_HEADERS}
         message_id = "msg_teacher_" + secrets.token_hex(10)
         if payload.get("stream"):
-            events = self._stream(message_id, model, pieces, input_tokens, stop_reason, drop=fault == "drop")
+            events = message_events(
+                message_id, model, pieces, input_tokens, stop_reason, self.config, drop=fault == "drop"
+            )
             return StreamingResponse(events, media_type="text/event-stream; charset=utf-8", headers=headers)
         if self.config.first_token_delay:
             await asyncio.sleep(self.config.first_token_delay)
         if fault == "drop":
-            return _TruncatedResponse(b'{"id": "' + message_id.encode(), headers)
+            return TruncatedResponse(b'{"id": "' + message_id.encode(), headers)
         message = {
             "id": message_id,
             "type": "message",
@@ -208,65 +203,6 @@ class Teacher:
         if fault is not None:
             self.faults_served[fault] += 1
         return fault
-
-    async def _stream(
-        self, message_id: str, model: str, pieces: list[str], input_tokens: int, stop_reason: str, drop: bool
-    ) -> AsyncIterator[bytes]:
-        message = {
-            "id": message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
-        }
-        yield sse_event("message_start", {"type": "message_start", "message": message})
-        if self.config.first_token_delay:
-            await asyncio.sleep(self.config.first_token_delay)
-        yield sse_event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        )
-        yield sse_event("ping", {"type": "ping"})
-        for i, piece in enumerate(pieces):
-            if drop and i >= len(pieces) // 2:
-                raise InjectedDrop("connection dropped mid-stream (injected)")
-            if i and self.config.token_delay:
-                await asyncio.sleep(self.config.token_delay)
-            delta = {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            }
-            yield sse_event("content_block_delta", delta)
-        if drop:
-            raise InjectedDrop("connection dropped mid-stream (injected)")
-        yield sse_event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        yield sse_event(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": len(pieces)},
-            },
-        )
-        yield sse_event("message_stop", {"type": "message_stop"})
-
-
-class _TruncatedResponse:
-    """Promises a longer body than it sends, then cuts the connection."""
-
-    def __init__(self, partial: bytes, headers: dict[str, str]) -> None:
-        self.partial = partial
-        self.headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = [*self.headers, (b"content-type", b"application/json"), (b"content-length", b"4096")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.partial, "more_body": True})
-        raise InjectedDrop("connection dropped mid-body (injected)")
 
 
 _RATELIMIT_HEADERS = {

@@ -1,0 +1,47 @@
+"""The rows of the request log that the trainer learns from (``finch.store.queries.learning_events``),
+as events: Claude's answers to eligible requests, local answers served or withheld for an audit,
+and users' verdicts on local answers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from finch.conversation import Conversation
+from finch.policy.decide import Decision
+
+
+@dataclass(frozen=True)
+class Event:
+    """One row of the log to learn from."""
+
+    table: str  # requests or feedback
+    seq: int  # its rowid: the log's order
+    request_id: str
+    conversation: Conversation | None
+    answer: str | None  # Claude's answer; for feedback, the local answer judged
+    decision: Decision | None  # a would-be-local answer's decision
+    good: bool | None = None  # a user's verdict (feedback)
+
+    @classmethod
+    def from_request(cls, row: dict[str, Any]) -> Event:
+        decision = None
+        if row["decision"] is not None:
+            d = json.loads(row["decision"])
+            tried = tuple((text, float(p)) for text, p in d["tried"])
+            decision = Decision(
+                row["route"],
+                row["reason"],
+                d["answer"],
+                p_good=d["p_good"],
+                audit_chance=d["audit_chance"],
+                tried=tried,
+            )
+        conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
+        return cls("requests", row["seq"], row["request_id"], conversation, row["answer"], decision)
+
+    @classmethod
+    def from_feedback(cls, row: dict[str, Any]) -> Event:
+        conversation = Conversation.from_json(row["conversation"])
+        return cls("feedback", row["seq"], row["request_id"], conversation, row["answer"], None, bool(row["good"]))

@@ -1,0 +1,62 @@
+"""What finch prints for people: tables of rows, and a sentence on what learning has reached."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from finch.demo import DemoResult
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 100 else f"{value:,.2f}"
+        return str(value)
+
+    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [any(isinstance(row.get(c), int | float) for row in rows) for c in columns]  # right-aligned
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(r, widths, numeric, strict=True)).rstrip()
+        for r in cells
+    ]
+    return "\n".join(lines)
+
+
+def describe_learning(learning: dict[str, Any]) -> str:
+    low, high = learning["bad_local_interval"]
+    estimate = learning["bad_local_estimate"]
+    threshold = learning.get("threshold")
+    return (
+        f"learned from {learning['learned']} answers; {learning['audits']} audits of would-be-local answers"
+        + (
+            f", bad-local rate {estimate:.1%} of audited local answers (95% interval {low:.1%} to {high:.1%},"
+            " valid however often it is read)"
+            if estimate is not None
+            else ""
+        )
+        + (
+            f"; operating point P(good) >= {threshold:.2f}, certified: the bad rate among the local answers"
+            " served there is under the bound with 95% confidence, however often it is checked"
+            if threshold is not None
+            else "; operating point: none certified yet, every request is forwarded"
+        )
+    )
+
+
+def describe_demo(result: DemoResult, elapsed: float) -> str:
+    t = result.totals
+    return "\n".join(
+        [
+            format_table(result.by_quarter, ["quarter", "requests", "forward_rate", "local_share"]),
+            "",
+            f"{t['requests']} requests in {elapsed:.1f}s: {t['forwarded']} forwarded, {t['local']} answered"
+            f" locally ({t['local'] / max(1, t['requests']):.1%}), {result.local_wrong} of them judged wrong"
+            f" against the teacher's answer; the teacher saw {result.teacher_requests}.",
+            f"Spent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}.",
+            describe_learning(result.learning),
+        ]
+    )

@@ -1,0 +1,144 @@
+"""finch's own routes, for people and tools, beside the proxied API:
+
+    GET  /healthz         liveness
+    GET  /metrics         Prometheus
+    GET  /finch/stats     request log totals and the learning loop's state, as JSON
+    POST /finch/feedback  {"request_id": ..., "good": bool}: a user's verdict on an answer
+    GET  /finch/          the dashboard (a static page), and /finch/dashboard.json, what it shows
+
+With a client token set, every route that reads or changes finch's state asks for it
+(``x-finch-token``); /healthz, /metrics and the dashboard's empty page do not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from starlette import routing
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from finch.dialects.common import parse_json_object
+from finch.errors import ApiError, InvalidRequest, NotFound, Unauthorized, error_body
+from finch.server import dashboard
+from finch.store import queries
+
+if TYPE_CHECKING:
+    from finch.server.app import Proxy
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def check_client_token(request: Request, expected: str | None) -> None:
+    if expected is None:
+        return
+    given = request.headers.get("x-finch-token", "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("missing or wrong x-finch-token header")
+
+
+class Admin:
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def _refused(self, request: Request) -> Response | None:
+        """The 401 for a request without the client token, when one is set."""
+        try:
+            check_client_token(request, self.proxy.settings.client_token)
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=JSON)
+        return None
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    async def metrics(self, request: Request) -> Response:
+        proxy = self.proxy
+        proxy.metrics.log_dropped.set(proxy.store.dropped)
+        if proxy.learning is not None:
+            proxy.learning.update_metrics()
+        return Response(proxy.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def dashboard_page(self, request: Request) -> Response:
+        """The page holds no data (it asks /finch/dashboard.json, with the client token), so it needs none."""
+        return Response(dashboard.page(), media_type="text/html; charset=utf-8")
+
+    async def dashboard_data(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        loop, db = self.proxy.learning, self.proxy.settings.db_path
+        body = await run_in_threadpool(lambda: dashboard.report(db, loop.status() if loop is not None else None))
+        return Response(json.dumps(body), media_type=JSON, headers={"cache-control": "no-store"})
+
+    async def stats(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        proxy, db = self.proxy, self.proxy.settings.db_path
+        body = await run_in_threadpool(
+            lambda: {
+                "totals": queries.totals(db),
+                "by_reason": queries.by_reason(db),
+                "examples": queries.example_count(db),
+                "log_dropped": proxy.store.dropped,
+                "learning": proxy.learning.status() if proxy.learning is not None else None,
+            }
+        )
+        return Response(json.dumps(body), media_type=JSON)
+
+    async def feedback(self, request: Request) -> Response:
+        """POST {"request_id": "req_finch_...", "good": false}: a verdict on an answer."""
+        learning = self.proxy.learning
+        try:
+            check_client_token(request, self.proxy.settings.client_token)
+            body = parse_json_object(await request.body())
+            request_id, good = body.get("request_id"), body.get("good")
+            if not isinstance(request_id, str) or not isinstance(good, bool):
+                raise InvalidRequest('expected {"request_id": "<x-finch-request-id>", "good": true|false}')
+            if learning is None:
+                raise InvalidRequest("learning is switched off (learning = false)")
+            result = await run_in_threadpool(learning.feedback, request_id, good)
+            if result is None:
+                raise NotFound(f"no request {request_id!r} in the log")
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=JSON)
+        return Response(json.dumps(result), media_type=JSON)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return Response(error_body("not_found_error", f"no route for {request.url.path}"), 404, media_type=JSON)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(error_body("api_error", "internal error in finch"), 500, media_type=JSON)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return Response(
+        error_body("not_found_error", f"{request.method} is not supported on {request.url.path}"),
+        405,
+        media_type=JSON,
+    )
+
+
+def build_admin(proxy: Proxy) -> Starlette:
+    admin = Admin(proxy)
+    return Starlette(
+        routes=[
+            routing.Route("/healthz", admin.healthz, methods=["GET"]),
+            routing.Route("/metrics", admin.metrics, methods=["GET"]),
+            routing.Route("/finch/stats", admin.stats, methods=["GET"]),
+            routing.Route("/finch/feedback", admin.feedback, methods=["POST"]),
+            routing.Route("/finch/", admin.dashboard_page, methods=["GET"]),
+            routing.Route("/finch/dashboard.json", admin.dashboard_data, methods=["GET"]),
+        ],
+        exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: internal_error},
+        lifespan=proxy.lifespan,
+    )
