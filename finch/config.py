@@ -60,6 +60,9 @@ class Settings:
     save_every: int = 50  # learning events between checkpoints
     # The trainer's process runs at this CPU niceness (0-19): above 0 requests take the CPU first.
     trainer_nice: int = 19
+    # false: `finch serve` starts no trainer, and learning is left to a `finch train` run on its own
+    # (under a process manager, in a cgroup of its own); serving goes on from its snapshots.
+    start_trainer: bool = True
     seed: int = 0
 
     @property

@@ -80,7 +80,9 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def start_finch(home: Path, servers: Callable[[Any], Running]) -> Callable[..., Running]:
     def start(upstream_url: str, **overrides: Any) -> Running:
-        overrides = {"preset": "tiny", **overrides}
+        # No trainer unless a test asks for one: most test the proxy, and a trainer's start (torch,
+        # the models) would cost each a few CPU-seconds.
+        overrides = {"preset": "tiny", "start_trainer": False, **overrides}
         return servers(build_app(load_settings({"home": str(home), "upstream_url": upstream_url, **overrides}, {})))
 
     return start

@@ -8,28 +8,28 @@ from finch.cli import _is_loopback, main
 
 def test_demo_runs_offline_and_its_log_is_readable_by_stats(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["demo", "--requests", "24", "--home", str(tmp_path), "--json"])
+    result = runner.invoke(main, ["demo", "--requests", "12", "--home", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
-    assert report["totals"]["requests"] == 24
-    assert sum(q["requests"] for q in report["by_quarter"]) == 24
-    assert report["learning"]["learned"] == 24 and report["learning"]["phase"] == "cold_start"
+    assert report["totals"]["requests"] == 12
+    assert sum(q["requests"] for q in report["by_quarter"]) == 12
+    assert report["learning"]["learned"] == 12 and report["learning"]["phase"] == "cold_start"
 
     stats = runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"])
     assert stats.exit_code == 0, stats.output
-    assert json.loads(stats.stdout)["totals"]["forwarded"] == 24
+    assert json.loads(stats.stdout)["totals"]["forwarded"] == 12
     table = runner.invoke(main, ["stats", "--home", str(tmp_path)])
-    assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 24 answers" in table.stdout
+    assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 12 answers" in table.stdout
     assert "still learning its first answers" in table.stdout  # each reason explained in words
 
     assert (tmp_path / "models" / "generator").is_dir() and (tmp_path / "tokenizer.json").exists()
     attempts = "SELECT COUNT(attempt) FROM learning"
-    assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 24  # each verdict's answer
+    assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 12  # each verdict's answer
     forgot = runner.invoke(main, ["forget", "--home", str(tmp_path), "--yes"])
     assert forgot.exit_code == 0 and "deleted" in forgot.stdout
     assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 0
     assert (
-        json.loads(runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"]).stdout)["totals"]["requests"] == 24
+        json.loads(runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"]).stdout)["totals"]["requests"] == 12
     )
     reset = runner.invoke(main, ["reset", "--home", str(tmp_path), "--yes"])
     assert reset.exit_code == 0

@@ -141,7 +141,7 @@ KILLS = int(os.environ.get("FINCH_TRAINER_KILLS", "20"))
 def test_sigkill_of_the_trainer_under_load_costs_no_request_and_no_progress(start_finch, teacher):
     """The trainer killed again and again while clients keep asking: every request is answered,
     each restart goes on from the last checkpoint, and what is served never goes back."""
-    finch = start_finch(teacher.url, cold_start=5, save_every=2)
+    finch = start_finch(teacher.url, cold_start=5, save_every=2, start_trainer=True)
     loop = finch.app.state.proxy.learning
     loop.trainer.healthy_s = 0.0  # these kills are the test's, not a crash loop: restart at once
     rng = random.Random(5)

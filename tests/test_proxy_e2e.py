@@ -312,7 +312,7 @@ def test_home_is_private_and_never_holds_a_key(start_finch, teacher, home):
 
 
 def test_an_upstream_hang_past_the_read_timeout_is_a_clean_504(start_teacher, start_finch, home):
-    teacher = start_teacher(hang_seconds=5.0)
+    teacher = start_teacher(hang_seconds=1.5)
     finch = start_finch(teacher.url, read_timeout=0.5, max_retries=0)
     queue_faults(teacher, "hang")
     started = time.perf_counter()

@@ -23,6 +23,7 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
         "0003_score.sql",
         "0004_attempt.sql",
         "0005_decision.sql",
+        "0006_learning_seq.sql",
     ]
     conn.close()
 

@@ -47,7 +47,8 @@ from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05  # how often an idle trainer looks for new rows in the log
+POLL_S = 0.01  # how often an idle trainer looks for new rows in the log (two stat calls)
+_REREAD_S = 1.0  # and reads it regardless this often, whatever the files' stats say
 _PUBLISH_EVERY_S = 1.0  # at most, while a backlog remains (a snapshot costs a write here and a load there)
 _BATCH = 256  # rows read from the log at a time
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -107,11 +108,23 @@ class Trainer:
             self.publish()
             while not stop.is_set():
                 if not self.step():
-                    stop.wait(POLL_S)
+                    self._idle_until_the_log_changes(stop)
             self.ensemble.save()
             self.publish(force=True)
         finally:
             self.store.close()
+
+    def _idle_until_the_log_changes(self, stop: threading.Event) -> None:
+        """Wait until the log's files change (SQLite in WAL mode appends every commit to the -wal
+        file) or ``_REREAD_S`` passes: a look costs two stat calls, not two queries."""
+        before, deadline = self._log_files(), time.monotonic() + _REREAD_S
+        while not stop.wait(POLL_S) and time.monotonic() < deadline:
+            if self._log_files() != before:
+                return
+
+    def _log_files(self) -> tuple[tuple[int, int] | None, ...]:
+        db = self.settings.db_path
+        return tuple(_stat(path) for path in (db, db.with_name(db.name + "-wal")))
 
     def step(self) -> int:
         """Learn what is waiting in the log, up to ``_MAX_BATCH`` events or about ``_BATCH_S`` of
@@ -198,6 +211,14 @@ class Trainer:
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
             return None
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _with_losses(judged: Judged, losses: dict[str, float | None]) -> Judged:

@@ -44,7 +44,7 @@ from finch.vocabulary import Reason, Route
 log = logging.getLogger(__name__)
 
 _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives before the log is written
-_WATCH_S = 0.05  # how often the watcher looks for a new snapshot (one stat call)
+_WATCH_S = 0.01  # how often the watcher looks for a new snapshot (one stat call)
 
 
 class LearningLoop:
@@ -84,7 +84,8 @@ class LearningLoop:
 
     def start(self) -> None:
         self.judge.embed(["warm up"])  # load the embedding model now, not on a request
-        self.trainer.start()
+        if self.settings.start_trainer:
+            self.trainer.start()
         self._watcher = threading.Thread(target=self._watch, name="finch-snapshot-watcher", daemon=True)
         self._watcher.start()
 
