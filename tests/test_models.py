@@ -195,6 +195,17 @@ def _trained(tokenizer, steps=8):
     return writer, router, validator
 
 
+def test_answers_written_together_are_those_written_one_at_a_time(tokenizer):
+    """The trainer writes a batch's attempts together: each must be what the request path, which
+    writes one answer alone, would serve. Prompts of different lengths, one past the context."""
+    writer, _, _ = _trained(tokenizer, steps=12)
+    conversations = [ask(f"question {i}") for i in range(0, 12, 3)] + [ask("something new entirely")]
+    conversations.append(ask(" ".join(f"word{i}" for i in range(400))))  # truncated to the context
+    assert writer.answers(conversations, 40) == [writer.answer(c, 40) for c in conversations]
+    assert any(writer.answers(conversations, 40))  # answers, not empty strings
+    assert writer.answers([], 40) == []
+
+
 def test_save_then_load_gives_identical_outputs(tokenizer, tmp_path):
     writer, router, validator = _trained(tokenizer)
     probe = [ask("question 3"), ask("something new entirely")]

@@ -12,7 +12,7 @@ serving snapshot (``finch.learning.snapshot``); the server decides from that
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from finch.models.learners import Generator, Router, Validator
 from finch.models.tokenizer import FinchTokenizer, load_or_build
 from finch.policy import decide as policy
 from finch.policy.audits import Audits
-from finch.policy.bound import BOUND_OVER, Certifier
+from finch.policy.bound import Certifier
 from finch.policy.decide import Decision, Standing
 from finch.policy.schedule import Schedule
 
@@ -91,6 +91,7 @@ class Ensemble:
         self.consistency = self.files.consistency()
         # How far through its source (the request log) learning has come, saved with the models.
         self.position: dict[str, int] = state.get("position", {})
+        self._attempts: dict[Conversation, str] = {}  # the generator's, written ahead for a batch
         self._republish()
 
     @property
@@ -116,7 +117,9 @@ class Ensemble:
         key = question_key(conversation)
         repeated = self.consistency.answer(key)  # what finch would have repeated, before this answer
         repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
-        written = self.generator.answer(conversation, self.config.max_local_tokens)
+        written = self._attempts.get(conversation)
+        if written is None:
+            written = self.generator.answer(conversation, self.config.max_local_tokens)
         question_vec, (written_vec, teacher_vec) = self.judge.embed_with_answers(
             question_text(conversation), [written, teacher_answer]
         )
@@ -190,6 +193,7 @@ class Ensemble:
             "audits since the last checkpoint went over the bound (%s): rolled back to %s", self.audits.period, restored
         )
         self.audits.new_period()
+        self._attempts = {}  # written by the models rolled back
         self.rollbacks += 1
         return True
 
@@ -218,16 +222,21 @@ class Ensemble:
             losses["generator"] = self.generator.learn(conversation, teacher_answer)
         return Judged(good, divergence, None, None, losses, attempt=local_answer)
 
-    def begin_batch(self) -> None:
+    def begin_batch(self, conversations: Sequence[Conversation] = ()) -> None:
         """Learn the next events as one batch (a trainer with a backlog): each is scored, judged and
         counted as it comes, as ever, and the three models take their steps for all of them at
         ``end_batch``. So scores stay prequential, and learning k events costs about one step's
         time instead of k."""
         for learner in self._learners():
             learner.begin_batch()
+        # The generator is the same for the whole batch: its attempts at the batch's questions are
+        # written together, each what it would have written alone.
+        unique = list(dict.fromkeys(conversations))
+        self._attempts = dict(zip(unique, self.generator.answers(unique, self.config.max_local_tokens), strict=True))
 
     def end_batch(self) -> dict[str, float | None]:
         """The batch's steps; each model's loss on it."""
+        self._attempts = {}
         return {learner.kind: learner.end_batch() for learner in self._learners()}
 
     def count_served(self, served: Decision) -> None:
@@ -276,7 +285,6 @@ class Ensemble:
         return self.router, self.validator, self.generator
 
     def status(self) -> dict[str, Any]:
-        region = self.certifier.region(self.threshold)
         return {
             "learned": self.learned,
             "phase": self.phase,
@@ -284,14 +292,7 @@ class Ensemble:
             "threshold": self.threshold,
             "max_bad_local": self.config.max_bad_local,
             "certified": self.threshold is not None,
-            # What the bound is over, and how sure: served local answers, checked at every answer.
-            "bound": {
-                "over": BOUND_OVER,
-                "confidence": 1 - self.certifier.delta,
-                "evidence": None if region is None else region.wealth,
-                "evidence_needed": None if self.threshold is None else self.certifier.needed(self.threshold),
-                "answers": None if region is None else region.seen,
-            },
+            "bound": self.certifier.describe(self.threshold),  # over served local answers, at every answer
             **self.audits.summary(),
             "rollbacks": self.rollbacks,
         }

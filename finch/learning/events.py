@@ -10,6 +10,7 @@ from typing import Any
 
 from finch.conversation import Conversation
 from finch.policy.decide import Decision
+from finch.vocabulary import Route
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,12 @@ class Event:
     answer: str | None  # Claude's answer; for feedback, the local answer judged
     decision: Decision | None  # a would-be-local answer's decision
     good: bool | None = None  # a user's verdict (feedback)
+
+    @property
+    def learns_from_claude(self) -> bool:
+        """Claude's answer to a forwarded request (not a local answer served, nor a verdict)."""
+        served = self.decision is not None and self.decision.route == Route.LOCAL
+        return self.table == "requests" and self.conversation is not None and not served
 
     @classmethod
     def from_request(cls, row: dict[str, Any]) -> Event:

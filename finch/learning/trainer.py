@@ -135,8 +135,8 @@ class Trainer:
         if events:  # an idle poll neither samples the machine nor touches torch
             torch.set_num_threads(self._cores.free())
         batch, started_batch = len(events) > 1, time.perf_counter()
-        if batch:
-            self.ensemble.begin_batch()
+        if batch:  # Claude's answers in it are each judged against an attempt of the generator's
+            self.ensemble.begin_batch([e.conversation for e in events if e.learns_from_claude])
         learned: list[tuple[Event, str, Judged, float]] = []
         for event in events:
             if self._stop.is_set():  # asked to stop: the rest waits in the log for the next run

@@ -107,6 +107,50 @@ class Decoder(nn.Module):
             logits = self._logits(torch.tensor([[next_id]], device=device), caches, pos=pos)[0, -1]
             pos += 1
 
+    @torch.no_grad()
+    def generate_greedy(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int) -> list[list[int]]:
+        """``generate`` at 0 °C for many prompts at once: what each would give alone (up to float
+        rounding in the attention's sums), for about the cost of one. The trainer writes its
+        attempts at a batch's answers this way: token by token, one prompt at a time, a long answer
+        costs hundreds of small steps each."""
+        cfg = self.config
+        if not prompts:
+            return []
+        prompts = [p[-(cfg.max_len - 1) :] for p in prompts]
+        device = self.tok_emb.weight.device
+        B, head_dim = len(prompts), cfg.n_embd // cfg.n_head
+        shape = (B, cfg.n_head, cfg.max_len, head_dim)
+        caches = [(torch.zeros(shape, device=device), torch.zeros(shape, device=device)) for _ in self.blocks]
+        # Each prompt fills its own row of the cache, unpadded, as it would alone.
+        rows = [[(k[b : b + 1], v[b : b + 1]) for k, v in caches] for b in range(B)]
+        logits = torch.stack(
+            [self._logits(torch.tensor([p], device=device), rows[b], pos=0)[0, -1] for b, p in enumerate(prompts)]
+        )  # (B, V)
+        pos = torch.tensor([len(p) for p in prompts], device=device)
+        out: list[list[int]] = [[] for _ in prompts]
+        live = [True] * B
+        keys = torch.arange(cfg.max_len, device=device)
+        for _ in range(max_new_tokens):
+            next_ids = torch.argmax(logits, dim=-1)  # (B,)
+            for b, token in enumerate(next_ids.tolist()):
+                if not live[b]:
+                    continue
+                if token == eos_id:
+                    live[b] = False
+                    continue
+                out[b].append(token)
+                live[b] = int(pos[b]) < cfg.max_len
+            if not any(live):
+                break
+            step_pos = pos.clamp(max=cfg.max_len - 1)  # finished rows run on harmlessly
+            x = self.tok_emb(next_ids)[:, None] + self.pos_emb(step_pos)[:, None]  # (B, 1, C)
+            key_mask = keys[None, :] <= step_pos[:, None]  # (B, max_len): each row's own past
+            for i, block in enumerate(self.blocks):
+                x = block(x, causal=True, key_mask=key_mask, cache=caches[i], pos=step_pos)
+            logits = self.lm_head(self.ln_f(x))[:, 0]  # (B, V)
+            pos = pos + 1
+        return out
+
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator | None) -> int:
     if temperature <= 0:

@@ -24,12 +24,18 @@ class SelfAttention(nn.Module):
         causal: bool,
         key_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        pos: int = 0,
+        pos: int | torch.Tensor = 0,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        if cache is not None:
+        if cache is not None and isinstance(pos, torch.Tensor):  # one token a row, each at its own position
+            cache_k, cache_v = cache
+            rows = torch.arange(B, device=x.device)
+            cache_k[rows, :, pos] = k[:, :, 0]
+            cache_v[rows, :, pos] = v[:, :, 0]
+            k, v = cache_k, cache_v  # (B, H, max_len, D): key_mask keeps each row to its own past
+        elif cache is not None:
             cache_k, cache_v = cache
             cache_k[:, :, pos : pos + T] = k
             cache_v[:, :, pos : pos + T] = v
@@ -69,7 +75,7 @@ class Block(nn.Module):
         causal: bool,
         key_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        pos: int = 0,
+        pos: int | torch.Tensor = 0,
     ) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), causal, key_mask, cache, pos)
         return x + self.mlp(self.ln2(x))

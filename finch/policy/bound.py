@@ -195,6 +195,17 @@ class Certifier:
         i = list(self.thresholds).index(threshold)
         return self.tests[i].needed(self.shares()[i])
 
+    def describe(self, threshold: float | None) -> dict[str, Any]:
+        """What the bound is over, and how sure, at the operating point ``threshold`` (None: none)."""
+        region = self.region(threshold)
+        return {
+            "over": BOUND_OVER,
+            "confidence": 1 - self.delta,
+            "evidence": None if region is None else region.wealth,
+            "evidence_needed": None if threshold is None else self.needed(threshold),
+            "answers": None if region is None else region.seen,
+        }
+
     def to_state(self) -> dict[str, Any]:
         return {"thresholds": list(self.thresholds), "tests": [vars(t).copy() for t in self.tests]}
 
