@@ -35,6 +35,7 @@ class TrainerProcess:
         self.restarts = 0
         self._child: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        self._spawning = threading.Lock()  # a child is started, or the supervisor is stopped: not both at once
         self._thread: threading.Thread | None = None
 
     @property
@@ -49,8 +50,9 @@ class TrainerProcess:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask the trainer to save and exit (SIGTERM); kill it if it has not within ``timeout``."""
-        self._stopping.set()
-        child = self._child
+        with self._spawning:  # no child starts after this
+            self._stopping.set()
+            child = self._child
         if child is not None and child.poll() is None:
             child.terminate()
             try:
@@ -65,10 +67,14 @@ class TrainerProcess:
 
     def _supervise(self) -> None:
         delay = self.first_delay_s
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            self._child = subprocess.Popen(self._command(), env=self._environment(), stdin=subprocess.DEVNULL)
-            code = self._child.wait()
+        while True:
+            with self._spawning:
+                if self._stopping.is_set():
+                    return
+                started = time.monotonic()
+                child = subprocess.Popen(self._command(), env=self._environment(), stdin=subprocess.DEVNULL)
+                self._child = child
+            code = child.wait()
             if self._stopping.is_set():
                 return
             self.restarts += 1
