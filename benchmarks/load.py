@@ -10,7 +10,7 @@ latency is taken against the same round's direct leg; the summary is the median 
 machine drift between rounds does not pass for finch's cost.
 
 Usage: python benchmarks/load.py [--clients 64] [--seconds 60] [--rounds 3]
-       [--modes learning no-learning] [--json out.json]
+       [--modes learning learning-held no-learning] [--json out.json]
 """
 
 from __future__ import annotations
@@ -108,10 +108,20 @@ async def drive(url: str, clients: int, seconds: float, pid: int | None) -> dict
     }
 
 
-def run_finch(teacher_url: str, preset: str, learning: bool, clients: int, seconds: float) -> dict:
+# Each mode's settings. "learning-held": the trainer learns everything, but the cold start never
+# ends, so nothing is answered locally: what the trainer itself costs the forward path, apart from
+# what local answers cost the CPU they share with it.
+MODES = {
+    "learning": {"FINCH_LEARNING": "true"},
+    "learning-held": {"FINCH_LEARNING": "true", "FINCH_COLD_START": "1000000000"},
+    "no-learning": {"FINCH_LEARNING": "false"},
+}
+
+
+def run_finch(teacher_url: str, preset: str, mode: str, clients: int, seconds: float) -> dict:
     """One leg through a fresh finch: its latencies, memory series and learning counters."""
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "FINCH_HOME": home, "FINCH_PRESET": preset, "FINCH_LEARNING": str(learning).lower()}
+        env = {**os.environ, "FINCH_HOME": home, "FINCH_PRESET": preset, **MODES[mode]}
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         args = ["serve", "--port", str(port), "--upstream-url", teacher_url, "--log-level", "warning"]
@@ -152,7 +162,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--modes", nargs="+", choices=["learning", "no-learning"], default=["learning"])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["learning"])
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -170,7 +180,7 @@ def main() -> None:
                 legs = {"direct": direct}
                 for k in range(len(args.modes)):
                     mode = args.modes[(r + k) % len(args.modes)]
-                    leg = run_finch(teacher_url, args.preset, mode == "learning", args.clients, args.seconds)
+                    leg = run_finch(teacher_url, args.preset, mode, args.clients, args.seconds)
                     cost = added(leg, direct)
                     legs[mode] = leg | cost
                     print(f"round {r + 1} {mode}: " + json.dumps(cost), file=sys.stderr)
