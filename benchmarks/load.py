@@ -115,6 +115,8 @@ MODES = {
     "learning": {"FINCH_LEARNING": "true"},
     "learning-held": {"FINCH_LEARNING": "true", "FINCH_COLD_START": "1000000000"},
     "no-learning": {"FINCH_LEARNING": "false"},
+    # The server's side of learning alone (no trainer, so no snapshots to load): what is left.
+    "learning-no-trainer": {"FINCH_LEARNING": "true", "FINCH_COLD_START": "1000000000", "FINCH_START_TRAINER": "false"},
 }
 
 

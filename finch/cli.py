@@ -82,11 +82,13 @@ def train(home: Path | None, log_level: str, parent: int | None) -> None:
     `finch serve` starts and supervises it by itself; run it alone to learn from a log with no
     server running. It runs at the CPU niceness trainer_nice and stops on SIGTERM or Ctrl-C,
     saving what it learned."""
-    from finch.learning.trainer import run_until_signalled
+    from finch.learning.cores import lower_priority
 
     settings = _settings(home=home)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.nice(max(0, settings.trainer_nice - os.nice(0)))  # up to trainer_nice (only root may go down)
+    lower_priority(settings.trainer_nice)  # before torch starts its threads, which inherit it
+    from finch.learning.trainer import run_until_signalled
+
     if parent is None:
         click.echo(f"finch trainer learning from {settings.db_path} (nice {os.nice(0)})")
     run_until_signalled(settings, parent)

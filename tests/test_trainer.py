@@ -18,10 +18,10 @@ from finch.store.db import read_rows
 from tests.conftest import QA, TEST_KEY
 
 
-def ask(finch, question):
+def ask(finch, question, token=None):
     response = httpx.post(
         finch.url + "/v1/messages",
-        headers={"x-api-key": TEST_KEY},
+        headers={"x-api-key": TEST_KEY} | ({"x-finch-token": token} if token else {}),
         json={"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": question}]},
         timeout=30,
     )
@@ -89,20 +89,17 @@ def test_a_killed_trainer_is_restarted_and_resumes_from_its_checkpoint_counting_
     assert queries.learning_summary(db)["learned"] == loop.status()["learned"] == 3  # nothing lost, none twice
 
 
-def test_the_trainer_runs_at_low_priority_and_holds_no_key(start_finch, teacher):
+def test_the_trainer_runs_at_the_lowest_priority_holds_no_key_and_stops_with_its_server(start_finch, teacher, home):
     finch = start_finch(teacher.url, api_key="fake-server-key-93d1", client_token="fake-token-77ab", start_trainer=True)
-    pid = trainer_pid(finch.app.state.proxy.learning)
+    loop = finch.app.state.proxy.learning
+    pid = trainer_pid(loop)
     assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # below nice 19: requests preempt it at once
     environ = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"fake-server-key-93d1" not in environ and b"fake-token-77ab" not in environ
     assert b"FINCH_PRESET=tiny" in environ  # the server's own settings, whatever layer they came from
 
-
-def test_the_trainer_stops_with_its_server_and_saves(start_finch, teacher, home):
-    finch = start_finch(teacher.url, start_trainer=True)
-    loop = finch.app.state.proxy.learning
-    pid = trainer_pid(loop)
-    ask(finch, QA[0][0])
+    ask(finch, QA[0][0], token="fake-token-77ab")
     assert loop.drain(60)
     finch.server.stop()
     with pytest.raises(ProcessLookupError):
