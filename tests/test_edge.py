@@ -65,8 +65,8 @@ def served_normally(host: str, port: int) -> None:
 
 def test_headers_that_never_finish_get_a_408_and_a_closed_connection(edge):
     host, port, settings = edge
+    opened = time.monotonic()  # before connecting: finch's deadline starts when it accepts
     with socket.create_connection((host, port)) as sock:
-        opened = time.monotonic()
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")  # and nothing more
         raw, closed = read_reply(sock, timeout=10)
     status, error = error_of(raw)
@@ -86,11 +86,11 @@ def test_a_connection_that_says_nothing_is_closed(edge):
 def test_a_body_that_never_arrives_gets_a_408_and_finch_stays_well(edge):
     host, port, settings = edge
     with socket.create_connection((host, port)) as sock:
+        sent = time.monotonic()  # before: finch's deadline may start before sendall returns here
         sock.sendall(
             b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\ncontent-type: application/json\r\n"
             b'content-length: 500\r\n\r\n{"model":'
         )
-        sent = time.monotonic()
         raw, closed = read_reply(sock, timeout=10)
     status, error = error_of(raw)
     assert status == 408 and "body" in error["error"]["message"]
