@@ -26,10 +26,14 @@ class Event:
     good: bool | None = None  # a user's verdict (feedback)
 
     @property
+    def served_locally(self) -> bool:
+        """A local answer that went out unaudited: nothing to learn, only a count toward the bound."""
+        return self.decision is not None and self.decision.route == Route.LOCAL
+
+    @property
     def learns_from_claude(self) -> bool:
         """Claude's answer to a forwarded request (not a local answer served, nor a verdict)."""
-        served = self.decision is not None and self.decision.route == Route.LOCAL
-        return self.table == "requests" and self.conversation is not None and not served
+        return self.table == "requests" and self.conversation is not None and not self.served_locally
 
     @classmethod
     def from_request(cls, row: dict[str, Any]) -> Event:

@@ -43,7 +43,6 @@ from finch.policy.schedule import Schedule
 from finch.store import queries
 from finch.store.db import Store, ensure_private_dir
 from finch.store.rows import forget_learning_after, learning_row
-from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +203,8 @@ class Trainer:
             if event.table == "feedback":
                 assert event.conversation is not None and event.answer is not None
                 return "feedback", ensemble.learn_from_local_attempt(event.conversation, event.answer, good=event.good)
-            if decision is not None and decision.route == Route.LOCAL:
+            if event.served_locally:
+                assert decision is not None
                 ensemble.count_served(decision)  # served unaudited: it counts toward the bound
                 return None
             assert event.conversation is not None and event.answer is not None
