@@ -16,7 +16,11 @@ Methods:
   repeated (score 1.0, the first region). Run twice: with the fallback procedure finch uses, and
   with fixed-sequence testing (all delta on the first region) for comparison.
 
+``--rise BEFORE AFTER`` runs finch's sequence alone on streams whose rate rises halfway: what a
+worse model costs before the bound stops serving.
+
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
+       python benchmarks/bound.py --rise 0.002 0.05 [--runs 100] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,21 +59,60 @@ def betting_one_region(bad: np.ndarray) -> int | None:
 def betting_sequence(bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS) -> int | None:
     """The certifier with finch's sampling: uncertified regions are all judged (forwarded), answers in
     the certified region are served and audited with probability 10% (5% after 1,000 answers)."""
+    return serve(bad, rng, weights)[1]
+
+
+def serve(
+    bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS
+) -> tuple[np.ndarray, int | None]:
+    """Which answers finch serves (not audited) over a stream, as ``betting_sequence`` runs it, and
+    the answer after which it first certified."""
     certifier = Certifier(ALPHA, DELTA, weights=weights)
     scores = 1 - 0.3 * rng.random(len(bad)) ** 2  # dense near 1, as a learned P(good) is: a quarter >= 0.99
     scores[rng.random(len(bad)) < 0.2] = 1.0  # Claude's own answers repeated
+    served = np.zeros(len(bad), dtype=bool)
     first = None
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
         point = certifier.certified()
         if point is not None and score >= point:
             p = 0.1 if i < 1000 else 0.05
             judged = rng.random() < p
+            served[i] = not judged
             certifier.observe(float(score), bool(b) if judged else None, p)
         else:
             certifier.observe(float(score), bool(b))
         if first is None and certifier.certified() is not None:
             first = i + 1
-    return first
+    return served, first
+
+
+def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int) -> dict:
+    """Streams whose bad rate rises from ``before`` to ``after`` halfway (all regions alike, as a worse
+    model would make them): how much finch served before, how many answers it serves at the new
+    rate, how many of them bad, and whether it still serves in the stream's last tenth."""
+    rng = np.random.default_rng(seed)
+    half = answers // 2
+    served_before, served_after, bad_after, at_end = [], [], [], []
+    for _ in range(runs):
+        rates = np.where(np.arange(answers) < half, before, after)
+        bad = rng.random(answers) < rates
+        served, _ = serve(bad, rng)
+        served_before.append(served[:half].mean())
+        served_after.append(served[half:].sum())
+        bad_after.append((served[half:] & bad[half:]).sum())
+        at_end.append(served[-answers // 10 :].any())
+    return {
+        "before": before,
+        "after": after,
+        "runs": runs,
+        "answers": answers,
+        "served_share_before_rise": float(np.mean(served_before)),
+        "served_after_rise_median": float(np.median(served_after)),
+        "served_after_rise_p95": float(np.percentile(served_after, 95)),
+        "bad_served_after_rise_median": float(np.median(bad_after)),
+        "bad_served_after_rise_p95": float(np.percentile(bad_after, 95)),
+        "serving_in_the_last_tenth": float(np.mean(at_end)),
+    }
 
 
 def main() -> None:
@@ -79,7 +122,15 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.005, 0.01, 0.02, 0.03])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the table here")
+    parser.add_argument("--rise", type=float, nargs=2, metavar=("BEFORE", "AFTER"), help="rates rising halfway")
     args = parser.parse_args()
+    if args.rise:
+        row = after_a_rise(args.runs, args.answers, *args.rise, args.seed)
+        print(json.dumps(row, indent=1))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(row, f, indent=1)
+        return
     methods = {
         "clopper-pearson, re-checked": lambda bad, rng: clopper_pearson_rechecked(bad),
         "betting, one region": lambda bad, rng: betting_one_region(bad),
