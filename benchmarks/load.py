@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,13 +112,32 @@ async def drive(url: str, clients: int, seconds: float, pid: int | None) -> dict
 # Each mode's settings. "learning-held": the trainer learns everything, but the cold start never
 # ends, so nothing is answered locally: what the trainer itself costs the forward path, apart from
 # what local answers cost the CPU they share with it.
+_NO_TRAINER = {"FINCH_LEARNING": "true", "FINCH_COLD_START": "1000000000", "FINCH_START_TRAINER": "false"}
 MODES = {
     "learning": {"FINCH_LEARNING": "true"},
     "learning-held": {"FINCH_LEARNING": "true", "FINCH_COLD_START": "1000000000"},
     "no-learning": {"FINCH_LEARNING": "false"},
     # The server's side of learning alone (no trainer, so no snapshots to load): what is left.
-    "learning-no-trainer": {"FINCH_LEARNING": "true", "FINCH_COLD_START": "1000000000", "FINCH_START_TRAINER": "false"},
+    "learning-no-trainer": _NO_TRAINER,
+    # The same beside a program in the idle scheduling class that is not finch's trainer: what any
+    # such program costs the forward path. "spin" only takes idle CPU; "matmul" also fills the
+    # caches and memory bus, as the trainer's matrix products do.
+    "no-trainer-idle-spin": _NO_TRAINER,
+    "no-trainer-idle-matmul": _NO_TRAINER,
 }
+BESIDE = {
+    "no-trainer-idle-spin": "while True: pass",
+    "no-trainer-idle-matmul": "import numpy as np\na = np.ones((1024, 1024), np.float32)\nwhile True: a @ a",
+}
+
+
+def beside(mode: str) -> subprocess.Popen | None:
+    """The mode's other program, one thread, in the idle scheduling class (as finch's trainer is)."""
+    if mode not in BESIDE:
+        return None
+    idle = lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # noqa: E731
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", BESIDE[mode]], env=env, preexec_fn=idle)
 
 
 def run_finch(teacher_url: str, preset: str, mode: str, clients: int, seconds: float) -> dict:
@@ -128,12 +148,15 @@ def run_finch(teacher_url: str, preset: str, mode: str, clients: int, seconds: f
         url = f"http://127.0.0.1:{port}"
         args = ["serve", "--port", str(port), "--upstream-url", teacher_url, "--log-level", "warning"]
         proc = start(args, env, url + "/healthz")
+        other = beside(mode)
         try:
             leg = asyncio.run(drive(url, clients, seconds, proc.pid))
             stats = httpx.get(url + "/finch/stats").json()
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            for each in (other, proc):
+                if each is not None:
+                    each.terminate()
+                    each.wait(timeout=60)
     memory = leg.pop("memory_mb")
     learning_stats = stats["learning"] or {}
     return leg | {

@@ -13,9 +13,11 @@ import torch
 
 from finch.bundled import chatterbot_pairs
 from finch.conversation import Conversation
+from finch.learning import snapshot
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
+from finch.models.inference import build_module
 from finch.models.learners import Generator, Router, Validator, load_learner
 from finch.models.tokenizer import TokenizerMismatch, build_tokenizer, bundled_texts, load_or_build
 from tests.datasets import banking77
@@ -229,6 +231,50 @@ def test_save_then_load_gives_identical_outputs(tokenizer, tmp_path):
     assert loaded["generator"].answer(probe[0], 16) == writer.answer(probe[0], 16)
 
 
+def test_a_serving_snapshot_reads_back_the_same_models(tokenizer, tmp_path, caplog):
+    """The server builds its frozen models from the snapshot file: the same weights, tied ones still
+    tied, the same outputs; a file of another format is refused, not half-used."""
+    writer, router, validator = _trained(tokenizer)
+    learners = {"generator": writer, "router": router, "validator": validator}
+    published = {
+        "format": snapshot.FORMAT,
+        "generation": 7,
+        "models": {
+            kind: {"config": learner.module.config.to_dict(), "weights": learner.module.state_dict()}
+            for kind, learner in learners.items()
+        },
+        "memory": {"questions": torch.randn(3, 8), "answers": torch.randn(3, 8), "texts": ["a", "b", "c"]},
+        "consistency": [["question 1", "answer", 2, True]],
+        "standing": {"phase": "learned", "threshold": 0.97},
+    }
+    path = tmp_path / snapshot.FILE
+    snapshot.write(path, published)
+    found = snapshot.read(path)
+    assert found["generation"] == 7 and found["consistency"] == published["consistency"]
+    assert found["standing"] == published["standing"] and found["memory"]["texts"] == ["a", "b", "c"]
+    assert torch.equal(found["memory"]["answers"], published["memory"]["answers"])
+    generator = build_module(
+        "generator", found["models"]["generator"]["config"], found["models"]["generator"]["weights"]
+    )
+    assert generator.lm_head.weight.data_ptr() == generator.tok_emb.weight.data_ptr()  # still tied
+    ids = torch.tensor([tokenizer.render(ask("question 3"), 64)])
+    writer.module.eval()
+    assert torch.equal(generator(ids)[0], writer.module(ids)[0])
+    model = found["models"]["router"]
+    frozen_router = build_module("router", model["config"], model["weights"])
+    router.module.eval()
+    assert torch.equal(frozen_router(ids)[0], router.module(ids)[0])
+    assert not any(p.requires_grad for p in frozen_router.parameters())
+
+    torch.save(published, path)  # the earlier format, a pickle
+    with caplog.at_level(logging.WARNING):
+        assert snapshot.read(path) is None
+    path.write_bytes(b"\x00" * 64)  # a damaged disk
+    assert snapshot.read(path) is None
+    assert "cannot read the serving snapshot" in caplog.text
+    assert snapshot.read(tmp_path / "none") is None
+
+
 def test_a_checkpoint_from_another_tokenizer_is_refused(tokenizer, tmp_path):
     writer, _, _ = _trained(tokenizer, steps=1)
     checkpoint.save(tmp_path / "generator", writer, tokenizer.hash)
@@ -266,8 +312,10 @@ _SAVER = """
 import sys
 from pathlib import Path
 from finch.conversation import Conversation
+from finch.learning import snapshot
 from finch.models import checkpoint
 from finch.models.generator import generator_config
+from finch.models.inference import build_module
 from finch.models.learners import Generator
 from finch.models.tokenizer import FinchTokenizer
 tokenizer = FinchTokenizer.load(Path(sys.argv[1]))

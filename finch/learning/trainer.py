@@ -89,6 +89,7 @@ class Trainer:
         self.path = snapshot_path(settings)
         for stale in self.path.parent.glob(f".{self.path.name}.*"):  # a write cut short by a kill
             stale.unlink(missing_ok=True)
+        (self.path.parent / "serving.pt").unlink(missing_ok=True)  # the snapshot's earlier format
         served = snapshot.read(self.path)
         self.generation: int = served["generation"] if served else 0
         # The position of the snapshot being served: publish nothing behind it.
