@@ -19,9 +19,9 @@ The trainer (its own process, ``finch.learning.trainer``) writes it after it lea
 
 One safetensors file: the tensors (the models' weights, the memory's embeddings), and in its header
 everything else as JSON, so that loading runs no pickled code. The server loads every snapshot the
-trainer publishes, on its own process's interpreter, so loading must be cheap: this reads in about
-3 ms where ``torch.load(weights_only=True)``, whose unpickler is written in Python, took 30 ms
-for a snapshot of 1,400 memory rows (``benchmarks/snapshot.py``). It is written to a temporary
+trainer publishes, on its own process's interpreter, so loading must be cheap: this reads in 2 ms
+where ``torch.load(weights_only=True)``, whose unpickler is written in Python, took 16 ms, for a
+snapshot of 1,400 memory rows (``benchmarks/snapshot.py``). It is written to a temporary
 file, fsynced, and renamed over the last one: a reader opens the old snapshot or the new, never part
 of one, whatever is killed when.
 """
