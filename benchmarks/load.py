@@ -120,14 +120,17 @@ MODES = {
     # The server's side of learning alone (no trainer, so no snapshots to load): what is left.
     "learning-no-trainer": _NO_TRAINER,
     # The same beside a program in the idle scheduling class that is not finch's trainer: what any
-    # such program costs the forward path. "spin" only takes idle CPU; "matmul" also fills the
-    # caches and memory bus, as the trainer's matrix products do.
+    # such program costs the forward path. "spin" only takes idle CPU; "matmul" also keeps a core's
+    # caches full of its own 12 MB; "memory" streams through 512 MB, evicting the shared cache as
+    # the trainer's gigabyte of weights, optimiser state and activations does.
     "no-trainer-idle-spin": _NO_TRAINER,
     "no-trainer-idle-matmul": _NO_TRAINER,
+    "no-trainer-idle-memory": _NO_TRAINER,
 }
 BESIDE = {
     "no-trainer-idle-spin": "while True: pass",
     "no-trainer-idle-matmul": "import numpy as np\na = np.ones((1024, 1024), np.float32)\nwhile True: a @ a",
+    "no-trainer-idle-memory": "import numpy as np\na = np.ones(64 << 20)\nwhile True: a.sum()",
 }
 
 
