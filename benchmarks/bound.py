@@ -92,7 +92,7 @@ def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int
     rate, how many of them bad, and whether it still serves in the stream's last tenth."""
     rng = np.random.default_rng(seed)
     half = answers // 2
-    served_before, served_after, bad_after, at_end = [], [], [], []
+    served_before, served_after, bad_after, at_end, whole = [], [], [], [], []
     for _ in range(runs):
         rates = np.where(np.arange(answers) < half, before, after)
         bad = rng.random(answers) < rates
@@ -101,6 +101,7 @@ def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int
         served_after.append(served[half:].sum())
         bad_after.append((served[half:] & bad[half:]).sum())
         at_end.append(served[-answers // 10 :].any())
+        whole.append((served & bad).sum() / max(1, served.sum()))  # the served answers' bad rate, whole run
     return {
         "before": before,
         "after": after,
@@ -112,6 +113,8 @@ def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int
         "bad_served_after_rise_median": float(np.median(bad_after)),
         "bad_served_after_rise_p95": float(np.percentile(bad_after, 95)),
         "serving_in_the_last_tenth": float(np.mean(at_end)),
+        "served_bad_rate_whole_run_median": float(np.median(whole)),
+        "runs_over_the_bound_whole_run": float(np.mean(np.array(whole) > ALPHA)),
     }
 
 
