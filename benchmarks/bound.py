@@ -20,7 +20,7 @@ Methods:
 worse model costs before the bound stops serving.
 
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
-       python benchmarks/bound.py --rise 0.002 0.05 [--runs 100] [--json out.json]
+       python benchmarks/bound.py --rise 0.002 0.05 [--boost 0.5 100] [--runs 100] [--json out.json]
 """
 
 from __future__ import annotations
@@ -63,22 +63,32 @@ def betting_sequence(bad: np.ndarray, rng: np.random.Generator, weights: tuple[f
 
 
 def serve(
-    bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS
+    bad: np.ndarray,
+    rng: np.random.Generator,
+    weights: tuple[float, ...] = WEIGHTS,
+    boost: tuple[float, int] | None = None,
 ) -> tuple[np.ndarray, int | None]:
     """Which answers finch serves (not audited) over a stream, as ``betting_sequence`` runs it, and
-    the answer after which it first certified."""
+    the answer after which it first certified. ``boost`` (rate, answers): after a bad audit, the
+    next ``answers`` would-be-served answers are audited at ``rate`` at least (a variant, not finch's
+    rule; the rate is chosen before each answer is seen, so the weights keep the test valid)."""
     certifier = Certifier(ALPHA, DELTA, weights=weights)
     scores = 1 - 0.3 * rng.random(len(bad)) ** 2  # dense near 1, as a learned P(good) is: a quarter >= 0.99
     scores[rng.random(len(bad)) < 0.2] = 1.0  # Claude's own answers repeated
     served = np.zeros(len(bad), dtype=bool)
     first = None
+    boosted = 0  # answers left at the boosted rate
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
         point = certifier.certified()
         if point is not None and score >= point:
             p = 0.1 if i < 1000 else 0.05
+            if boost is not None and boosted > 0:
+                p, boosted = max(p, boost[0]), boosted - 1
             judged = rng.random() < p
             served[i] = not judged
             certifier.observe(float(score), bool(b) if judged else None, p)
+            if boost is not None and judged and b:
+                boosted = boost[1]
         else:
             certifier.observe(float(score), bool(b))
         if first is None and certifier.certified() is not None:
@@ -86,7 +96,9 @@ def serve(
     return served, first
 
 
-def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int) -> dict:
+def after_a_rise(
+    runs: int, answers: int, before: float, after: float, seed: int, boost: tuple[float, int] | None = None
+) -> dict:
     """Streams whose bad rate rises from ``before`` to ``after`` halfway (all regions alike, as a worse
     model would make them): how much finch served before, how many answers it serves at the new
     rate, how many of them bad, and whether it still serves in the stream's last tenth."""
@@ -96,7 +108,7 @@ def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int
     for _ in range(runs):
         rates = np.where(np.arange(answers) < half, before, after)
         bad = rng.random(answers) < rates
-        served, _ = serve(bad, rng)
+        served, _ = serve(bad, rng, boost=boost)
         served_before.append(served[:half].mean())
         served_after.append(served[half:].sum())
         bad_after.append((served[half:] & bad[half:]).sum())
@@ -105,9 +117,11 @@ def after_a_rise(runs: int, answers: int, before: float, after: float, seed: int
     return {
         "before": before,
         "after": after,
+        "boost": boost,
         "runs": runs,
         "answers": answers,
         "served_share_before_rise": float(np.mean(served_before)),
+        "served_share_after_rise": float(np.mean(served_after)) / (answers - half),
         "served_after_rise_median": float(np.median(served_after)),
         "served_after_rise_p95": float(np.percentile(served_after, 95)),
         "bad_served_after_rise_median": float(np.median(bad_after)),
@@ -126,9 +140,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the table here")
     parser.add_argument("--rise", type=float, nargs=2, metavar=("BEFORE", "AFTER"), help="rates rising halfway")
+    parser.add_argument("--boost", type=float, nargs=2, metavar=("RATE", "ANSWERS"), help="audits after a bad one")
     args = parser.parse_args()
     if args.rise:
-        row = after_a_rise(args.runs, args.answers, *args.rise, args.seed)
+        boost = (args.boost[0], int(args.boost[1])) if args.boost else None
+        row = after_a_rise(args.runs, args.answers, *args.rise, args.seed, boost)
         print(json.dumps(row, indent=1))
         if args.json:
             with open(args.json, "w") as f:
