@@ -48,7 +48,7 @@ def main() -> None:
     if found is None:
         raise SystemExit(f"no snapshot at {path}")
     tokenizer = load_or_build(settings.home / "tokenizer.json", iter([]))
-    config = ServingConfig(settings.judge_threshold, settings.max_local_tokens, settings.local_budget_s, True)
+    config = ServingConfig.of(settings)
     width = found["memory"]["questions"].shape[1]
 
     def question_vec(_: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finch.learning.stacker import fit_logistic
+from finch.learning.stacker import fit_standardised
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 REFIT_EVERY = 25
@@ -30,15 +30,8 @@ RATES = (0.005, 0.01, 0.02)
 
 
 def logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1.0) -> Scorer:
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-
-    def design(q: np.ndarray) -> np.ndarray:
-        return np.hstack([(q - mean) / scale, np.ones((len(q), 1))])
-
-    penalty = np.full(x.shape[1] + 1, ridge)
-    penalty[-1] = 0.0
-    w = fit_logistic(design(x), y, penalty)
-    return lambda q: 1 / (1 + np.exp(-np.clip(design(q) @ w, -40, 40)))
+    mean, scale, weights, bias = fit_standardised(x, y, ridge)
+    return lambda q: 1 / (1 + np.exp(-np.clip(((q - mean) / scale) @ weights + bias, -40, 40)))
 
 
 def with_pairs(x: np.ndarray) -> np.ndarray:

@@ -84,7 +84,6 @@ def published(ensemble, tmp_path):
     """What the server would serve from: the ensemble's snapshot, written and read back."""
     path = tmp_path / "serving.pt"
     snapshot.write(path, snapshot.capture(ensemble, 1))
-    c = ensemble.config
-    config = ServingConfig(c.judge_threshold, c.max_local_tokens, c.local_budget_s, c.retrieval)
+    config = ServingConfig.of(ensemble.config)
     judge = ensemble.judge
     return Serving(snapshot.read(path), config, ensemble.tokenizer, lambda t: judge.embed([t])[0], judge.embed_answers)

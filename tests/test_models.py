@@ -312,10 +312,8 @@ _SAVER = """
 import sys
 from pathlib import Path
 from finch.conversation import Conversation
-from finch.learning import snapshot
 from finch.models import checkpoint
 from finch.models.generator import generator_config
-from finch.models.inference import build_module
 from finch.models.learners import Generator
 from finch.models.tokenizer import FinchTokenizer
 tokenizer = FinchTokenizer.load(Path(sys.argv[1]))

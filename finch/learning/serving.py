@@ -34,6 +34,11 @@ class ServingConfig:
     local_budget_s: float  # past this, the attempt is abandoned (forwarded)
     retrieval: bool  # recalled candidate and Claude's words for matching written answers
 
+    @classmethod
+    def of(cls, settings: Any) -> ServingConfig:
+        """The serving part of ``settings`` (finch's Settings, or the trainer's LearningConfig)."""
+        return cls(settings.judge_threshold, settings.max_local_tokens, settings.local_budget_s, settings.retrieval)
+
 
 class Serving:
     def __init__(

@@ -61,12 +61,7 @@ class Stacker:
     def _refit(self) -> None:
         x = np.array([inputs for inputs, _ in self._seen])
         y = np.array([float(good) for _, good in self._seen])
-        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-        z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
-        ridge = np.full(z.shape[1], _RIDGE)
-        ridge[-1] = 0.0  # the bias is not shrunk
-        w = fit_logistic(z, y, ridge)
-        self._fit = (mean, scale, w[:-1], float(w[-1]))
+        self._fit = fit_standardised(x, y)
         self._since_fit = 0
 
     def to_state(self) -> dict[str, Any]:
@@ -95,6 +90,19 @@ class Stacker:
             mean, scale, weights, bias = state["fit"]
             stacker._fit = (np.array(mean), np.array(scale), np.array(weights), float(bias))
         return stacker
+
+
+def fit_standardised(
+    x: np.ndarray, y: np.ndarray, ridge: float = _RIDGE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(mean, scale, weights, bias): a ridge logistic regression of y (0/1) on x standardised, its
+    bias not shrunk."""
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    penalty = np.full(z.shape[1], ridge)
+    penalty[-1] = 0.0
+    w = fit_logistic(z, y, penalty)
+    return mean, scale, w[:-1], float(w[-1])
 
 
 def fit_logistic(z: np.ndarray, y: np.ndarray, ridge: np.ndarray) -> np.ndarray:

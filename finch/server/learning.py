@@ -53,9 +53,7 @@ class LearningLoop:
         self.store = store
         self.metrics = metrics
         self.pressure = pressure
-        self.config = ServingConfig(
-            settings.judge_threshold, settings.max_local_tokens, settings.local_budget_s, settings.retrieval
-        )
+        self.config = ServingConfig.of(settings)
         # Built here, before the trainer starts, so that the two processes never build it at once.
         # (The log's texts are read only if the tokenizer must be built: recent_texts is a generator.)
         self.tokenizer = load_or_build(settings.home / "tokenizer.json", queries.recent_texts(store.path))
