@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from finch.server.pressure import Pressure
 from finch.store import queries
@@ -87,6 +88,13 @@ def test_a_killed_trainer_is_restarted_and_resumes_from_its_checkpoint_counting_
     rows = read_rows(db, "SELECT request_id FROM learning")
     assert len(rows) == len({row["request_id"] for row in rows}) == 3  # the two learned again, once each
     assert queries.learning_summary(db)["learned"] == loop.status()["learned"] == 3  # nothing lost, none twice
+
+
+def test_the_request_path_runs_its_models_on_one_thread(finch):
+    """With two, a decision after an idle moment waits for the second thread to wake at every
+    product (BENCHMARKS.md, "The request path on one thread")."""
+    loop = finch.app.state.proxy.learning
+    assert loop._local_thread.submit(torch.get_num_threads).result() == 1
 
 
 def test_the_trainer_runs_at_the_lowest_priority_holds_no_key_and_stops_with_its_server(start_finch, teacher, home):
