@@ -16,10 +16,15 @@ Methods:
   repeated (score 1.0, the first region). Run twice: with the fallback procedure finch uses, and
   with fixed-sequence testing (all delta on the first region) for comparison.
 
+``--one-region`` runs the betting test alone, and beside it the least any valid test needs on average
+before it can certify a region truly at ``rate``, log(1/delta) / KL(rate || bound) judged answers (Wald;
+the mean of the answers it takes is at least about that): what a bound costs in evidence.
+
 ``--rise BEFORE AFTER`` runs finch's sequence alone on streams whose rate rises halfway: what a
 worse model costs before the bound stops serving.
 
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
+       python benchmarks/bound.py --one-region --rates 0.005 0.01 0.015 --answers 40000 [--runs 100]
        python benchmarks/bound.py --rise 0.002 0.05 [--boost 0.5 100] [--runs 100] [--json out.json]
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -132,6 +138,13 @@ def after_a_rise(
     }
 
 
+def least_evidence(rate: float, alpha: float = ALPHA, delta: float = DELTA) -> float:
+    """log(1/delta) / KL(rate || alpha): about the fewest judged answers, on average, that any test
+    valid at level delta needs to certify "under alpha" for a region truly at ``rate`` (Wald)."""
+    kl = (rate * math.log(rate / alpha) if rate > 0 else 0.0) + (1 - rate) * math.log((1 - rate) / (1 - alpha))
+    return math.log(1 / delta) / kl
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=300)
@@ -141,6 +154,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the table here")
     parser.add_argument("--rise", type=float, nargs=2, metavar=("BEFORE", "AFTER"), help="rates rising halfway")
     parser.add_argument("--boost", type=float, nargs=2, metavar=("RATE", "ANSWERS"), help="audits after a bad one")
+    parser.add_argument("--one-region", action="store_true", help="the betting test alone, beside the least evidence")
     args = parser.parse_args()
     if args.rise:
         boost = (args.boost[0], int(args.boost[1])) if args.boost else None
@@ -156,6 +170,8 @@ def main() -> None:
         "betting, fixed sequence": lambda bad, rng: betting_sequence(bad, rng, weights=(1.0,)),
         "betting, fallback (finch)": betting_sequence,
     }
+    if args.one_region:
+        methods = {"betting, one region": methods["betting, one region"]}
     rows = []
     started = time.perf_counter()
     for rate in args.rates:
@@ -172,13 +188,15 @@ def main() -> None:
                 "runs": args.runs,
                 "certified_share": len(certified) / args.runs,
                 "median_answers_to_certify": float(np.median(certified)) if certified else None,
+                "least_mean_answers_any_valid_test": least_evidence(rate) if rate < ALPHA else None,
             }
             rows.append(row)
             verdict = "false" if rate >= ALPHA else "true"
             median = row["median_answers_to_certify"]
             print(
-                f"rate {rate:.3f}  {name:30s}  certified in {row['certified_share']:6.1%} of runs ({verdict})"
-                f"  median answers {'-' if median is None else f'{median:.0f}'}",
+                f"rate {rate:.4f}  {name:30s}  certified in {row['certified_share']:6.1%} of runs ({verdict})"
+                f"  median answers {'-' if median is None else f'{median:.0f}'}"
+                + (f"  (any valid test: about {least_evidence(rate):.0f} on average)" if rate < ALPHA else ""),
                 file=sys.stderr,
                 flush=True,
             )
