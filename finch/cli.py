@@ -15,7 +15,7 @@ import click
 
 from finch.config import Settings, env_name, load_settings
 from finch.errors import ConfigError
-from finch.report import describe_demo, describe_learning, format_table
+from finch.report import describe_demo, describe_learning, format_table, learning_report
 
 
 def _option(name: str, **kwargs: Any) -> Any:
@@ -159,12 +159,13 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
     from finch.store import queries
     from finch.vocabulary import explain
 
-    db = _settings(home=home).db_path
+    settings = _settings(home=home)
+    db = settings.db_path
     report = {
         "totals": queries.totals(db),
         "by_day": queries.by_day(db, days),
         "by_reason": [{**row, "why": explain(row["reason"])} for row in queries.by_reason(db)],
-        "learning": queries.learning_summary(db),
+        "learning": learning_report(settings),
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from finch.config import Settings
     from finch.demo import DemoResult
 
 
@@ -42,9 +44,38 @@ def describe_learning(learning: dict[str, Any]) -> str:
             f"; operating point P(good) >= {threshold:.2f}, certified: the bad rate among the local answers"
             " served there is under the bound with 95% confidence, however often it is checked"
             if threshold is not None
-            else "; operating point: none certified yet, every request is forwarded"
+            else "; operating point: none certified yet, every request is forwarded" + _nearest(learning)
         )
     )
+
+
+def _nearest(learning: dict[str, Any]) -> str:
+    nearest = (learning.get("bound") or {}).get("nearest")
+    if not nearest:
+        return ""
+    to_go = nearest["clean_answers_to_go"]
+    return (
+        f" (nearest: P(good) >= {nearest['threshold']:.2f}, evidence {nearest['evidence']:.1f} of"
+        f" {nearest['evidence_needed']:.0f} needed"
+        + ("" if to_go is None else f", about {to_go} clean judged answers in it to go")
+        + ")"
+    )
+
+
+def learning_report(settings: Settings) -> dict[str, Any]:
+    """What `finch stats` says of learning, from the log and from the bound's evidence as the trainer
+    last saved it (``models/state.json``), read without the models: what the bound is over and,
+    while nothing is certified, how near the nearest region is."""
+    from finch.policy.bound import Certifier
+    from finch.store import queries
+
+    learning = queries.learning_summary(settings.db_path)
+    try:
+        state = json.loads((settings.home / "models" / "state.json").read_text())
+    except (OSError, ValueError):
+        return {**learning, "bound": None}
+    certifier = Certifier.from_state(state.get("certifier"), settings.max_bad_local)
+    return {**learning, "bound": certifier.describe(learning["threshold"])}
 
 
 def describe_demo(result: DemoResult, elapsed: float) -> str:

@@ -204,3 +204,16 @@ def test_audit_interval_covers_the_rate_at_every_look():
     cp_low, cp_high = clopper_pearson(3, 100)
     assert low < cp_low and high > cp_high and high < 0.15
     assert audit_interval(0, 0) == (0.0, 1.0)
+
+
+def test_the_region_nearest_its_mark_says_how_many_clean_answers_it_still_needs():
+    certifier = Certifier(0.02)
+    for _ in range(50):
+        certifier.observe(0.985, False)  # the 0.98 region and looser ones, not the two strictest
+    nearest = certifier.describe(None)["nearest"]
+    assert nearest["threshold"] == 0.98 and 1 < nearest["evidence"] < nearest["evidence_needed"]
+    for _ in range(nearest["clean_answers_to_go"] - 1):
+        certifier.observe(0.985, False)
+    assert certifier.certified() is None
+    certifier.observe(0.985, False)
+    assert certifier.certified() is not None

@@ -21,6 +21,7 @@ def test_demo_runs_offline_and_its_log_is_readable_by_stats(tmp_path):
     table = runner.invoke(main, ["stats", "--home", str(tmp_path)])
     assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 12 answers" in table.stdout
     assert "still learning its first answers" in table.stdout  # each reason explained in words
+    assert "none certified yet" in table.stdout and "clean judged answers in it to go" in table.stdout
 
     assert (tmp_path / "models" / "generator").is_dir() and (tmp_path / "tokenizer.json").exists()
     attempts = "SELECT COUNT(attempt) FROM learning"

@@ -195,8 +195,29 @@ class Certifier:
         i = list(self.thresholds).index(threshold)
         return self.tests[i].needed(self.shares()[i])
 
+    def nearest(self) -> dict[str, Any] | None:
+        """For people waiting for finch to serve: the uncertified region nearest its mark (the most
+        of the evidence it needs, on a log scale), and about how many clean judged answers in it
+        would certify it at its next bet. None when every region that holds a share passes."""
+        best = None
+        for t, test, share in zip(self.thresholds, self.tests, self.shares(), strict=True):
+            if share <= 0.0 or test.passes(share):
+                continue
+            needed = math.log(test.needed(share))
+            progress = max(test.log_wealth, 0.0) / needed
+            if best is None or progress > best[0]:
+                gain = math.log1p(test.bet(1.0) * test.alpha)  # what one clean judged answer earns now
+                to_go = math.inf if gain <= 0 else (needed - test.log_wealth) / gain
+                best = (progress, t, test.wealth, math.exp(needed), to_go)
+        if best is None:
+            return None
+        _, threshold, evidence, needed, to_go = best
+        clean = None if math.isinf(to_go) else math.ceil(to_go)
+        return {"threshold": threshold, "evidence": evidence, "evidence_needed": needed, "clean_answers_to_go": clean}
+
     def describe(self, threshold: float | None) -> dict[str, Any]:
-        """What the bound is over, and how sure, at the operating point ``threshold`` (None: none)."""
+        """What the bound is over, and how sure, at the operating point ``threshold`` (None: none,
+        and then the region nearest to being certified)."""
         region = self.region(threshold)
         return {
             "over": BOUND_OVER,
@@ -204,6 +225,7 @@ class Certifier:
             "evidence": None if region is None else region.wealth,
             "evidence_needed": None if threshold is None else self.needed(threshold),
             "answers": None if region is None else region.seen,
+            "nearest": self.nearest() if threshold is None else None,
         }
 
     def to_state(self) -> dict[str, Any]:
