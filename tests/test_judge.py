@@ -168,3 +168,21 @@ def test_reembed_replaces_every_stored_answer(judge: Judge):
     memory.reembed(judge.embed_answers)
     expected = judge.embed_answers(["Sure. " + _answer(t) for t in TOPICS[:3]])
     assert torch.allclose(memory._answers[:3], expected, atol=1e-6)
+
+
+def test_a_word_swapped_for_another_is_a_different_answer_whatever_the_embedding_says(judge: Judge):
+    """Embeddings barely see a swap of one word for another, and it can be the whole answer: of the
+    teacher's template answers for 64 assistant intents, 12 pairs (lights on and off, volume up
+    and down) sat within τ (BENCHMARKS.md, "The judge and a swapped word")."""
+    judge.framing = Framing(known=["sure.", "good question."])
+    on, off = (
+        f"Iot hue {s}. Our iot hue {s} guide in the app covers iot hue {s} step by step."
+        for s in ("lighton", "lightoff")
+    )
+    assert judge.divergence(on, off) < judge.threshold  # the embedding alone would call them the same
+    assert not judge.agrees(on, off)[0]
+    assert not judge.agrees("Your card will arrive in 3 days.", "Your card will arrive in 5 days.")[0]
+    # Not swaps: the same words reordered, a word added on one side, a framing clause.
+    assert judge.agrees("Paris is the capital of France.", "The capital of France is Paris.")[0]
+    assert judge.agrees("It is 5 km away.", "It is about 5 km away.")[0]
+    assert judge.agrees("Sure. " + on, "Good question. " + on)[0]
