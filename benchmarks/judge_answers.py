@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import random
 import sys
 from pathlib import Path
 
-from finch.learning.judge import Judge
 from finch.teacher.corpus import _REWORDINGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from judge_threshold import with_framing_learned  # noqa: E402
 from streams import reference_answer, reference_answers  # noqa: E402
 
 HOME_ASSISTANT_INTENTS = [
@@ -97,10 +98,7 @@ HOME_ASSISTANT_INTENTS = [
 
 
 def measure(answers: list[str]) -> dict[str, float | int]:
-    judge = Judge()
-    for answer in answers[:400]:  # Claude's framing, learned from its answers before any verdict
-        for wording in _REWORDINGS:
-            judge.framing.observe(wording.format(answer=answer))
+    judge = with_framing_learned(answers, random.Random(0))  # Claude's framing, learned before any verdict
     worded = [wording.format(answer=answer) for answer in answers for wording in _REWORDINGS]
     vecs = judge.embed_answers(worded)
     n = len(_REWORDINGS)

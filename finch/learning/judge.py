@@ -27,7 +27,7 @@ from finch.learning.framing import Framing, clauses
 # Calibrated on Banking77 and CLINC150 (same intent vs nearest other intent): BENCHMARKS.md, "Judge".
 DEFAULT_THRESHOLD = Settings.judge_threshold
 # Two answers whose words differ only by a swap of at most this many words disagree, whatever their
-# embeddings say (``Judge._swapped_words``).
+# embeddings say (``_swapped_words``).
 _MAX_SWAPPED = 3
 _WORD = re.compile(r"[a-z0-9]+(?:['.,][a-z0-9]+)*")
 
@@ -99,39 +99,41 @@ class Judge:
         self, local: str, teacher: str, local_vec: torch.Tensor, teacher_vec: torch.Tensor
     ) -> tuple[bool, float]:
         """``agrees`` for texts already embedded by ``embed_answers`` (the trainer embeds in one batch)."""
-        if self._same(local, teacher):
+        local_content, teacher_content = self.framing.content(local), self.framing.content(teacher)
+        if normalise(local_content) == normalise(teacher_content):
             return True, 0.0
         if not local.strip() or not teacher.strip():
             return False, 1.0
         d = float(1.0 - torch.dot(local_vec, teacher_vec))
-        return d < self.threshold and not self._swapped_words(local, teacher), d
+        return d < self.threshold and not _swapped_words(local_content, teacher_content), d
 
     def _contents(self, answers: Sequence[str]) -> list[str]:
         return [self.framing.content(a) or " " for a in answers]
 
-    def _swapped_words(self, local: str, teacher: str) -> bool:
-        """The same answer but for a word or two swapped for others ("lights on" and "lights off",
-        "3 days" and "5 days"): embeddings barely see such a swap, and it is the whole difference.
-        Clause by clause, so that a clause said differently ("Sure." and "Good question."), words
-        added on one side or the same words reordered do not count as a swap."""
-        pairs = [clauses(self.framing.content(t)) for t in (local, teacher)]
-        if len(pairs[0]) != len(pairs[1]):
-            return False
-        swapped = 0
-        for one, other in zip(*pairs, strict=True):
-            a, b = Counter(_WORD.findall(one.lower())), Counter(_WORD.findall(other.lower()))
-            only_a, only_b = a - b, b - a
-            if not only_a or not only_b:
-                continue  # the same words, or words added on one side only
-            differ = max(only_a.total(), only_b.total())
-            if (a & b).total() < differ:
-                return False  # a clause said in other words, not a word swapped
-            swapped += differ
-        return 0 < swapped <= _MAX_SWAPPED
-
     def _same(self, local: str, teacher: str) -> bool:
         content = self.framing.content
         return normalise(content(local)) == normalise(content(teacher))
+
+
+def _swapped_words(local: str, teacher: str) -> bool:
+    """Two answers' contents (framing left out) that are the same but for a word or two swapped for
+    others ("lights on" and "lights off", "3 days" and "5 days"): embeddings barely see such a swap,
+    and it is the whole difference. Clause by clause, so that a clause said differently, words added
+    on one side or the same words reordered do not count as a swap."""
+    pairs = [clauses(local), clauses(teacher)]
+    if len(pairs[0]) != len(pairs[1]):
+        return False
+    swapped = 0
+    for one, other in zip(*pairs, strict=True):
+        a, b = Counter(_WORD.findall(one.lower())), Counter(_WORD.findall(other.lower()))
+        only_a, only_b = a - b, b - a
+        if not only_a or not only_b:
+            continue  # the same words, or words added on one side only
+        differ = max(only_a.total(), only_b.total())
+        if (a & b).total() < differ:
+            return False  # a clause said in other words, not a word swapped
+        swapped += differ
+    return 0 < swapped <= _MAX_SWAPPED
 
 
 def _packaged_model_dir() -> Path:

@@ -203,12 +203,12 @@ class Certifier:
         for t, test, share in zip(self.thresholds, self.tests, self.shares(), strict=True):
             if share <= 0.0 or test.passes(share):
                 continue
-            needed = math.log(test.needed(share))
-            progress = max(test.log_wealth, 0.0) / needed
+            needed = test.needed(share)
+            progress = max(test.log_wealth, 0.0) / math.log(needed)
             if best is None or progress > best[0]:
                 gain = math.log1p(test.bet(1.0) * test.alpha)  # what one clean judged answer earns now
-                to_go = math.inf if gain <= 0 else (needed - test.log_wealth) / gain
-                best = (progress, t, test.wealth, math.exp(needed), to_go)
+                to_go = math.inf if gain <= 0 else (math.log(needed) - test.log_wealth) / gain
+                best = (progress, t, test.wealth, needed, to_go)
         if best is None:
             return None
         _, threshold, evidence, needed, to_go = best
