@@ -186,3 +186,18 @@ def test_a_word_swapped_for_another_is_a_different_answer_whatever_the_embedding
     assert judge.agrees("Paris is the capital of France.", "The capital of France is Paris.")[0]
     assert judge.agrees("It is 5 km away.", "It is about 5 km away.")[0]
     assert judge.agrees("Sure. " + on, "Good question. " + on)[0]
+
+
+def test_the_embedding_model_runs_in_bfloat16_only_where_the_cpu_has_it_and_keeps_float32s_vectors(judge: Judge):
+    from finch.learning.judge import native_bfloat16
+
+    assert judge.dtype == (torch.bfloat16 if native_bfloat16() else torch.float32)
+    texts = [_answer(topic) for topic in TOPICS] + [f"How do I {topic}?" for topic in TOPICS]
+    in_half = Judge(dtype=torch.bfloat16)
+    full, half = Judge(dtype=torch.float32).embed(texts), in_half.embed(texts)
+    assert in_half._model is not None and in_half._model.dtype == torch.bfloat16
+    assert half.dtype == torch.float32  # pooled and compared in float32 either way
+    assert float((full * half).sum(1).min()) > 0.999
+    # Each text's nearest other text is the same under both.
+    near_full, near_half = (full @ full.T).fill_diagonal_(-2).argmax(1), (half @ half.T).fill_diagonal_(-2).argmax(1)
+    assert torch.equal(near_full, near_half)
