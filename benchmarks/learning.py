@@ -5,11 +5,14 @@ finch runs for real: the anthropic SDK -> finch (in this process, on a loopback 
 simulator, which answers each utterance with its intent's reference answer in varied wording. After
 each request the run waits for the trainer to learn from it (requests "a few seconds apart"), so the
 figures measure learning, not how fast two cores train; with ``--rate R`` it sends R requests a
-second instead and never waits, as a user would. The caches see the same stream offline.
+second instead and never waits, as a user would. ``--drain-every N`` replays a long stream faster:
+it waits for the trainer only after every N requests, so the trainer learns them in batches and
+the N requests in between are decided on a snapshot up to N requests old (as at a busy user's
+pace). The caches see the same stream offline.
 
 Usage:
   python benchmarks/learning.py --stream banking77 --requests 2000 [--unique] [--drift] \\
-      [--preset tiny] [--max-bad-local 0.02] [--rate 2] [--out benchmarks/out]
+      [--preset tiny] [--max-bad-local 0.02] [--rate 2 | --drain-every 20] [--out benchmarks/out]
 """
 
 from __future__ import annotations
@@ -225,10 +228,12 @@ def finch_run(
     keep: Path | None = None,
     retrieval: bool = True,
     rate: float | None = None,
+    drain_every: int = 1,
 ) -> Run:
     """``keep``: use this FINCH_HOME (and leave it there for inspection) instead of a temporary one.
     ``rate``: send this many requests a second, as a user would, without waiting for the trainer
-    (by default each request waits until the trainer has learned from the one before)."""
+    (by default each request waits until the trainer has learned from the one before; with
+    ``drain_every``, from the ``drain_every`` before it)."""
     import anthropic
 
     from finch.config import load_settings
@@ -272,7 +277,8 @@ def finch_run(
                 else:
                     run.record(question, None)
                 if rate is None:
-                    loop.drain()
+                    if (k + 1) % drain_every == 0:
+                        loop.drain()
                 else:
                     time.sleep(max(0.0, started + (k + 1) / rate - time.perf_counter()))
                 if (k + 1) % 250 == 0:
@@ -424,7 +430,10 @@ def main() -> None:
     parser.add_argument("--no-retrieval", action="store_true", help="also run finch without retrieval")
     parser.add_argument("--keep", type=Path, help="finch's home for the run, left in place for inspection")
     parser.add_argument("--rate", type=float, help="requests a second, not waiting for the trainer")
+    parser.add_argument("--drain-every", type=int, default=1, help="wait for the trainer after every N requests")
     args = parser.parse_args()
+    if args.rate and args.drain_every != 1:
+        parser.error("--rate never waits for the trainer: --drain-every does not apply")
 
     stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
     stream = [(q, oos_intent(q) if intent == OOS else intent) for q, intent in stream]
@@ -441,7 +450,8 @@ def main() -> None:
     if not args.no_finch:
         for bound in args.max_bad_local:
             keep = args.keep / f"bound-{bound}" if args.keep else None
-            runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep, rate=args.rate))
+            pace = {"rate": args.rate, "drain_every": args.drain_every}
+            runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep, **pace))
         if args.no_retrieval:
             bound = args.max_bad_local[0]
             keep = args.keep / f"bound-{bound}-no-retrieval" if args.keep else None
