@@ -23,6 +23,9 @@ the mean of the answers it takes is at least about that): what a bound costs in 
 ``--rise BEFORE AFTER`` runs finch's sequence alone on streams whose rate rises halfway: what a
 worse model costs before the bound stops serving.
 
+``--weighted-estimate`` runs the sequences with the bets' estimate of the rate as it was before:
+every answer in it, an audit weighted by 1/p as in the wealth (``WeightedEstimate``).
+
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
        python benchmarks/bound.py --one-region --rates 0.005 0.01 0.015 --answers 40000 [--runs 100]
        python benchmarks/bound.py --rise 0.002 0.05 [--boost 0.5 100] [--runs 100] [--json out.json]
@@ -39,9 +42,23 @@ import time
 import numpy as np
 from scipy.stats import beta
 
-from finch.policy.bound import WEIGHTS, BettingTest, Certifier
+from finch.policy.bound import _FORGET, THRESHOLDS, WEIGHTS, BettingTest, Certifier
 
 ALPHA, DELTA = 0.02, 0.05
+
+
+class WeightedEstimate(BettingTest):
+    """finch's test before: the bets' estimate of the rate read every answer, an audit weighted by 1/p
+    (one bad audit at p = 0.1 counts as ten bad answers) and a served answer as a good one."""
+
+    def _learn_rate(self, bad: bool | None, y: float) -> None:
+        self._est_bad = _FORGET * self._est_bad + y
+        self._est_n = _FORGET * self._est_n + 1
+
+
+def certifier(weights: tuple[float, ...], weighted: bool) -> Certifier:
+    tests = [WeightedEstimate(ALPHA, DELTA) for _ in THRESHOLDS] if weighted else []
+    return Certifier(ALPHA, DELTA, weights=weights, tests=tests)
 
 
 def clopper_pearson_rechecked(bad: np.ndarray) -> int | None:
@@ -62,10 +79,12 @@ def betting_one_region(bad: np.ndarray) -> int | None:
     return None
 
 
-def betting_sequence(bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS) -> int | None:
+def betting_sequence(
+    bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS, weighted: bool = False
+) -> int | None:
     """The certifier with finch's sampling: uncertified regions are all judged (forwarded), answers in
     the certified region are served and audited with probability 10% (5% after 1,000 answers)."""
-    return serve(bad, rng, weights)[1]
+    return serve(bad, rng, weights, weighted=weighted)[1]
 
 
 def serve(
@@ -73,37 +92,44 @@ def serve(
     rng: np.random.Generator,
     weights: tuple[float, ...] = WEIGHTS,
     boost: tuple[float, int] | None = None,
+    weighted: bool = False,
 ) -> tuple[np.ndarray, int | None]:
     """Which answers finch serves (not audited) over a stream, as ``betting_sequence`` runs it, and
     the answer after which it first certified. ``boost`` (rate, answers): after a bad audit, the
     next ``answers`` would-be-served answers are audited at ``rate`` at least (a variant, not finch's
     rule; the rate is chosen before each answer is seen, so the weights keep the test valid)."""
-    certifier = Certifier(ALPHA, DELTA, weights=weights)
+    bound = certifier(weights, weighted)
     scores = 1 - 0.3 * rng.random(len(bad)) ** 2  # dense near 1, as a learned P(good) is: a quarter >= 0.99
     scores[rng.random(len(bad)) < 0.2] = 1.0  # Claude's own answers repeated
     served = np.zeros(len(bad), dtype=bool)
     first = None
     boosted = 0  # answers left at the boosted rate
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
-        point = certifier.certified()
+        point = bound.certified()
         if point is not None and score >= point:
             p = 0.1 if i < 1000 else 0.05
             if boost is not None and boosted > 0:
                 p, boosted = max(p, boost[0]), boosted - 1
             judged = rng.random() < p
             served[i] = not judged
-            certifier.observe(float(score), bool(b) if judged else None, p)
+            bound.observe(float(score), bool(b) if judged else None, p)
             if boost is not None and judged and b:
                 boosted = boost[1]
         else:
-            certifier.observe(float(score), bool(b))
-        if first is None and certifier.certified() is not None:
+            bound.observe(float(score), bool(b))
+        if first is None and bound.certified() is not None:
             first = i + 1
     return served, first
 
 
 def after_a_rise(
-    runs: int, answers: int, before: float, after: float, seed: int, boost: tuple[float, int] | None = None
+    runs: int,
+    answers: int,
+    before: float,
+    after: float,
+    seed: int,
+    boost: tuple[float, int] | None = None,
+    weighted: bool = False,
 ) -> dict:
     """Streams whose bad rate rises from ``before`` to ``after`` halfway (all regions alike, as a worse
     model would make them): how much finch served before, how many answers it serves at the new
@@ -114,7 +140,7 @@ def after_a_rise(
     for _ in range(runs):
         rates = np.where(np.arange(answers) < half, before, after)
         bad = rng.random(answers) < rates
-        served, _ = serve(bad, rng, boost=boost)
+        served, _ = serve(bad, rng, boost=boost, weighted=weighted)
         served_before.append(served[:half].mean())
         served_after.append(served[half:].sum())
         bad_after.append((served[half:] & bad[half:]).sum())
@@ -124,6 +150,7 @@ def after_a_rise(
         "before": before,
         "after": after,
         "boost": boost,
+        "weighted_estimate": weighted,
         "runs": runs,
         "answers": answers,
         "served_share_before_rise": float(np.mean(served_before)),
@@ -155,10 +182,11 @@ def main() -> None:
     parser.add_argument("--rise", type=float, nargs=2, metavar=("BEFORE", "AFTER"), help="rates rising halfway")
     parser.add_argument("--boost", type=float, nargs=2, metavar=("RATE", "ANSWERS"), help="audits after a bad one")
     parser.add_argument("--one-region", action="store_true", help="the betting test alone, beside the least evidence")
+    parser.add_argument("--weighted-estimate", action="store_true", help="the bets' estimate as before (see above)")
     args = parser.parse_args()
     if args.rise:
         boost = (args.boost[0], int(args.boost[1])) if args.boost else None
-        row = after_a_rise(args.runs, args.answers, *args.rise, args.seed, boost)
+        row = after_a_rise(args.runs, args.answers, *args.rise, args.seed, boost, args.weighted_estimate)
         print(json.dumps(row, indent=1))
         if args.json:
             with open(args.json, "w") as f:
@@ -167,8 +195,8 @@ def main() -> None:
     methods = {
         "clopper-pearson, re-checked": lambda bad, rng: clopper_pearson_rechecked(bad),
         "betting, one region": lambda bad, rng: betting_one_region(bad),
-        "betting, fixed sequence": lambda bad, rng: betting_sequence(bad, rng, weights=(1.0,)),
-        "betting, fallback (finch)": betting_sequence,
+        "betting, fixed sequence": lambda bad, rng: betting_sequence(bad, rng, (1.0,), args.weighted_estimate),
+        "betting, fallback (finch)": lambda bad, rng: betting_sequence(bad, rng, WEIGHTS, args.weighted_estimate),
     }
     if args.one_region:
         methods = {"betting, one region": methods["betting, one region"]}

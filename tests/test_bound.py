@@ -101,6 +101,24 @@ def test_one_bad_answer_costs_wealth_and_the_test_recovers():
     assert test.certified
 
 
+def test_one_bad_audit_does_not_stop_the_bet_that_earns_the_certificate_back():
+    # A certified region: 300 clean judged answers, then 900 served, audited one time in ten.
+    test = BettingTest(ALPHA)
+    for _ in range(300):
+        test.observe(False)
+    for _ in range(900):
+        test.observe(None, 0.1)
+    before = test.log_wealth
+    test.observe(True, 0.1)  # a bad audit: it stands for ten answers in the wealth
+    assert test.log_wealth < before - 1.0
+    # ... but it is one bad answer among the judged ones in the bet's estimate of the rate, so the
+    # test still bets, and about a hundred clean judged answers earn the wealth back.
+    assert test.rate_estimate() < ALPHA / 2 and test.bet(1.0) > 0
+    for _ in range(120):
+        test.observe(False)
+    assert test.log_wealth >= before
+
+
 def test_fixed_sequence_testing_stops_at_its_first_uncertified_region():
     certifier = Certifier(ALPHA, thresholds=(0.99, 0.95, 0.9), weights=(1.0,))
     for _ in range(300):

@@ -48,7 +48,7 @@ from scipy.special import betaln
 # Measured by benchmarks/bound.py (any choice keeps the test valid; these make it quick): a clean
 # region certifies a 2% bound in about 190 answers, one truly at 0.5% in about 330.
 _MAX_BET = 0.8  # of the bet a bad answer would wipe out: one bad answer leaves a fifth of the wealth
-_FORGET = 0.995  # the bet's estimate of the bad rate weighs the last few hundred answers (models change)
+_FORGET = 0.995  # the bet's estimate of the bad rate weighs the last few hundred judged answers (models change)
 _PRIOR_WEIGHT = 20.0  # answers' worth of prior belief that the rate is a quarter of the bound
 _SPEND = 0.2  # epoch j of a region's test gets delta * (1 - _SPEND) * _SPEND**j
 
@@ -64,7 +64,7 @@ class BettingTest:
     epoch: int = 0  # restarts so far
     seen: float = 0.0  # answers observed this epoch (served ones included)
     bad: float = 0.0  # inverse-probability-weighted bad answers this epoch
-    _est_bad: float = 0.0  # forgetful sums behind the bets' estimate of the rate
+    _est_bad: float = 0.0  # forgetful sums over judged answers behind the bets' estimate of the rate
     _est_n: float = 0.0
 
     def rate_estimate(self) -> float:
@@ -97,11 +97,23 @@ class BettingTest:
             self.log_alarm += math.log1p(self.alarm_bet(p_judged) * (y - self.alpha))
         self.seen += 1
         self.bad += y
-        self._est_bad = _FORGET * self._est_bad + y
-        self._est_n = _FORGET * self._est_n + 1
+        self._learn_rate(bad, y)
         if self.log_alarm >= math.log(1 / self.delta):  # the rate has risen: start over, on less delta
             self.epoch += 1
             self.log_wealth = self.log_alarm = self.seen = self.bad = 0.0
+
+    def _learn_rate(self, bad: bool | None, y: float) -> None:
+        """The bets' estimate of the rate reads the judged answers alone, each counted once.
+
+        An audit is a fair sample of the answers served (its chance is set before the answer is
+        seen), so their plain mean estimates the rate. Weighing an audit by 1/p, as the wealth must,
+        would make one bad audit at p = 0.1 count as ten bad answers in the estimate: it would stay
+        over alpha, and the bet at zero, for the next 160 answers, so a region that lost its
+        certificate to one bad audit could not earn it back for hundreds of requests."""
+        if bad is None:
+            return
+        self._est_bad = _FORGET * self._est_bad + bad
+        self._est_n = _FORGET * self._est_n + 1
 
     @property
     def certified(self) -> bool:
