@@ -432,6 +432,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="requests a second, not waiting for the trainer")
     parser.add_argument("--drain-every", type=int, default=1, help="wait for the trainer after every N requests")
     args = parser.parse_args()
+    if args.drain_every < 1:
+        parser.error("--drain-every must be 1 or more")
     if args.rate and args.drain_every != 1:
         parser.error("--rate never waits for the trainer: --drain-every does not apply")
 
