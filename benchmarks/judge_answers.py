@@ -26,7 +26,7 @@ from pathlib import Path
 from finch.teacher.corpus import _REWORDINGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_threshold import with_framing_learned  # noqa: E402
+from judge_threshold import nearest_other, with_framing_learned  # noqa: E402
 from streams import reference_answer, reference_answers  # noqa: E402
 
 HOME_ASSISTANT_INTENTS = [
@@ -104,9 +104,7 @@ def measure(answers: list[str]) -> dict[str, float | int]:
     n = len(_REWORDINGS)
     same = [(i * n + x, i * n + y) for i in range(len(answers)) for x, y in itertools.combinations(range(n), 2)]
     plain = vecs[0::n]
-    similarity = plain @ plain.T
-    similarity.fill_diagonal_(-2.0)
-    nearest = [(i, int(similarity[i].argmax())) for i in range(len(answers))]
+    nearest = [(i, int(k)) for i, k in enumerate(nearest_other(plain))]
 
     def by_embedding(a: str, b: str, va, vb) -> bool:
         return judge._same(a, b) or float(1 - va @ vb) < judge.threshold

@@ -30,22 +30,12 @@ from finch.learning.judge import Judge, native_bfloat16
 from finch.teacher.corpus import _REWORDINGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_threshold import banking77, clinc150  # noqa: E402
+from judge_threshold import banking77, clinc150, embed_in_batches, nearest_other  # noqa: E402
 from streams import reference_answers  # noqa: E402
 
 
-def embed_all(judge: Judge, texts: list[str]) -> torch.Tensor:
-    return torch.cat([judge.embed(texts[k : k + 128]) for k in range(0, len(texts), 128)])
-
-
-def nearest(vectors: torch.Tensor) -> torch.Tensor:
-    similarity = vectors @ vectors.T
-    similarity.fill_diagonal_(-2.0)
-    return similarity.argmax(1)
-
-
 def compare(full: Judge, half: Judge, texts: list[str], pairs: list[tuple[int, int]]) -> dict[str, float | int]:
-    a, b = embed_all(full, texts), embed_all(half, texts)
+    a, b = embed_in_batches(full, texts, 128), embed_in_batches(half, texts, 128)
     cosine = (a * b).sum(1)
     d_full = torch.tensor([1 - float(a[i] @ a[k]) for i, k in pairs])
     d_half = torch.tensor([1 - float(b[i] @ b[k]) for i, k in pairs])
@@ -59,7 +49,7 @@ def compare(full: Judge, half: Judge, texts: list[str], pairs: list[tuple[int, i
         "d_change_median": round(float((d_full - d_half).abs().median()), 6),
         "verdicts_flipped": int(((d_full < tau) != (d_half < tau)).sum()),
         "pairs_within_0.001_of_tau": int(((d_full - tau).abs() < 0.001).sum()),
-        "nearest_changed": round(float((nearest(a) != nearest(b)).float().mean()), 6),
+        "nearest_changed": round(float((nearest_other(a) != nearest_other(b)).float().mean()), 6),
     }
 
 
@@ -99,14 +89,14 @@ def main() -> None:
     for name in ("banking77", "clinc150", "chat"):
         texts, pairs = answer_set(name)
         plain = list(range(0, len(texts), len(_REWORDINGS)))
-        near = nearest(embed_all(full, [texts[i] for i in plain]))
+        near = nearest_other(embed_in_batches(full, [texts[i] for i in plain], 128))
         pairs += [(plain[i], plain[int(k)]) for i, k in enumerate(near)]
         report["sets"][f"{name} answers"] = compare(full, half, texts, pairs)
         print(name, "answers", report["sets"][f"{name} answers"], flush=True)
     for name, by_intent in (("banking77", banking77()), ("clinc150", clinc150())):
         questions = [q for qs in by_intent.values() for q in qs]
         questions = rng.sample(questions, min(args.questions, len(questions)))
-        near = nearest(embed_all(full, questions))
+        near = nearest_other(embed_in_batches(full, questions, 128))
         pairs = [(i, int(k)) for i, k in enumerate(near)]
         report["sets"][f"{name} questions"] = compare(full, half, questions, pairs)
         print(name, "questions", report["sets"][f"{name} questions"], flush=True)

@@ -41,18 +41,28 @@ def clinc150() -> dict[str, list[str]]:
     return dict(out)
 
 
+def embed_in_batches(judge: Judge, texts: list[str], batch: int = 256) -> torch.Tensor:
+    """Many texts' embeddings, a batch at a time (one batch pads every text to the longest)."""
+    return torch.cat([judge.embed(texts[k : k + batch]) for k in range(0, len(texts), batch)])
+
+
+def nearest_other(vectors: torch.Tensor) -> torch.Tensor:
+    """For each unit vector, the index of the nearest other one."""
+    similarity = vectors @ vectors.T
+    similarity.fill_diagonal_(-2.0)
+    return similarity.argmax(1)
+
+
 def pairs_for(judge: Judge, by_intent: dict[str, list[str]], n: int, rng: random.Random) -> dict[str, list[float]]:
     intents = sorted(by_intent)
     texts = [t for i in intents for t in by_intent[i]]
     owner = [i for i in intents for _ in by_intent[i]]
-    vectors = torch.cat([judge.embed(texts[k : k + 256]) for k in range(0, len(texts), 256)])
+    vectors = embed_in_batches(judge, texts)
     index: dict[str, list[int]] = defaultdict(list)
     for k, intent in enumerate(owner):
         index[intent].append(k)
     centroids = torch.nn.functional.normalize(torch.stack([vectors[index[i]].mean(0) for i in intents]), dim=-1)
-    similarity = centroids @ centroids.T
-    similarity.fill_diagonal_(-1)
-    near_miss = {intents[a]: intents[int(similarity[a].argmax())] for a in range(len(intents))}
+    near_miss = {intents[a]: intents[int(b)] for a, b in enumerate(nearest_other(centroids))}
     same, miss = [], []
     for _ in range(n):
         intent = rng.choice(intents)
@@ -92,14 +102,12 @@ def rewordings(judge: Judge, answers: list[str], n: int, rng: random.Random) -> 
     other answer (reworded too: rewording is all framing, and near misses share it)."""
     from finch.teacher.corpus import reword
 
-    vectors = torch.cat([judge.embed(answers[k : k + 256]) for k in range(0, len(answers), 256)])
-    similarity = vectors @ vectors.T
-    similarity.fill_diagonal_(-1)
+    near = nearest_other(embed_in_batches(judge, answers))
     same, miss = [], []
     for _ in range(n):
         k = rng.randrange(len(answers))
         same.append(judge.divergence(reword(answers[k], rng), reword(answers[k], rng)))
-        miss.append(judge.divergence(reword(answers[k], rng), reword(answers[int(similarity[k].argmax())], rng)))
+        miss.append(judge.divergence(reword(answers[k], rng), reword(answers[int(near[k])], rng)))
     return {"same": same, "near_miss": miss}
 
 

@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchors import NearestStore, best_static, vcache  # noqa: E402
+from judge_threshold import embed_in_batches  # noqa: E402
 from streams import OOS, build_stream, oos_intent, reference_answers, teacher_pairs  # noqa: E402
 
 from finch.learning.judge import Judge, normalise  # noqa: E402
@@ -133,8 +134,7 @@ def exact_cache(stream: list[tuple[str, str]], truth: Truth) -> Run:
 
 
 def embed_stream(stream: list[tuple[str, str]], judge: Judge) -> torch.Tensor:
-    texts = [q for q, _ in stream]
-    return torch.cat([judge.embed(texts[k : k + 256]) for k in range(0, len(texts), 256)])
+    return embed_in_batches(judge, [q for q, _ in stream])
 
 
 def semantic_caches(
@@ -188,7 +188,7 @@ def gptcache_runs(stream: list[tuple[str, str]], truth: Truth, judge: Judge, thr
         print("gptcache is not installed (pip install -e '.[bench]'): skipped", file=sys.stderr)
         return []
     texts = sorted({q for q, _ in stream})
-    vectors = torch.cat([judge.embed(texts[k : k + 256]) for k in range(0, len(texts), 256)]).numpy()
+    vectors = embed_in_batches(judge, texts).numpy()
     by_text = dict(zip(texts, vectors, strict=True))
     runs = []
     for threshold in thresholds:

