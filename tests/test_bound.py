@@ -1,5 +1,7 @@
 """The bad-local bound holds as finch checks it: after every answer, over every threshold."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import beta
@@ -50,7 +52,7 @@ def test_audited_answers_weighted_by_their_chance_keep_the_bound():
 
 
 def test_a_clean_region_certifies_within_a_few_hundred_answers():
-    assert first_certified([False] * 400) == pytest.approx(190, abs=20)
+    assert first_certified([False] * 400) == pytest.approx(206, abs=15)
     rng = np.random.default_rng(3)
     runs = [first_certified(rng.random(2000) < 0.005) for _ in range(100)]
     assert sum(r is not None for r in runs) >= 95
@@ -235,3 +237,44 @@ def test_the_region_nearest_its_mark_says_how_many_clean_answers_it_still_needs(
     assert certifier.certified() is None
     certifier.observe(0.985, False)
     assert certifier.certified() is not None
+
+
+def below_the_operating_point(rng, answers, band_share, band_rate, served_rate, test=None):
+    """A region looser than the operating point: its answers above the point are served and audited at
+    5%, its band below the point is forwarded and always judged."""
+    test = test or BettingTest(ALPHA)
+    for _ in range(answers):
+        if rng.random() < band_share:
+            test.observe(bool(rng.random() < band_rate))
+        else:
+            judged = rng.random() < 0.05
+            test.observe(bool(rng.random() < served_rate) if judged else None, 0.05)
+        yield test
+
+
+def test_even_bets_certify_a_region_whose_answers_all_together_are_under_the_bound():
+    # The band is 8% bad, a twentieth of the region; the served answers are clean: the region is at
+    # 0.4%. The quick bets stake each always-judged band answer twenty times an audit, so they measure
+    # the band and never certify; the even bets measure the whole region.
+    rng = np.random.default_rng(11)
+    steps = list(below_the_operating_point(rng, 15000, 0.05, 0.08, 0.0))
+    test = steps[-1]
+    assert test.log_wealth < 0 and test.passes(1.0)
+
+
+def test_even_bets_keep_the_bound_however_the_bad_answers_spread_over_scores():
+    # The whole region at the bound, every bad answer in its served half and none in its forwarded
+    # band. Betting more on the band, as the quick bets do, would certify it in most runs; the
+    # even bets keep Ville's 5%. (finch never meets this case alone: a served half at 4% is itself a
+    # region whose certificate only a false certification gives.)
+    rng = np.random.default_rng(12)
+    runs, even, quick = 150, 0, 0
+    for _ in range(runs):
+        even_hit = quick_hit = False
+        for test in below_the_operating_point(rng, 3000, 0.5, 0.0, 2 * ALPHA):
+            even_hit |= test.log_even >= math.log(1 / 0.05)
+            quick_hit |= test.log_wealth >= math.log(1 / 0.05)
+        even += even_hit
+        quick += quick_hit
+    assert even / runs <= 0.08
+    assert quick / runs > 0.5

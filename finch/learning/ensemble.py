@@ -81,7 +81,8 @@ class Ensemble:
         self.learned: int = state.get("learned", 0)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
         # Every scored answer's evidence, since the first: the bound holds for as long as finch runs.
-        self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local)
+        lowest = config.schedule.lowest_rate
+        self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local, floor=lowest)
         self.stacker = Stacker.from_state(state.get("stacker"))
         # The operating point: the certified threshold on P(good), None while none is.
         self.threshold: float | None = None  # the operating point; _republish sets it

@@ -31,6 +31,22 @@ enters as ``y = 1 / p``, and a served answer that was not audited enters as ``y 
 was never going to be served is always judged (``p = 1``). The mean of ``y`` is the bad rate either
 way, and the bet is capped so that the wealth can never go negative.
 
+Each region bets two ways, each on its own part of the region's delta (``_SPLIT``), and either may
+certify it: the two parts add up to the region's share, so together they err no more often than it
+allows.
+
+* the quick bets are sized for each answer's own ``p``: an always-judged forward is staked twenty
+  times an answer audited at 5%. ``p`` follows from the answer's score (served above the operating
+  point, forwarded below it), so these bets weigh the forwarded band of a looser region most: they
+  are valid while answers scoring higher are no worse, and a region they certify is the next
+  band's rate, near enough, not the whole region's;
+* the even bets are sized for the least-judged answer any region can hold (``floor``, the sampling
+  schedule's lowest rate) and are the same for every answer, so they test the whole region's rate
+  with no assumption on how the bad answers spread over scores. They earn about one twentieth as
+  much per answer, so they matter in a long run, where they let the operating point go down to the
+  loosest region whose answers, all together, are under the bound
+  (``benchmarks/learning.py --requests 20000`` measures it).
+
 ``audit_interval`` is the interval `finch stats` shows for the audited bad rate: a confidence
 sequence (the beta-binomial mixture of Robbins, 1970), also valid at every look.
 """
@@ -46,11 +62,13 @@ from scipy.optimize import brentq
 from scipy.special import betaln
 
 # Measured by benchmarks/bound.py (any choice keeps the test valid; these make it quick): a clean
-# region certifies a 2% bound in about 190 answers, one truly at 0.5% in about 330.
+# region certifies a 2% bound in about 205 answers, one truly at 0.5% in about 330.
 _MAX_BET = 0.8  # of the bet a bad answer would wipe out: one bad answer leaves a fifth of the wealth
 _FORGET = 0.995  # the bet's estimate of the bad rate weighs the last few hundred judged answers (models change)
 _PRIOR_WEIGHT = 20.0  # answers' worth of prior belief that the rate is a quarter of the bound
 _SPEND = 0.2  # epoch j of a region's test gets delta * (1 - _SPEND) * _SPEND**j
+_SPLIT = 0.9  # of a region's delta, the quick bets' part; the even bets' is the rest
+_EVEN_FORGET = 0.999  # the even bets' estimate weighs the last thousand answers, judged or served
 
 
 @dataclass
@@ -64,8 +82,12 @@ class BettingTest:
     epoch: int = 0  # restarts so far
     seen: float = 0.0  # answers observed this epoch (served ones included)
     bad: float = 0.0  # inverse-probability-weighted bad answers this epoch
-    _est_bad: float = 0.0  # forgetful sums over judged answers behind the bets' estimate of the rate
+    floor: float = 0.05  # the lowest chance of being judged that any answer can have (the even bets' size)
+    log_even: float = 0.0  # the even bets' evidence that the rate is under alpha, since this epoch began
+    _est_bad: float = 0.0  # forgetful sums over judged answers behind the quick bets' estimate of the rate
     _est_n: float = 0.0
+    _even_y: float = 0.0  # forgetful sums over every answer's y behind the even bets' estimate
+    _even_n: float = 0.0
 
     def rate_estimate(self) -> float:
         return (self._est_bad + _PRIOR_WEIGHT * self.alpha / 4) / (self._est_n + _PRIOR_WEIGHT)
@@ -80,11 +102,25 @@ class BettingTest:
         fraction = max(0.0, min(_MAX_BET, 1.0 - self.rate_estimate() / self.alpha))
         return fraction / (1.0 / p_judged - self.alpha)
 
+    def region_rate(self) -> float:
+        """The whole region's rate, estimated from every answer weighted by 1/p, as the wealths weigh
+        them; noisier than ``rate_estimate`` (one bad audit at 5% moves it by 2 points) but not tilted
+        toward the always-judged band below the operating point."""
+        return (self._even_y + _PRIOR_WEIGHT * self.alpha / 4) / (self._even_n + _PRIOR_WEIGHT)
+
+    def even_bet(self, p_judged: float) -> float:
+        """The stake on "under alpha" sized for the least-judged answer, so the same whatever this
+        answer's ``p``. After one bad audit its estimate holds it at zero for a few hundred answers,
+        which at this size costs less than the bad audit itself."""
+        fraction = max(0.0, min(_MAX_BET, 1.0 - self.region_rate() / self.alpha))
+        return fraction / (1.0 / min(self.floor, p_judged) - self.alpha)
+
     def alarm_bet(self, p_judged: float) -> float:
         """The stake on "over alpha": the Kelly bet (m - alpha) / (alpha (1/p - alpha)), capped below the
-        largest safe one, 1/alpha."""
-        m = self.rate_estimate()
-        kelly = (m - self.alpha) / (self.alpha * (1.0 / p_judged - self.alpha))
+        largest safe one, 1/alpha. m is the whole region's rate: the judged answers' mean would lean on
+        an always-judged band below the operating point and sound the alarm on a region under the
+        bound. (The alarm's bets need no care for validity: a false alarm spends delta, never adds it.)"""
+        kelly = (self.region_rate() - self.alpha) / (self.alpha * (1.0 / p_judged - self.alpha))
         return max(0.0, min(_MAX_BET / self.alpha, kelly))
 
     def observe(self, bad: bool | None, p_judged: float = 1.0) -> None:
@@ -93,6 +129,9 @@ class BettingTest:
             raise ValueError(f"p_judged must be in (0, 1], got {p_judged}")
         y = 1.0 / p_judged if bad else 0.0
         self.log_wealth += math.log1p(self.bet(p_judged) * (self.alpha - y))
+        self.log_even += math.log1p(self.even_bet(p_judged) * (self.alpha - y))
+        self._even_y = _EVEN_FORGET * self._even_y + y
+        self._even_n = _EVEN_FORGET * self._even_n + 1
         if self.certified:  # the alarm only has a certificate to withdraw
             self.log_alarm += math.log1p(self.alarm_bet(p_judged) * (y - self.alpha))
         self.seen += 1
@@ -100,7 +139,7 @@ class BettingTest:
         self._learn_rate(bad, y)
         if self.log_alarm >= math.log(1 / self.delta):  # the rate has risen: start over, on less delta
             self.epoch += 1
-            self.log_wealth = self.log_alarm = self.seen = self.bad = 0.0
+            self.log_wealth = self.log_alarm = self.log_even = self.seen = self.bad = 0.0
 
     def _learn_rate(self, bad: bool | None, y: float) -> None:
         """The bets' estimate of the rate reads the judged answers alone, each counted once.
@@ -120,8 +159,18 @@ class BettingTest:
         return self.passes(1.0)
 
     def passes(self, share: float) -> bool:
-        """Certified on ``share`` of delta (the part this region holds in the fallback procedure)?"""
-        return share > 0.0 and self.log_wealth >= math.log(self.needed(share))
+        """Certified on ``share`` of delta (the part this region holds in the fallback procedure), by
+        either of its bets on its own part of that share?"""
+        return self.progress(share) >= 1.0
+
+    def progress(self, share: float) -> float:
+        """How far the nearer of the two bets is toward certifying on ``share`` (1: there), on a log
+        scale."""
+        if share <= 0.0:
+            return 0.0
+        quick = self.log_wealth / math.log(self.needed(share * _SPLIT))
+        even = self.log_even / math.log(self.needed(share * (1 - _SPLIT)))
+        return max(quick, even)
 
     def needed(self, share: float) -> float:
         """The wealth that certifies on ``share`` of delta, in this epoch (restarts get less delta)."""
@@ -129,7 +178,16 @@ class BettingTest:
 
     @property
     def wealth(self) -> float:
+        """The quick bets' wealth."""
         return math.exp(min(self.log_wealth, 700.0))
+
+    def evidence(self, share: float) -> tuple[float, float]:
+        """The nearer bet's wealth and the wealth it needs on ``share``: what `finch stats` shows."""
+        quick = (self.log_wealth, self.needed(share * _SPLIT))
+        even = (self.log_even, self.needed(share * (1 - _SPLIT)))
+        if share > 0.0 and self.log_even / math.log(even[1]) > self.log_wealth / math.log(quick[1]):
+            quick = even
+        return math.exp(min(quick[0], 700.0)), quick[1]
 
 
 _NOT_SERVED = object()
@@ -159,14 +217,19 @@ class Certifier:
     thresholds: Sequence[float] = THRESHOLDS
     tests: list[BettingTest] = field(default_factory=list)
     weights: Sequence[float] = WEIGHTS  # shares of delta, strictest first; (1.0,) is fixed-sequence testing
+    floor: float = 0.05  # the lowest chance of being judged that any answer can have (the sampling's lowest rate)
 
     def __post_init__(self) -> None:
         if list(self.thresholds) != sorted(self.thresholds, reverse=True):
             raise ValueError("thresholds must run strictest first")
         if abs(sum(self.weights) - 1.0) > 1e-9 or min(self.weights) < 0:
             raise ValueError("weights must be shares of delta that add up to 1")
+        if not 0.0 < self.floor <= 1.0:
+            raise ValueError(f"floor must be in (0, 1], got {self.floor}")
         if not self.tests:
             self.tests = [BettingTest(self.alpha, self.delta) for _ in self.thresholds]
+        for test in self.tests:  # the sampling now in force sizes the even bets, whatever was saved
+            test.floor = self.floor
 
     def observe(self, score: float, bad: bool | None, p_judged: float = 1.0) -> None:
         """An answer scored ``score`` enters every region it falls in."""
@@ -202,10 +265,11 @@ class Certifier:
     def region(self, threshold: float | None) -> BettingTest | None:
         return None if threshold is None else self.tests[list(self.thresholds).index(threshold)]
 
-    def needed(self, threshold: float) -> float:
-        """The evidence (wealth) the region at ``threshold`` needs to be certified on its share now."""
+    def evidence(self, threshold: float) -> tuple[float, float]:
+        """The region at ``threshold``: its nearer bet's evidence (wealth), and what that bet needs to
+        certify it on the region's share now."""
         i = list(self.thresholds).index(threshold)
-        return self.tests[i].needed(self.shares()[i])
+        return self.tests[i].evidence(self.shares()[i])
 
     def nearest(self) -> dict[str, Any] | None:
         """For people waiting for finch to serve: the uncertified region nearest its mark (the most
@@ -215,9 +279,9 @@ class Certifier:
         for t, test, share in zip(self.thresholds, self.tests, self.shares(), strict=True):
             if share <= 0.0 or test.passes(share):
                 continue
-            needed = test.needed(share)
-            progress = max(test.log_wealth, 0.0) / math.log(needed)
+            progress = max(test.progress(share), 0.0)
             if best is None or progress > best[0]:
+                needed = test.needed(share * _SPLIT)  # the quick bets': a clean forward earns the most there
                 gain = math.log1p(test.bet(1.0) * test.alpha)  # what one clean judged answer earns now
                 to_go = math.inf if gain <= 0 else (math.log(needed) - test.log_wealth) / gain
                 best = (progress, t, test.wealth, needed, to_go)
@@ -231,11 +295,12 @@ class Certifier:
         """What the bound is over, and how sure, at the operating point ``threshold`` (None: none,
         and then the region nearest to being certified)."""
         region = self.region(threshold)
+        evidence, needed = (None, None) if threshold is None else self.evidence(threshold)
         return {
             "over": BOUND_OVER,
             "confidence": 1 - self.delta,
-            "evidence": None if region is None else region.wealth,
-            "evidence_needed": None if threshold is None else self.needed(threshold),
+            "evidence": evidence,
+            "evidence_needed": needed,
             "answers": None if region is None else region.seen,
             "nearest": self.nearest() if threshold is None else None,
         }
@@ -244,10 +309,12 @@ class Certifier:
         return {"thresholds": list(self.thresholds), "tests": [vars(t).copy() for t in self.tests]}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any] | None, alpha: float, delta: float = 0.05) -> Certifier:
+    def from_state(
+        cls, state: dict[str, Any] | None, alpha: float, delta: float = 0.05, floor: float = 0.05
+    ) -> Certifier:
         """The saved certifier. A region saved for this bound keeps its evidence; any other starts
         fresh (evidence about another bound proves nothing about this one)."""
-        fresh = cls(alpha, delta)
+        fresh = cls(alpha, delta, floor=floor)
         if not state:
             return fresh
         saved = {
@@ -256,7 +323,7 @@ class Certifier:
             if test.get("alpha") == alpha and test.get("delta") == delta
         }
         tests = [saved.get(t, test) for t, test in zip(fresh.thresholds, fresh.tests, strict=True)]
-        return cls(alpha, delta, fresh.thresholds, tests)
+        return cls(alpha, delta, fresh.thresholds, tests, floor=floor)
 
 
 def audit_interval(bad: int, n: int, delta: float = 0.05) -> tuple[float, float]:

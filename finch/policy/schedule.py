@@ -37,6 +37,12 @@ class Schedule:
         """The sampling rate the schedule ends on."""
         return self.sampling[-1][1]
 
+    @property
+    def lowest_rate(self) -> float:
+        """The lowest chance of an audit any would-be-local answer can get (1.0 with sampling off:
+        then no served answer counts toward the bound, and every one that does was judged)."""
+        return min((rate for _, rate in self.sampling if rate > 0), default=1.0)
+
     def sample_rate(self, learned: int) -> float:
         for below, rate in self.sampling:
             if learned < below:
