@@ -31,21 +31,25 @@ enters as ``y = 1 / p``, and a served answer that was not audited enters as ``y 
 was never going to be served is always judged (``p = 1``). The mean of ``y`` is the bad rate either
 way, and the bet is capped so that the wealth can never go negative.
 
-Each region bets two ways, each on its own part of the region's delta (``_SPLIT``), and either may
-certify it: the two parts add up to the region's share, so together they err no more often than it
-allows.
+Each region's wealth is a portfolio of two kinds of bets:
 
-* the quick bets are sized for each answer's own ``p``: an always-judged forward is staked twenty
-  times an answer audited at 5%. ``p`` follows from the answer's score (served above the operating
-  point, forwarded below it), so these bets weigh the forwarded band of a looser region most: they
-  are valid while answers scoring higher are no worse, and a region they certify is the next
-  band's rate, near enough, not the whole region's;
-* the even bets are sized for the least-judged answer any region can hold (``floor``, the sampling
-  schedule's lowest rate) and are the same for every answer, so they test the whole region's rate
-  with no assumption on how the bad answers spread over scores. They earn about one twentieth as
-  much per answer, so they matter in a long run, where they let the operating point go down to the
-  loosest region whose answers, all together, are under the bound
-  (``benchmarks/learning.py --requests 20000`` measures it).
+* quick bets, sized for each answer's own ``p``: an always-judged forward is staked twenty times
+  an answer audited at 5%. ``p`` follows from the answer's score (served above the operating
+  point, forwarded below it), so in a region looser than the point these bets read mostly the
+  forwarded band just under it. They are valid while answers scoring higher are no worse;
+* even bets, sized for the least-judged answer any region can hold (``floor``, the sampling
+  schedule's lowest rate) and the same for every answer, so they read the whole region's rate.
+  They earn about a twentieth of what a clean forward earns the quick bets.
+
+Until a region holds an answer that might go unjudged, every answer in it is judged and the two
+kinds are the same bet: the wealth is all quick bets. At that answer it is split, before the
+answer's verdict is known: ``_EVEN_SHARE`` of it goes on even bets from then on, the rest on quick
+bets. The region's wealth is the sum of the two parts, a nonnegative supermartingale while the rate
+is at least ``alpha``, so Ville's inequality holds for it as for one bet. So a region's first
+certificate costs nothing more, and on a long run, where a looser region's forwarded band is worse
+than the region (the quick part sinks there), the even part lets the operating point go down to
+the loosest region whose answers, all together, are under the bound
+(``benchmarks/learning.py --requests 20000`` measures it).
 
 ``audit_interval`` is the interval `finch stats` shows for the audited bad rate: a confidence
 sequence (the beta-binomial mixture of Robbins, 1970), also valid at every look.
@@ -62,12 +66,12 @@ from scipy.optimize import brentq
 from scipy.special import betaln
 
 # Measured by benchmarks/bound.py (any choice keeps the test valid; these make it quick): a clean
-# region certifies a 2% bound in about 205 answers, one truly at 0.5% in about 330.
+# region certifies a 2% bound in about 190 answers, one truly at 0.5% in about 330.
 _MAX_BET = 0.8  # of the bet a bad answer would wipe out: one bad answer leaves a fifth of the wealth
 _FORGET = 0.995  # the bet's estimate of the bad rate weighs the last few hundred judged answers (models change)
 _PRIOR_WEIGHT = 20.0  # answers' worth of prior belief that the rate is a quarter of the bound
 _SPEND = 0.2  # epoch j of a region's test gets delta * (1 - _SPEND) * _SPEND**j
-_SPLIT = 0.9  # of a region's delta, the quick bets' part; the even bets' is the rest
+_EVEN_SHARE = 0.1  # of a region's wealth at its split, the part put on even bets
 _EVEN_FORGET = 0.999  # the even bets' estimate weighs the last thousand answers, judged or served
 
 
@@ -83,7 +87,8 @@ class BettingTest:
     seen: float = 0.0  # answers observed this epoch (served ones included)
     bad: float = 0.0  # inverse-probability-weighted bad answers this epoch
     floor: float = 0.05  # the lowest chance of being judged that any answer can have (the even bets' size)
-    log_even: float = 0.0  # the even bets' evidence that the rate is under alpha, since this epoch began
+    split: bool = False  # has the wealth been split between quick and even bets (see above)?
+    log_even: float = 0.0  # once split, the log of the even bets' part; log_wealth is then the quick bets' part
     _est_bad: float = 0.0  # forgetful sums over judged answers behind the quick bets' estimate of the rate
     _est_n: float = 0.0
     _even_y: float = 0.0  # forgetful sums over every answer's y behind the even bets' estimate
@@ -128,8 +133,13 @@ class BettingTest:
         if not 0.0 < p_judged <= 1.0:
             raise ValueError(f"p_judged must be in (0, 1], got {p_judged}")
         y = 1.0 / p_judged if bad else 0.0
+        if not self.split and p_judged < 1.0:  # the first answer that might go unjudged: split first
+            self.split = True
+            self.log_even = self.log_wealth + math.log(_EVEN_SHARE)
+            self.log_wealth += math.log1p(-_EVEN_SHARE)
         self.log_wealth += math.log1p(self.bet(p_judged) * (self.alpha - y))
-        self.log_even += math.log1p(self.even_bet(p_judged) * (self.alpha - y))
+        if self.split:
+            self.log_even += math.log1p(self.even_bet(p_judged) * (self.alpha - y))
         self._even_y = _EVEN_FORGET * self._even_y + y
         self._even_n = _EVEN_FORGET * self._even_n + 1
         if self.certified:  # the alarm only has a certificate to withdraw
@@ -140,6 +150,7 @@ class BettingTest:
         if self.log_alarm >= math.log(1 / self.delta):  # the rate has risen: start over, on less delta
             self.epoch += 1
             self.log_wealth = self.log_alarm = self.log_even = self.seen = self.bad = 0.0
+            self.split = False
 
     def _learn_rate(self, bad: bool | None, y: float) -> None:
         """The bets' estimate of the rate reads the judged answers alone, each counted once.
@@ -159,18 +170,16 @@ class BettingTest:
         return self.passes(1.0)
 
     def passes(self, share: float) -> bool:
-        """Certified on ``share`` of delta (the part this region holds in the fallback procedure), by
-        either of its bets on its own part of that share?"""
-        return self.progress(share) >= 1.0
+        """Certified on ``share`` of delta (the part this region holds in the fallback procedure)?"""
+        return share > 0.0 and self.log_total >= math.log(self.needed(share))
 
-    def progress(self, share: float) -> float:
-        """How far the nearer of the two bets is toward certifying on ``share`` (1: there), on a log
-        scale."""
-        if share <= 0.0:
-            return 0.0
-        quick = self.log_wealth / math.log(self.needed(share * _SPLIT))
-        even = self.log_even / math.log(self.needed(share * (1 - _SPLIT)))
-        return max(quick, even)
+    @property
+    def log_total(self) -> float:
+        """The region's wealth, both parts together, on a log scale."""
+        if not self.split:
+            return self.log_wealth
+        high, low = max(self.log_wealth, self.log_even), min(self.log_wealth, self.log_even)
+        return high + math.log1p(math.exp(low - high))
 
     def needed(self, share: float) -> float:
         """The wealth that certifies on ``share`` of delta, in this epoch (restarts get less delta)."""
@@ -178,16 +187,7 @@ class BettingTest:
 
     @property
     def wealth(self) -> float:
-        """The quick bets' wealth."""
-        return math.exp(min(self.log_wealth, 700.0))
-
-    def evidence(self, share: float) -> tuple[float, float]:
-        """The nearer bet's wealth and the wealth it needs on ``share``: what `finch stats` shows."""
-        quick = (self.log_wealth, self.needed(share * _SPLIT))
-        even = (self.log_even, self.needed(share * (1 - _SPLIT)))
-        if share > 0.0 and self.log_even / math.log(even[1]) > self.log_wealth / math.log(quick[1]):
-            quick = even
-        return math.exp(min(quick[0], 700.0)), quick[1]
+        return math.exp(min(self.log_total, 700.0))
 
 
 _NOT_SERVED = object()
@@ -265,11 +265,10 @@ class Certifier:
     def region(self, threshold: float | None) -> BettingTest | None:
         return None if threshold is None else self.tests[list(self.thresholds).index(threshold)]
 
-    def evidence(self, threshold: float) -> tuple[float, float]:
-        """The region at ``threshold``: its nearer bet's evidence (wealth), and what that bet needs to
-        certify it on the region's share now."""
+    def needed(self, threshold: float) -> float:
+        """The evidence (wealth) the region at ``threshold`` needs to be certified on its share now."""
         i = list(self.thresholds).index(threshold)
-        return self.tests[i].evidence(self.shares()[i])
+        return self.tests[i].needed(self.shares()[i])
 
     def nearest(self) -> dict[str, Any] | None:
         """For people waiting for finch to serve: the uncertified region nearest its mark (the most
@@ -279,11 +278,11 @@ class Certifier:
         for t, test, share in zip(self.thresholds, self.tests, self.shares(), strict=True):
             if share <= 0.0 or test.passes(share):
                 continue
-            progress = max(test.progress(share), 0.0)
+            needed = test.needed(share)
+            progress = max(test.log_total, 0.0) / math.log(needed)
             if best is None or progress > best[0]:
-                needed = test.needed(share * _SPLIT)  # the quick bets': a clean forward earns the most there
                 gain = math.log1p(test.bet(1.0) * test.alpha)  # what one clean judged answer earns now
-                to_go = math.inf if gain <= 0 else (math.log(needed) - test.log_wealth) / gain
+                to_go = math.inf if gain <= 0 else (math.log(needed) - test.log_total) / gain
                 best = (progress, t, test.wealth, needed, to_go)
         if best is None:
             return None
@@ -295,12 +294,11 @@ class Certifier:
         """What the bound is over, and how sure, at the operating point ``threshold`` (None: none,
         and then the region nearest to being certified)."""
         region = self.region(threshold)
-        evidence, needed = (None, None) if threshold is None else self.evidence(threshold)
         return {
             "over": BOUND_OVER,
             "confidence": 1 - self.delta,
-            "evidence": evidence,
-            "evidence_needed": needed,
+            "evidence": None if region is None else region.wealth,
+            "evidence_needed": None if threshold is None else self.needed(threshold),
             "answers": None if region is None else region.seen,
             "nearest": self.nearest() if threshold is None else None,
         }
