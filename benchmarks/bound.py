@@ -9,7 +9,7 @@ answers it took are reported.
 Methods:
 * ``clopper-pearson, re-checked``: the exact one-sided 95% upper bound, recomputed after each answer
   (finch's bound before this version); one region.
-* ``betting, one region``: ``finch.policy.bound.BettingTest``, every answer judged.
+* ``betting, one region``: ``finch.policy.betting.BettingTest``, every answer judged.
 * ``betting, sequence``: ``finch.policy.bound.Certifier`` as finch runs it: answers carry scores
   spread over its regions, and once a region is certified its answers are served and only a sample
   (10%, then 5%) is judged, each audit weighted by 1/p. A fifth of the answers are Claude's own
@@ -42,7 +42,8 @@ import time
 import numpy as np
 from scipy.stats import beta
 
-from finch.policy.bound import _FORGET, THRESHOLDS, WEIGHTS, BettingTest, Certifier
+from finch.policy.betting import _FORGET, BettingTest
+from finch.policy.bound import THRESHOLDS, WEIGHTS, Certifier
 
 ALPHA, DELTA = 0.02, 0.05
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from finch.policy.bound import BettingTest, Certifier, audit_interval
+from finch.policy.betting import BettingTest
+from finch.policy.bound import Certifier, audit_interval
 from finch.policy.risk import clopper_pearson
 
 ALPHA = 0.02
