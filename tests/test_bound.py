@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from finch.policy.betting import BettingTest
+from finch.policy.betting import _EVEN_SHARE, BettingTest
 from finch.policy.bound import Certifier, audit_interval
 from finch.policy.risk import clopper_pearson
 
@@ -260,7 +260,7 @@ def test_even_bets_certify_a_region_whose_answers_all_together_are_under_the_bou
     rng = np.random.default_rng(11)
     steps = list(below_the_operating_point(rng, 15000, 0.05, 0.08, 0.0))
     test = steps[-1]
-    assert test.split and test.log_wealth < math.log(0.9) and test.passes(1.0)
+    assert test.split and test.log_wealth < math.log1p(-_EVEN_SHARE) and test.passes(1.0)
 
 
 def test_even_bets_keep_the_bound_however_the_bad_answers_spread_over_scores():
@@ -273,8 +273,8 @@ def test_even_bets_keep_the_bound_however_the_bad_answers_spread_over_scores():
     for _ in range(runs):
         even_hit = quick_hit = False
         for test in below_the_operating_point(rng, 3000, 0.5, 0.0, 2 * ALPHA):
-            even_hit |= test.log_even - math.log(0.1) >= math.log(1 / 0.05)  # grown 1/delta since the split
-            quick_hit |= test.log_wealth - math.log(0.9) >= math.log(1 / 0.05)
+            even_hit |= test.log_even - math.log(_EVEN_SHARE) >= math.log(1 / 0.05)  # grown 1/delta since the split
+            quick_hit |= test.log_wealth - math.log1p(-_EVEN_SHARE) >= math.log(1 / 0.05)
         even += even_hit
         quick += quick_hit
     assert even / runs <= 0.08

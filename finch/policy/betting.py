@@ -44,6 +44,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 # Measured by benchmarks/bound.py (any choice keeps the test valid; these make it quick): a clean
 # region certifies a 2% bound in about 190 answers, one truly at 0.5% in about 330.
 _MAX_BET = 0.8  # of the bet a bad answer would wipe out: one bad answer leaves a fifth of the wealth
@@ -74,7 +76,17 @@ class BettingTest:
     _even_n: float = 0.0
 
     def rate_estimate(self) -> float:
-        return (self._est_bad + _PRIOR_WEIGHT * self.alpha / 4) / (self._est_n + _PRIOR_WEIGHT)
+        return self._with_prior(self._est_bad, self._est_n)
+
+    def _with_prior(self, bad: float, n: float) -> float:
+        """A rate from forgetful sums, drawn toward a quarter of the bound by ``_PRIOR_WEIGHT`` answers."""
+        return (bad + _PRIOR_WEIGHT * self.alpha / 4) / (n + _PRIOR_WEIGHT)
+
+    def _stake_under(self, rate: float, p_judged: float) -> float:
+        """The capped Kelly stake on "under alpha" at an estimated ``rate``, for an answer judged
+        with chance ``p_judged``."""
+        fraction = max(0.0, min(_MAX_BET, 1.0 - rate / self.alpha))
+        return fraction / (1.0 / p_judged - self.alpha)
 
     def bet(self, p_judged: float) -> float:
         """The stake on "under alpha" for the next answer, chosen before it is seen (so the test stays
@@ -83,21 +95,19 @@ class BettingTest:
         y is 0 or 1/p. The largest bet that keeps the wealth positive is 1 / (1/p - alpha); for a
         true rate m the growth-optimal (Kelly) bet is the fraction 1 - m / alpha of it. m is
         estimated from earlier answers only, and the fraction capped."""
-        fraction = max(0.0, min(_MAX_BET, 1.0 - self.rate_estimate() / self.alpha))
-        return fraction / (1.0 / p_judged - self.alpha)
+        return self._stake_under(self.rate_estimate(), p_judged)
 
     def region_rate(self) -> float:
         """The whole region's rate, estimated from every answer weighted by 1/p, as the wealths weigh
         them; noisier than ``rate_estimate`` (one bad audit at 5% moves it by 2 points) but not tilted
         toward the always-judged band below the operating point."""
-        return (self._even_y + _PRIOR_WEIGHT * self.alpha / 4) / (self._even_n + _PRIOR_WEIGHT)
+        return self._with_prior(self._even_y, self._even_n)
 
     def even_bet(self, p_judged: float) -> float:
         """The stake on "under alpha" sized for the least-judged answer, so the same whatever this
         answer's ``p``. After one bad audit its estimate holds it at zero for a few hundred answers,
         which at this size costs less than the bad audit itself."""
-        fraction = max(0.0, min(_MAX_BET, 1.0 - self.region_rate() / self.alpha))
-        return fraction / (1.0 / min(self.floor, p_judged) - self.alpha)
+        return self._stake_under(self.region_rate(), min(self.floor, p_judged))
 
     def alarm_bet(self, p_judged: float) -> float:
         """The stake on "over alpha": the Kelly bet (m - alpha) / (alpha (1/p - alpha)), capped below the
@@ -155,10 +165,7 @@ class BettingTest:
     @property
     def log_total(self) -> float:
         """The region's wealth, both parts together, on a log scale."""
-        if not self.split:
-            return self.log_wealth
-        high, low = max(self.log_wealth, self.log_even), min(self.log_wealth, self.log_even)
-        return high + math.log1p(math.exp(low - high))
+        return float(np.logaddexp(self.log_wealth, self.log_even)) if self.split else self.log_wealth
 
     def needed(self, share: float) -> float:
         """The wealth that certifies on ``share`` of delta, in this epoch (restarts get less delta)."""
