@@ -23,12 +23,16 @@ the mean of the answers it takes is at least about that): what a bound costs in 
 ``--rise BEFORE AFTER`` runs finch's sequence alone on streams whose rate rises halfway: what a
 worse model costs before the bound stops serving.
 
+``--no-repeats`` runs finch's sequence on streams where no answer is Claude's repeated (score 1.0),
+so the repeats' region stays empty, with its handover (``finch.policy.bound``) and without.
+
 ``--weighted-estimate`` runs the sequences with the bets' estimate of the rate as it was before:
 every answer in it, an audit weighted by 1/p as in the wealth (``WeightedEstimate``).
 
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
        python benchmarks/bound.py --one-region --rates 0.005 0.01 0.015 --answers 40000 [--runs 100]
        python benchmarks/bound.py --rise 0.002 0.05 [--boost 0.5 100] [--runs 100] [--json out.json]
+       python benchmarks/bound.py --no-repeats [--runs 300] [--json out.json]
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 from scipy.stats import beta
 
 from finch.policy.betting import _FORGET, BettingTest
-from finch.policy.bound import THRESHOLDS, WEIGHTS, Certifier
+from finch.policy.bound import HANDOVER_AT, THRESHOLDS, WEIGHTS, Certifier
 
 ALPHA, DELTA = 0.02, 0.05
 
@@ -57,9 +61,9 @@ class WeightedEstimate(BettingTest):
         self._est_n = _FORGET * self._est_n + 1
 
 
-def certifier(weights: tuple[float, ...], weighted: bool) -> Certifier:
+def certifier(weights: tuple[float, ...], weighted: bool, handover: bool = True) -> Certifier:
     tests = [WeightedEstimate(ALPHA, DELTA) for _ in THRESHOLDS] if weighted else []
-    return Certifier(ALPHA, DELTA, weights=weights, tests=tests)
+    return Certifier(ALPHA, DELTA, weights=weights, tests=tests, handover_at=HANDOVER_AT if handover else None)
 
 
 def clopper_pearson_rechecked(bad: np.ndarray) -> int | None:
@@ -81,11 +85,16 @@ def betting_one_region(bad: np.ndarray) -> int | None:
 
 
 def betting_sequence(
-    bad: np.ndarray, rng: np.random.Generator, weights: tuple[float, ...] = WEIGHTS, weighted: bool = False
+    bad: np.ndarray,
+    rng: np.random.Generator,
+    weights: tuple[float, ...] = WEIGHTS,
+    weighted: bool = False,
+    repeats: float = 0.2,
+    handover: bool = True,
 ) -> int | None:
     """The certifier with finch's sampling: uncertified regions are all judged (forwarded), answers in
     the certified region are served and audited with probability 10% (5% after 1,000 answers)."""
-    return serve(bad, rng, weights, weighted=weighted)[1]
+    return serve(bad, rng, weights, weighted=weighted, repeats=repeats, handover=handover)[1]
 
 
 def serve(
@@ -94,14 +103,17 @@ def serve(
     weights: tuple[float, ...] = WEIGHTS,
     boost: tuple[float, int] | None = None,
     weighted: bool = False,
+    repeats: float = 0.2,
+    handover: bool = True,
 ) -> tuple[np.ndarray, int | None]:
     """Which answers finch serves (not audited) over a stream, as ``betting_sequence`` runs it, and
     the answer after which it first certified. ``boost`` (rate, answers): after a bad audit, the
     next ``answers`` would-be-served answers are audited at ``rate`` at least (a variant, not finch's
-    rule; the rate is chosen before each answer is seen, so the weights keep the test valid)."""
-    bound = certifier(weights, weighted)
+    rule; the rate is chosen before each answer is seen, so the weights keep the test valid).
+    ``repeats``: the share of answers that are Claude's own repeated (score 1.0)."""
+    bound = certifier(weights, weighted, handover)
     scores = 1 - 0.3 * rng.random(len(bad)) ** 2  # dense near 1, as a learned P(good) is: a quarter >= 0.99
-    scores[rng.random(len(bad)) < 0.2] = 1.0  # Claude's own answers repeated
+    scores[rng.random(len(bad)) < repeats] = 1.0  # Claude's own answers repeated
     served = np.zeros(len(bad), dtype=bool)
     first = None
     boosted = 0  # answers left at the boosted rate
@@ -184,6 +196,7 @@ def main() -> None:
     parser.add_argument("--boost", type=float, nargs=2, metavar=("RATE", "ANSWERS"), help="audits after a bad one")
     parser.add_argument("--one-region", action="store_true", help="the betting test alone, beside the least evidence")
     parser.add_argument("--weighted-estimate", action="store_true", help="the bets' estimate as before (see above)")
+    parser.add_argument("--no-repeats", action="store_true", help="no answer scores 1.0: the handover (see above)")
     args = parser.parse_args()
     if args.rise:
         boost = (args.boost[0], int(args.boost[1])) if args.boost else None
@@ -201,6 +214,11 @@ def main() -> None:
     }
     if args.one_region:
         methods = {"betting, one region": methods["betting, one region"]}
+    if args.no_repeats:
+        methods = {
+            "fallback, handover (finch)": lambda bad, rng: betting_sequence(bad, rng, repeats=0.0),
+            "fallback, no handover": lambda bad, rng: betting_sequence(bad, rng, repeats=0.0, handover=False),
+        }
     rows = []
     started = time.perf_counter()
     for rate in args.rates:

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import beta
 
 from finch.policy.betting import _EVEN_SHARE, BettingTest
-from finch.policy.bound import Certifier, audit_interval
+from finch.policy.bound import HANDOVER_AT, Certifier, audit_interval
 from finch.policy.risk import clopper_pearson
 
 ALPHA = 0.02
@@ -171,7 +171,9 @@ def fallback_false_certifications(band_rates, band_shares, runs=300, answers=250
     shares = np.asarray(band_shares) / np.sum(band_shares)
     thresholds = tuple(edges)
     # Each region's true rate: its bands' rates, weighted by their shares.
-    region_rates = [np.dot(shares[: i + 1], band_rates[: i + 1]) / shares[: i + 1].sum() for i in range(len(edges))]
+    region_rates = [
+        np.dot(shares[: i + 1], band_rates[: i + 1]) / max(shares[: i + 1].sum(), 1e-12) for i in range(len(edges))
+    ]  # an empty region's rate reads 0: it can never be certified, falsely or not
     null = [rate >= ALPHA for rate in region_rates]
     false = 0
     for _ in range(runs):
@@ -190,16 +192,77 @@ def fallback_false_certifications(band_rates, band_shares, runs=300, answers=250
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "band_rates",
+    ("band_rates", "band_shares"),
     [
-        (ALPHA,) * 6,  # every region at the bound
-        (0.0, 0.04, 0.04, 0.04, 0.04, 0.04),  # clean repeats pass their share on to regions at the bound
+        ((ALPHA,) * 6, (1,) * 6),  # every region at the bound
+        ((0.0, 0.04, 0.04, 0.04, 0.04, 0.04), (1,) * 6),  # clean repeats pass their share on to regions at the bound
+        ((ALPHA,) * 6, (0, 1, 1, 1, 1, 1)),  # no repeats: their region hands its share on to regions at the bound
     ],
 )
-def test_the_fallback_procedure_keeps_the_bound_at_every_look(band_rates):
+def test_the_fallback_procedure_keeps_the_bound_at_every_look(band_rates, band_shares):
     # The loosest certified region is what finch serves at; every answer is judged, so this is the
     # hardest case for the test (audits only dilute the evidence).
-    assert fallback_false_certifications(band_rates, (1, 1, 1, 1, 1, 1)) <= 0.08
+    assert fallback_false_certifications(band_rates, band_shares) <= 0.08
+
+
+def clean_answers_to_certify(certifier, score=0.995):
+    answers = 0
+    while certifier.certified() is None:
+        certifier.observe(score, False)
+        answers += 1
+    return answers
+
+
+def test_an_empty_repeats_region_hands_its_share_on_and_never_certifies():
+    handing = Certifier(ALPHA)
+    for _ in range(HANDOVER_AT - 1):
+        handing.observe(0.5, False)  # requests no region holds: every region still empty
+    keeping = Certifier.from_state(handing.to_state(), ALPHA)
+    keeping.handover_at = None
+    handed, kept = clean_answers_to_certify(handing), clean_answers_to_certify(keeping)
+    assert handing.handed_over and not keeping.handed_over
+    # 0.99 and 0.98 certify on half of delta each instead of a quarter: log 2 nats sooner.
+    assert kept - handed == pytest.approx(math.log(2) / math.log1p(0.8 * ALPHA / (1 - ALPHA)), abs=2)
+    assert handing.shares()[0] == 0.0
+    for _ in range(3000):
+        handing.observe(1.0, False)  # repeats, from now on, and clean: their region never certifies again
+    assert not handing.tests[0].passes(handing.shares()[0])
+    assert handing.certified() is not None  # the repeats are served on the looser regions' certificates
+
+
+def test_the_handover_counts_only_evidence_earned_after_it():
+    early = Certifier(ALPHA)
+    for _ in range(HANDOVER_AT - 1):
+        early.observe(0.995, False)  # clean answers before the handover: wealth already won
+    before = early.tests[1].log_total
+    early.observe(0.995, False)
+    assert early.handed_over and early.tests[1].log_handover == pytest.approx(early.tests[1].log_total)
+    assert early.tests[1].log_handover > before > 0
+    gift = early.shares()[1] - 0.25
+    assert gift == pytest.approx(0.25 * math.exp(-early.tests[1].log_total))
+
+
+def test_no_handover_once_a_repeat_was_seen_or_from_a_state_saved_before_it():
+    repeats = Certifier(ALPHA)
+    repeats.observe(1.0, False)
+    for _ in range(HANDOVER_AT):
+        repeats.observe(0.5, False)
+    assert not repeats.handed_over and repeats.shares()[0] == 0.5
+    state = Certifier(ALPHA).to_state()
+    del state["requests"], state["handed_over"]
+    old = Certifier.from_state(state, ALPHA)
+    for _ in range(HANDOVER_AT):
+        old.observe(0.5, False)
+    assert not old.handed_over
+
+
+def test_the_handover_survives_a_restart():
+    certifier = Certifier(ALPHA)
+    for _ in range(HANDOVER_AT + 50):
+        certifier.observe(0.995, False)
+    restored = Certifier.from_state(certifier.to_state(), ALPHA)
+    assert restored.handed_over and restored.shares() == certifier.shares()
+    assert [t.log_handover for t in restored.tests] == [t.log_handover for t in certifier.tests]
 
 
 def test_certifier_state_round_trips_and_is_dropped_for_another_bound():
@@ -228,7 +291,7 @@ def test_audit_interval_covers_the_rate_at_every_look():
 
 
 def test_the_region_nearest_its_mark_says_how_many_clean_answers_it_still_needs():
-    certifier = Certifier(0.02)
+    certifier = Certifier(0.02, handover_at=None)  # the count is for the shares as they stand
     for _ in range(50):
         certifier.observe(0.985, False)  # the 0.98 region and looser ones, not the two strictest
     nearest = certifier.describe(None)["nearest"]

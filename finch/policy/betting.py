@@ -74,6 +74,9 @@ class BettingTest:
     _est_n: float = 0.0
     _even_y: float = 0.0  # forgetful sums over every answer's y behind the even bets' estimate
     _even_n: float = 0.0
+    # log max(1, wealth) when empty regions handed their share on (finch.policy.bound): that share
+    # counts only the evidence earned since, so it is staked on no wealth already won
+    log_handover: float = 0.0
 
     def rate_estimate(self) -> float:
         return self._with_prior(self._est_bad, self._est_n)
@@ -139,6 +142,7 @@ class BettingTest:
         if self.log_alarm >= math.log(1 / self.delta):  # the rate has risen: start over, on less delta
             self.epoch += 1
             self.log_wealth = self.log_alarm = self.log_even = self.seen = self.bad = 0.0
+            self.log_handover = 0.0  # a fresh test's wealth starts at 1, after any handover
             self.split = False
 
     def _learn_rate(self, bad: bool | None) -> None:

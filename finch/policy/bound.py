@@ -17,6 +17,16 @@ tools replace it:
   It is valid at every look: a false certification needs some truly-bad region's test to cross
   1/(its share), and the shares a truly-bad region can ever hold (its own, plus those of the
   truly-good regions just before it) add up over all truly-bad regions to at most delta.
+* The handover. The repeats' region (the first) sees an answer only once a question has come back
+  and Claude answered it alike twice. On traffic that does not repeat it sees none, and its share
+  would sit idle for good. So at the ``HANDOVER_AT``-th request, fixed in advance, if it has seen
+  nothing it gives its share up for good (it never certifies) to the regions that have shares of
+  their own, in proportion to them. Each region counts what it is given only on the evidence it
+  earns from then on: ``given * wealth / max(1, wealth at the handover)``, and passes it on when it
+  is certified, as it does its own. That keeps the whole valid: an empty region's wealth is 1 until
+  the handover, so its share is capital not yet staked, and moving capital at a fixed time onto
+  other regions' bets from then on is a bet like any other (``benchmarks/bound.py --no-repeats``
+  measures it).
 
 ``audit_interval`` is the interval `finch stats` shows for the audited bad rate: a confidence
 sequence (the beta-binomial mixture of Robbins, 1970), also valid at every look.
@@ -46,6 +56,10 @@ THRESHOLDS: tuple[float, ...] = (
 # benchmarks/bound.py, what a clean sequence pays for them is about 40 more answers than staking all
 # on one region.
 WEIGHTS: tuple[float, ...] = (0.5, 0.25, 0.25)
+# The request at which an empty repeats' region hands its share on (see above). A stream that repeats
+# has repeated by then: on every stream benchmarks/learning.py runs, the repeats' region holds its
+# first answer within the first hundred requests.
+HANDOVER_AT = 200
 
 
 # What the printed bound is over (finch stats, the dashboard).
@@ -62,6 +76,9 @@ class Certifier:
     tests: list[BettingTest] = field(default_factory=list)
     weights: Sequence[float] = WEIGHTS  # shares of delta, strictest first; (1.0,) is fixed-sequence testing
     floor: float = 0.05  # the lowest chance of being judged that any answer can have (the sampling's lowest rate)
+    requests: int = 0  # requests that reached the bound (observe_first), judged or served
+    handed_over: bool = False  # has the repeats' region, empty, handed its share on (see above)?
+    handover_at: int | None = HANDOVER_AT  # None: no handover (benchmarks/bound.py compares)
 
     def __post_init__(self) -> None:
         if list(self.thresholds) != sorted(self.thresholds, reverse=True):
@@ -87,15 +104,46 @@ class Certifier:
             served = next((bad for score, bad in options if score >= t), _NOT_SERVED)
             if served is not _NOT_SERVED:
                 test.observe(served, p_judged)  # type: ignore[arg-type]
+        self.requests += 1
+        if self.requests == self.handover_at:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """If the repeats' region has seen nothing, it hands its share on; every other region notes
+        the wealth it has now, which what it is given does not count."""
+        if self.thresholds[0] < 1.0 or self.weights[0] >= 1.0:  # no repeats' region, or no one to give to
+            return
+        if self.tests[0].seen or self.tests[0].epoch:
+            return
+        self.handed_over = True
+        for test in self.tests[1:]:
+            test.log_handover = max(0.0, test.log_total)
+
+    def _weight(self, i: int) -> float:
+        return self.weights[i] if i < len(self.weights) else 0.0
+
+    def _given(self, i: int) -> float:
+        """What region ``i`` was given by the handover."""
+        if not self.handed_over or i == 0:
+            return 0.0
+        return self.weights[0] * self._weight(i) / (1.0 - self.weights[0])
 
     def shares(self) -> list[float]:
-        """Each region's share of delta now: its own, plus what the certified regions just before it
-        passed on."""
-        shares, carried = [], 0.0
+        """Each region's share of delta now, as its wealth is measured against: its own, plus what the
+        certified regions just before it passed on, plus what the handover gave it and them, counted
+        on the evidence earned since the handover."""
+        shares, carried, carried_given = [], 0.0, 0.0
         for i, test in enumerate(self.tests):
-            share = carried + (self.weights[i] if i < len(self.weights) else 0.0)
+            if i == 0 and self.handed_over:
+                shares.append(0.0)  # handed on: never certifies
+                continue
+            own, given = carried + self._weight(i), carried_given + self._given(i)
+            share = own + given * math.exp(-test.log_handover)
             shares.append(share)
-            carried = share if test.passes(share) else 0.0  # a failing region passes nothing on
+            if test.passes(share):
+                carried, carried_given = own, given
+            else:  # a failing region passes nothing on
+                carried = carried_given = 0.0
         return shares
 
     def certified(self, floor: float = 0.0) -> float | None:
@@ -145,10 +193,16 @@ class Certifier:
             "evidence_needed": None if threshold is None else self.needed(threshold),
             "answers": None if region is None else region.seen,
             "nearest": self.nearest() if threshold is None else None,
+            "handed_over": self.handed_over,
         }
 
     def to_state(self) -> dict[str, Any]:
-        return {"thresholds": list(self.thresholds), "tests": [vars(t).copy() for t in self.tests]}
+        return {
+            "thresholds": list(self.thresholds),
+            "tests": [vars(t).copy() for t in self.tests],
+            "requests": self.requests,
+            "handed_over": self.handed_over,
+        }
 
     @classmethod
     def from_state(
@@ -164,8 +218,15 @@ class Certifier:
             for threshold, test in zip(state.get("thresholds", []), state.get("tests", []), strict=False)
             if test.get("alpha") == alpha and test.get("delta") == delta
         }
+        if not saved:
+            return fresh
         tests = [saved.get(t, test) for t, test in zip(fresh.thresholds, fresh.tests, strict=True)]
-        return cls(alpha, delta, fresh.thresholds, tests, floor=floor)
+        if len(saved) < len(tests) or list(state.get("thresholds", [])) != list(fresh.thresholds):
+            return cls(alpha, delta, fresh.thresholds, tests, floor=floor, requests=HANDOVER_AT)  # no handover
+        # A state saved before handovers existed has no count: past the handover's request, none is made.
+        requests = int(state.get("requests", HANDOVER_AT))
+        handed_over = bool(state.get("handed_over", False))
+        return cls(alpha, delta, fresh.thresholds, tests, floor=floor, requests=requests, handed_over=handed_over)
 
 
 def audit_interval(bad: int, n: int, delta: float = 0.05) -> tuple[float, float]:
