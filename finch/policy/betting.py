@@ -74,8 +74,8 @@ class BettingTest:
     _est_n: float = 0.0
     _even_y: float = 0.0  # forgetful sums over every answer's y behind the even bets' estimate
     _even_n: float = 0.0
-    # log max(1, wealth) when empty regions handed their share on (finch.policy.bound): that share
-    # counts only the evidence earned since, so it is staked on no wealth already won
+    # log max(1, wealth) when the empty repeats' region handed its share on (finch.policy.bound): the
+    # share given counts only the evidence earned since, so it is staked on no wealth already won
     log_handover: float = 0.0
 
     def rate_estimate(self) -> float:

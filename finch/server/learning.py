@@ -248,6 +248,7 @@ def _before_any_snapshot(settings: Settings) -> dict[str, Any]:
             "evidence_needed": None,
             "answers": None,
             "nearest": None,
+            "handed_over": False,
         },
         "audits": 0,
         "audits_bad": 0,
