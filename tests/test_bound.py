@@ -230,6 +230,17 @@ def test_an_empty_repeats_region_hands_its_share_on_and_never_certifies():
     assert handing.certified() is not None  # the repeats are served on the looser regions' certificates
 
 
+def test_a_certified_repeats_region_passes_its_share_on_as_its_handover_would():
+    # Half to 0.99 and half to 0.98, in proportion to their own quarters: so the handover never gives a
+    # region more than the repeats' certificate would have, which the bound's validity rests on.
+    certified, handing = Certifier(ALPHA, handover_at=None), Certifier(ALPHA)
+    certified.tests[0].log_wealth = 10.0  # the repeats' region certified; the others have nothing yet
+    for _ in range(HANDOVER_AT):
+        handing.observe(0.5, False)  # no region sees these: the repeats' region hands over, empty
+    assert certified.shares()[:3] == [0.5, 0.5, 0.5] == [0.5, *handing.shares()[1:3]]
+    assert handing.shares()[0] == 0.0
+
+
 def test_the_handover_counts_only_evidence_earned_after_it():
     early = Certifier(ALPHA)
     for _ in range(HANDOVER_AT - 1):

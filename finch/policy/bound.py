@@ -10,7 +10,9 @@ tools replace it:
 * ``Certifier``: one such test per region of a sequence of nested regions, strictest first, tested
   by the fallback procedure (Wiens, 2003), Learn-then-Test's fixed-sequence testing with delta spread
   over the first few regions instead of staked on the first alone. Each region starts with its
-  share of delta (``WEIGHTS``); a certified region passes everything it has on to the next one. So
+  share of delta (``WEIGHTS``); a certified region passes everything it has on to the next one,
+  except the repeats' region (the first), which passes its share to the regions with shares of
+  their own, in proportion to them (0.99 and 0.98, half each), as its handover does (below). So
   a clean sequence certifies on (almost) the whole delta, as fixed-sequence testing would, while a
   strictest region that is rare (Claude's repeated answers, on traffic that does not repeat) or
   that holds a few bad answers no longer blocks every region after it.
@@ -23,10 +25,14 @@ tools replace it:
   nothing it gives its share up for good (it never certifies) to the regions that have shares of
   their own, in proportion to them. Each region counts what it is given only on the evidence it
   earns from then on: ``given * wealth / max(1, wealth at the handover)``, and passes it on when it
-  is certified, as it does its own. That keeps the whole valid: an empty region's wealth is 1 until
-  the handover, so its share is capital not yet staked, and moving capital at a fixed time onto
-  other regions' bets from then on is a bet like any other (``benchmarks/bound.py --no-repeats``
-  measures it).
+  is certified, as it does its own. That keeps the whole valid. If the repeats' region is truly
+  bad, its share is capital not yet staked (its wealth is 1 until the handover), and moving it at a
+  fixed time onto other regions' bets from then on is a bet like any other: its value at the move
+  is at most the share (hence the ``max(1, ...)``), and a nonnegative supermartingale after it while
+  those regions are truly bad. If it is truly good, what the handover gives each region is at most
+  what its certificate would have passed on to the same region (which is why a certified repeats'
+  region passes its share on in the same proportions), so the accounting above covers it.
+  ``benchmarks/bound.py --no-repeats`` measures it.
 
 ``audit_interval`` is the interval `finch stats` shows for the audited bad rate: a confidence
 sequence (the beta-binomial mixture of Robbins, 1970), also valid at every look.
@@ -124,22 +130,24 @@ class Certifier:
     def _weight(self, i: int) -> float:
         return self.weights[i] if i < len(self.weights) else 0.0
 
-    def _given(self, i: int) -> float:
-        """What region ``i`` was given by the handover."""
-        if not self.handed_over or i == 0:
-            return 0.0
-        return self.weights[0] * self._weight(i) / (1.0 - self.weights[0])
+    def _from_first(self, i: int) -> float:
+        """The part of the first region's share that region ``i`` (after it) receives, whether the
+        first passes it on certified or hands it over: in proportion to the shares of their own of
+        the regions after it, or all to the next if none has one."""
+        rest = sum(self.weights[1:])
+        return self._weight(i) / rest if rest > 0 else float(i == 1)
 
     def shares(self) -> list[float]:
         """Each region's share of delta now, as its wealth is measured against: its own, plus what the
-        certified regions just before it passed on, plus what the handover gave it and them, counted
-        on the evidence earned since the handover."""
-        shares, carried, carried_given = [], 0.0, 0.0
-        for i, test in enumerate(self.tests):
-            if i == 0 and self.handed_over:
-                shares.append(0.0)  # handed on: never certifies
-                continue
-            own, given = carried + self._weight(i), carried_given + self._given(i)
+        certified regions before it passed on, plus what the handover gave it and them, counted on
+        the evidence earned since the handover."""
+        first, first_share = self.tests[0], 0.0 if self.handed_over else self._weight(0)
+        passed = first_share if first.passes(first_share) else 0.0  # in full: a certified region's share
+        gift = self._weight(0) if self.handed_over else 0.0  # on the evidence earned since the handover
+        shares, carried, carried_given = [first_share], 0.0, 0.0
+        for i, test in enumerate(self.tests[1:], start=1):
+            own = carried + self._weight(i) + passed * self._from_first(i)
+            given = carried_given + gift * self._from_first(i)
             share = own + given * math.exp(-test.log_handover)
             shares.append(share)
             if test.passes(share):
