@@ -17,8 +17,8 @@ tools replace it:
   strictest region that is rare (Claude's repeated answers, on traffic that does not repeat) or
   that holds a few bad answers no longer blocks every region after it.
   It is valid at every look: a false certification needs some truly-bad region's test to cross
-  1/(its share), and the shares a truly-bad region can ever hold (its own, plus those of the
-  truly-good regions just before it) add up over all truly-bad regions to at most delta.
+  1/(its share), and the shares a truly-bad region can ever hold (its own, plus what truly-good
+  regions before it can pass on to it) add up over all truly-bad regions to at most delta.
 * The handover. The repeats' region (the first) sees an answer only once a question has come back
   and Claude answered it alike twice. On traffic that does not repeat it sees none, and its share
   would sit idle for good. So at the ``HANDOVER_AT``-th request, fixed in advance, if it has seen
