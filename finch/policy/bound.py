@@ -119,9 +119,9 @@ class Certifier:
     def _hand_over(self) -> None:
         """If the repeats' region has seen nothing, it hands its share on; every other region notes
         the wealth it has now, which what it is given does not count."""
-        if self.thresholds[0] < 1.0 or self.weights[0] >= 1.0:  # no repeats' region, or no one to give to
-            return
-        if self.tests[0].seen or self.tests[0].epoch:
+        repeats = self.tests[0]
+        no_one_to_give_to = self.thresholds[0] < 1.0 or self.weights[0] >= 1.0  # or no repeats' region
+        if no_one_to_give_to or repeats.seen or repeats.epoch:
             return
         self.handed_over = True
         for test in self.tests[1:]:
@@ -146,8 +146,9 @@ class Certifier:
         gift = self._weight(0) if self.handed_over else 0.0  # on the evidence earned since the handover
         shares, carried, carried_given = [first_share], 0.0, 0.0
         for i, test in enumerate(self.tests[1:], start=1):
-            own = carried + self._weight(i) + passed * self._from_first(i)
-            given = carried_given + gift * self._from_first(i)
+            part = self._from_first(i)
+            own = carried + self._weight(i) + passed * part
+            given = carried_given + gift * part
             share = own + given * math.exp(-test.log_handover)
             shares.append(share)
             if test.passes(share):
