@@ -43,10 +43,6 @@ def with_pairs(x: np.ndarray) -> np.ndarray:
 def forms() -> dict[str, Callable[[np.ndarray, np.ndarray], Scorer]]:
     found: dict[str, Callable[[np.ndarray, np.ndarray], Scorer]] = {
         "logistic (finch)": logistic,
-        # The memory's misses are the last input (``stack_inputs``): the same fit without them.
-        "logistic, without the memory's misses": lambda x, y: (lambda f: lambda q: f(q[:, :-1]))(
-            logistic(x[:, :-1], y)
-        ),
         "logistic, products of pairs, ridge 1": lambda x, y: (lambda f: lambda q: f(with_pairs(q)))(
             logistic(with_pairs(x), y, 1.0)
         ),

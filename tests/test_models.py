@@ -243,12 +243,7 @@ def test_a_serving_snapshot_reads_back_the_same_models(tokenizer, tmp_path, capl
             kind: {"config": learner.module.config.to_dict(), "weights": learner.module.state_dict()}
             for kind, learner in learners.items()
         },
-        "memory": {
-            "questions": torch.randn(3, 8),
-            "answers": torch.randn(3, 8),
-            "missed": torch.tensor([1.0, 0.0, 1.0]),
-            "texts": ["a", "b", "c"],
-        },
+        "memory": {"questions": torch.randn(3, 8), "answers": torch.randn(3, 8), "texts": ["a", "b", "c"]},
         "consistency": [["question 1", "answer", 2, True]],
         "standing": {"phase": "learned", "threshold": 0.97},
     }
@@ -258,7 +253,6 @@ def test_a_serving_snapshot_reads_back_the_same_models(tokenizer, tmp_path, capl
     assert found["generation"] == 7 and found["consistency"] == published["consistency"]
     assert found["standing"] == published["standing"] and found["memory"]["texts"] == ["a", "b", "c"]
     assert torch.equal(found["memory"]["answers"], published["memory"]["answers"])
-    assert torch.equal(found["memory"]["missed"], published["memory"]["missed"])
     generator = build_module(
         "generator", found["models"]["generator"]["config"], found["models"]["generator"]["weights"]
     )

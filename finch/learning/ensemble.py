@@ -135,8 +135,7 @@ class Ensemble:
         verdicts = [self.judge.agrees_embedded(text, teacher_answer, vec, teacher_vec) for text, vec in candidates]
         router_features = self.memory.question_features(hood)
         p_router = self.router.p_local([conversation], [router_features])[0]
-        misses = self.memory.misses(hood)
-        stacked = [stack_inputs(p_router, p, e, misses) for p, e in zip(p_validators, evidence, strict=True)]
+        stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
         hopeless = p_router < policy.ROUTER_FLOOR
         p_goods = [0.0 if hopeless else self.stacker.p_good(inputs) for inputs in stacked]
         best = max(range(len(candidates)), key=lambda i: (p_goods[i], p_validators[i]))

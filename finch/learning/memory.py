@@ -10,12 +10,6 @@ A paraphrase of a question Claude answered with a gets high support; a near miss
 a different answer) gets high conflict too, and the validator learns how much of a margin to ask.
 These are the frozen features DESIGN.md §5 allows beside the models' own weights.
 
-Each row also remembers whether the memory's own recall got that question wrong when it was asked
-(before Claude's answer to it was added): ``misses`` counts such rows among a question's nearest
-ten. It is a neighbourhood's own track record, as vCache keeps one per cached entry: where
-neighbouring intents interleave, recall has failed before, and a similarity that looks safe is not.
-The stacker reads it beside the rest (measured: BENCHMARKS.md, "A neighbourhood's own misses").
-
 Similarities also enter as ``closeness``, a log scale that spreads out the top of the range: on
 the raw scale an exact repeat (1.0) is barely apart from a paraphrase (0.9), so the models, whose
 evidence is a linear term, could not learn that a question asked before is the safest case there
@@ -84,20 +78,16 @@ class Memory:
         self._questions = torch.zeros(capacity, _DIM)
         self._answers = torch.zeros(capacity, _DIM)
         self._texts: list[str] = [""] * capacity  # Claude's answers, for recall
-        self._missed = torch.zeros(capacity)  # 1 where recall, before the row was added, disagreed with it
         self._count = 0  # rows written, ever; the ring holds the newest `capacity`
 
     def __len__(self) -> int:
         return min(self._count, self.capacity)
 
     def add(self, question: torch.Tensor, answer: torch.Tensor, text: str = "") -> None:
-        found = self.recall(self.around(question))
-        missed = found is None or float(found[1] @ answer) < self.agree_cos  # nothing to recall is a miss too
         row = self._count % self.capacity
         self._questions[row] = question
         self._answers[row] = answer
         self._texts[row] = text
-        self._missed[row] = float(missed)
         self._count += 1  # published after the row is whole
 
     def reembed(self, embed_answers: Callable[[list[str]], torch.Tensor], batch: int = 128) -> None:
@@ -149,11 +139,6 @@ class Memory:
         nearest = float(hood.values[0])
         return [nearest, share, 1.0, closeness(nearest)]
 
-    def misses(self, hood: Neighbourhood | None) -> float:
-        """How many of the nearest past questions the memory's own recall got wrong when they were
-        asked (the stacker's input beside ``features``)."""
-        return 0.0 if hood is None else float(self._missed[hood.rows].sum())
-
     def _vote(self, hood: Neighbourhood) -> tuple[int, float]:
         """(row of the winning neighbour, the winner's share of the vote)."""
         answers = self._answers[hood.rows]  # (k, D)
@@ -179,7 +164,6 @@ class Memory:
         tensors = {
             "questions": self._questions[:n].contiguous(),
             "answers": self._answers[:n].contiguous(),
-            "missed": self._missed[:n].contiguous(),
             "count": torch.tensor([self._count]),
         }
         tmp = path.with_suffix(".build")
@@ -192,8 +176,8 @@ class Memory:
         n = len(self)
         # Copies of the rows in use: torch.save of a slice writes the whole ring it views (61 MB
         # for 20,000 empty rows, written at every publish).
-        questions, answers, missed = self._questions[:n].clone(), self._answers[:n].clone(), self._missed[:n].clone()
-        return {"questions": questions, "answers": answers, "missed": missed, "texts": self._texts[:n]}
+        questions, answers = self._questions[:n].clone(), self._answers[:n].clone()
+        return {"questions": questions, "answers": answers, "texts": self._texts[:n]}
 
     @classmethod
     def serving(cls, state: dict[str, object], agree_threshold: float) -> Memory:
@@ -203,8 +187,6 @@ class Memory:
         memory = cls(agree_threshold, capacity=0)
         memory.capacity = memory._count = questions.shape[0]
         memory._questions, memory._answers, memory._texts = questions, answers, list(state["texts"])  # type: ignore[call-overload]
-        missed = state.get("missed")  # absent from a snapshot written before rows kept it
-        memory._missed = missed if isinstance(missed, torch.Tensor) else torch.zeros(questions.shape[0])
         return memory
 
     def load(self, path: Path) -> None:
@@ -212,8 +194,6 @@ class Memory:
         n = min(tensors["questions"].shape[0], self.capacity)
         self._questions[:n] = tensors["questions"][:n]
         self._answers[:n] = tensors["answers"][:n]
-        if "missed" in tensors:  # a memory saved before rows kept it: no misses known
-            self._missed[:n] = tensors["missed"][:n]
         self._count = int(tensors["count"][0])  # equals n unless the ring had wrapped
         with safe_open(str(path), framework="pt") as f:
             texts = json.loads((f.metadata() or {}).get("texts", "[]"))

@@ -79,8 +79,7 @@ class Scorer:
             batch = pad_batch(pairs, tok.pad_id, device)
             logits, _ = self.validator(batch, features=torch.tensor(evidence).to(device))
         p_validators = torch.sigmoid(logits).tolist()
-        misses = self.memory.misses(hood)
-        stacked = [stack_inputs(p_router, p, e, misses) for p, e in zip(p_validators, evidence, strict=True)]
+        stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
         return [self.stacker.p_good(inputs) for inputs in stacked], p_validators
 
     def write(self, conversation: Conversation, limit: int, deadline: float) -> str | None:

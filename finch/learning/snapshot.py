@@ -127,7 +127,6 @@ def _split(snapshot: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str,
     memory = snapshot["memory"]
     tensors["memory.questions"] = memory["questions"].contiguous()
     tensors["memory.answers"] = memory["answers"].contiguous()
-    tensors["memory.missed"] = memory["missed"].contiguous()
     rest = {**snapshot, "models": models, "memory": {"texts": memory["texts"]}}
     return tensors, rest
 
@@ -141,6 +140,4 @@ def _join(rest: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, A
             weights[name] = tensors[key]  # a tied weight is the same tensor, as when it was saved
         models[kind] = {"config": model["config"], "weights": weights}
     memory = {"questions": tensors["memory.questions"], "answers": tensors["memory.answers"], **rest["memory"]}
-    if "memory.missed" in tensors:  # absent from a snapshot written before memory rows kept it
-        memory["missed"] = tensors["memory.missed"]
     return {**rest, "models": models, "memory": memory}

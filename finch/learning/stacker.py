@@ -1,9 +1,7 @@
 """The score the operating point is compared with: P(this local answer is good).
 
-A logistic regression over the router's and validator's scores (as logits), the memory's
-evidence for the candidate answer (``Memory.features``: support, conflict, the neighbours' vote)
-and the neighbourhood's own track record (``Memory.misses``: how many of the nearest past
-questions recall got wrong).
+A logistic regression over the router's and validator's scores (as logits) and the memory's
+evidence for the candidate answer (``Memory.features``: support, conflict, the neighbours' vote).
 It has a dozen weights, so a few dozen verdicts fit it, while the two encoders it reads take
 hundreds of examples to become confident: the retrieval evidence is useful from the first answers,
 and the stacker learns how far to trust each input as the models mature. Its output is a calibrated
@@ -31,8 +29,8 @@ _CLIP = 1e-4  # model scores enter as logits, clipped away from 0 and 1
 _MAX_LOGIT = 13.8
 
 
-def stack_inputs(p_router: float, p_validator: float, evidence: Sequence[float], misses: float) -> list[float]:
-    return [_logit(p_router), _logit(p_validator), *evidence, misses]
+def stack_inputs(p_router: float, p_validator: float, evidence: Sequence[float]) -> list[float]:
+    return [_logit(p_router), _logit(p_validator), *evidence]
 
 
 class Stacker:
@@ -51,8 +49,7 @@ class Stacker:
         if fit is None:
             return 0.0
         mean, scale, weights, bias = fit
-        # A fit saved before an input was added reads the inputs it knows (the new ones come last).
-        z = float(((np.asarray(inputs[: len(weights)]) - mean) / scale) @ weights + bias)
+        z = float(((np.asarray(inputs) - mean) / scale) @ weights + bias)
         return 1 / (1 + math.exp(-max(min(z, _MAX_LOGIT), -40.0)))
 
     def observe(self, inputs: Sequence[float], good: bool) -> None:
@@ -62,9 +59,7 @@ class Stacker:
             self._refit()
 
     def _refit(self) -> None:
-        width = max(len(inputs) for inputs, _ in self._seen)
-        # Verdicts saved before an input was added lack it: 0, as a memory saved then knows no misses.
-        x = np.array([inputs + [0.0] * (width - len(inputs)) for inputs, _ in self._seen])
+        x = np.array([inputs for inputs, _ in self._seen])
         y = np.array([float(good) for _, good in self._seen])
         self._fit = fit_standardised(x, y)
         self._since_fit = 0
