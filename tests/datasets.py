@@ -13,8 +13,7 @@ import pytest
 def data_dir() -> Path | None:
     candidates = [
         os.environ.get("FINCH_SHARED_DATA"),
-        Path(__file__).resolve().parents[2] / "shared" / "data",
-        "/work/shared/data",
+        Path(__file__).resolve().parents[2] / "shared" / "data",  # ../shared/data beside the repository
     ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "banking77" / "train.csv").exists():

@@ -1,18 +1,20 @@
 """The policy routes from scores alone: no models, no torch."""
 
+import json
 import subprocess
 import sys
+from dataclasses import replace
 
 from finch.policy.bound import Certifier
-from finch.policy.decide import Standing, before_models, choose, first_passing
+from finch.policy.decide import Attempt, Candidate, Standing, before_models, choose, first_passing
 
 LEARNED = Standing("learned", 0.9, 0.1, False)
 NEVER = lambda: 0.99  # noqa: E731  (a draw that never samples an audit)
 ALWAYS = lambda: 0.0  # noqa: E731
 
 
-def fits(answer: str) -> bool:
-    return len(answer) < 20
+def attempt(*scores: tuple[str, float], source: str = "recalled") -> Attempt:
+    return Attempt(tuple(Candidate(text, source, p, p_validator=p / 2) for text, p in scores), p_router=0.9)
 
 
 def test_policy_never_imports_torch() -> None:
@@ -32,29 +34,41 @@ def test_the_first_candidate_that_passes_is_served_not_the_best() -> None:
     assert first_passing([0.5, 0.95, 0.99], 0.9) == 1
     assert first_passing([0.5, 0.8], 0.9) is None
     assert first_passing([0.99], None) is None
-    decision = choose([("recalled", 0.92), ("written", 0.99)], LEARNED, fits, NEVER, p_validators=[0.7, 0.8])
+    decision = choose(attempt(("recalled", 0.92), ("written", 0.99)), LEARNED, NEVER)
     assert (decision.route, decision.reason, decision.answer, decision.p_good) == ("local", "local", "recalled", 0.92)
-    assert decision.p_validator == 0.7 and decision.audit_chance == 0.1
-    assert decision.tried == (("recalled", 0.92), ("written", 0.99))
+    assert decision.p_validator == 0.46 and decision.p_router == 0.9
+    assert decision.attempt is not None and decision.attempt.audit_chance == 0.1
+    assert [c.text for c in decision.attempt.candidates] == ["recalled", "written"]
 
 
 def test_under_the_operating_point_the_best_is_kept_for_the_record() -> None:
-    decision = choose([("recalled", 0.6), ("written", 0.8)], LEARNED, fits, NEVER)
+    decision = choose(attempt(("recalled", 0.6), ("written", 0.8)), LEARNED, NEVER)
     assert (decision.route, decision.reason, decision.answer, decision.p_good) == (
         "forward",
         "validator_reject",
         "written",
         0.8,
     )
-    assert choose([], LEARNED, fits, NEVER).reason == "local_too_long"
-    assert choose([("a very long answer that does not fit", 0.99)], LEARNED, fits, NEVER).reason == "local_too_long"
+    assert choose(attempt(), LEARNED, NEVER).reason == "local_too_long"  # no servable candidate
+
+
+def test_claude_s_repeated_answer_is_served_as_a_repeat_and_audited_at_its_own_rate() -> None:
+    decision = choose(attempt(("Paris.", 1.0), source="repeat"), LEARNED, NEVER)
+    assert (decision.route, decision.reason) == ("local", "repeat")
+    assert decision.attempt is not None and decision.attempt.audit_chance == LEARNED.repeat_sample_rate
 
 
 def test_a_would_be_local_answer_is_audited_at_the_sampling_rate_or_when_over_bound() -> None:
-    assert choose([("a", 0.95)], LEARNED, fits, ALWAYS).reason == "sampled"
+    assert choose(attempt(("a", 0.95)), LEARNED, ALWAYS).reason == "sampled"
     tripped = Standing("conservative", 0.95, 0.5, True)
-    assert choose([("a", 0.99)], tripped, fits, NEVER).reason == "over_bound"
-    assert choose([("a", 0.99)], Standing("learned", 0.95, 0.5, True), fits, NEVER).reason == "local"
+    assert choose(attempt(("a", 0.99)), tripped, NEVER).reason == "over_bound"
+    assert choose(attempt(("a", 0.99)), Standing("learned", 0.95, 0.5, True), NEVER).reason == "local"
+
+
+def test_an_attempt_survives_the_log() -> None:
+    logged = replace(attempt(("recalled", 0.92), ("written", 0.99)), chosen=1, audit_chance=0.2)
+    assert Attempt.from_json(json.loads(json.dumps(logged.to_json()))) == logged
+    assert logged.options([True, None]) == [(0.92, True), (0.99, None)]
 
 
 def test_the_certifier_counts_at_each_threshold_the_answer_served_there() -> None:

@@ -214,6 +214,7 @@ def test_what_was_learned_survives_a_restart(trained, teacher):
 def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher):
     """Audits that find bad answers at the scores finch serves: the bound's evidence is spent, and
     finch forwards what it would have served until the evidence is earned again."""
+    from finch.policy.decide import Attempt, Candidate
     from finch.store.db import RequestRecord, read_rows
 
     trained_finch, home = trained
@@ -225,12 +226,13 @@ def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher
         # Twenty audits in the log, as the request path writes them: an answer withheld at P(good)
         # 1.0 ("Bananas."), and Claude's answer, which contradicts it.
         claude = b'{"type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"usage":{}}'
+        withheld = Attempt((Candidate("Bananas.", "recalled", 1.0),), chosen=0, audit_chance=0.5)
         for i in range(20):
             finch.app.state.proxy.store.submit(
                 RequestRecord(
                     f"req_audit_{i}", time.time(), "POST", "/v1/messages", "forward", "sampled", 200, model=MODEL,
                     chunks=[claude], conversation=Conversation("", (("user", f"q{i}"),)),
-                    local_answer="Bananas.", p_good=1.0, audit_chance=0.5, tried=(("Bananas.", 1.0),),
+                    local_answer="Bananas.", attempt=withheld,
                 )
             )  # fmt: skip
         finch.settle()

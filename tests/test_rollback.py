@@ -3,7 +3,7 @@
 from finch.conversation import Conversation
 from finch.learning.ensemble import Ensemble, LearningConfig
 from finch.models.checkpoint import latest
-from finch.policy.decide import Decision
+from finch.policy.decide import Attempt, Candidate, Decision
 
 
 def ask(text):
@@ -11,7 +11,9 @@ def ask(text):
 
 
 # A sampled forward whose withheld local answer disagrees with Claude's: audited bad.
-BAD_AUDIT = Decision("forward", "sampled", "Bananas.", p_good=0.99, audit_chance=0.1)
+BAD_AUDIT = Decision(
+    "forward", "sampled", Attempt((Candidate("Bananas.", "recalled", 0.99),), chosen=0, audit_chance=0.1)
+)
 
 
 def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
@@ -19,18 +21,18 @@ def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
     for i in range(3):
         ensemble.learn_from_claude(ask(f"question {i}"), f"answer {i}")
     ensemble.save()
-    good_step = ensemble.generator.step
+    good_step = ensemble.models.generator.step
     for i in range(3):
         ensemble.learn_from_claude(ask(f"other {i}"), f"reply {i}")
     ensemble.save()  # the checkpoint whose models the audits will judge
-    assert ensemble.generator.step > good_step
+    assert ensemble.models.generator.step > good_step
 
     for i in range(25):
         ensemble.learn_from_claude(ask(f"audit {i}"), "Paris is the capital of France.", BAD_AUDIT)
         if ensemble.rollbacks:
             break
     assert ensemble.rollbacks == 1
-    assert ensemble.generator.step == good_step
+    assert ensemble.models.generator.step == good_step
     assert ensemble.status()["rollbacks"] == 1
     # The audited-bad checkpoint is gone: a restart cannot load it.
     assert latest(tmp_path / "models" / "generator", "generator", ensemble.tokenizer.hash).meta["step"] == good_step

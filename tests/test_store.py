@@ -24,6 +24,7 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
         "0004_attempt.sql",
         "0005_decision.sql",
         "0006_learning_seq.sql",
+        "0007_max_tokens.sql",
     ]
     conn.close()
 

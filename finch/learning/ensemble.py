@@ -1,7 +1,7 @@
 """The ensemble: router, generator and validator, the judge, and the learning that joins them.
 
 It lives in the trainer's process (``finch.learning.trainer``) and only learns:
-``learn_from_claude``, ``learn_from_local_attempt`` and ``count_served`` make a local attempt, judge
+``learn_from_claude``, ``learn_from_verdict`` and ``count_served`` make a local attempt, judge
 it against Claude's answer, update the three models, and feed every scored answer to the certifier
 (``finch.policy.bound``), whose certified threshold on the stacker's P(good)
 (``finch.learning.stacker``) is the operating point. What the request path needs of it goes out as a
@@ -13,24 +13,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning.consistency import question_key
 from finch.learning.home import ModelHome
 from finch.learning.judge import Judge
+from finch.learning.learners import Learners
 from finch.learning.memory import Memory, question_text
-from finch.learning.scorer import recalled, written_candidate
-from finch.learning.stacker import Stacker, stack_inputs
-from finch.models.learners import Generator, Router, Validator
+from finch.learning.pipeline import Proposal
+from finch.learning.scorer import Scorer
+from finch.learning.stacker import Stacker
 from finch.models.tokenizer import FinchTokenizer, load_or_build
-from finch.policy import decide as policy
 from finch.policy.audits import Audits
 from finch.policy.bound import Certifier
-from finch.policy.decide import Decision, Standing
+from finch.policy.decide import Decision, Source, Standing
 from finch.policy.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,9 @@ class Ensemble:
         self.judge = Judge(config.judge_threshold)
         self.memory = Memory(config.judge_threshold)
         self.files.load_memory(self.memory)
-        preset, seed = config.preset, config.seed
-        self.router: Router = self.files.learner("router", self.tokenizer, preset, seed)  # type: ignore[assignment]
-        self.validator: Validator = self.files.learner("validator", self.tokenizer, preset, seed)  # type: ignore[assignment]
-        self.generator: Generator = self.files.learner("generator", self.tokenizer, preset, seed)  # type: ignore[assignment]
+        self.models = Learners(
+            self.files, self.tokenizer, config.preset, config.seed, config.max_local_tokens, config.retrieval
+        )
         state = self.files.state()
         self.learned: int = state.get("learned", 0)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
@@ -92,7 +93,6 @@ class Ensemble:
         self.consistency = self.files.consistency()
         # How far through its source (the request log) learning has come, saved with the models.
         self.position: dict[str, int] = state.get("position", {})
-        self._attempts: dict[Conversation, str] = {}  # the generator's, written ahead for a batch
         self._republish()
 
     @property
@@ -106,146 +106,129 @@ class Ensemble:
         conversation: Conversation,
         teacher_answer: str,
         audit: Decision | None = None,
+        max_tokens: int | None = None,
     ) -> Judged:
         """Learn from Claude's answer to a forwarded request.
 
-        ``audit`` is the decision when the request was forwarded only to audit it: its answer is
-        what finch would have served (and was, with probability 1 - ``audit.audit_chance``), so
-        judging it against Claude's answer is an audit of what finch serves.
+        The question's candidates are first scored as the request path scores them (the decision
+        pipeline, ``finch.learning.pipeline``), from earlier examples only, and each is judged
+        against Claude's answer. ``audit`` is the decision when the request was forwarded only to
+        audit it: its attempt is what finch would have served (and did, with probability
+        1 - its audit chance), so the bound counts that record, at the scores it was served at.
+        Otherwise the bound counts this attempt, as the request path would have made it now.
+        ``max_tokens``: the request's (unknown for rows logged before it was recorded).
         """
+        proposal = self.propose(conversation, max_tokens or self.config.max_local_tokens)
+        scored = list(proposal)  # every candidate, before anything below learns from this answer
+        model = [s for s in scored if s.candidate.source != Source.REPEAT]  # what the models learn from
         if self.judge.framing.observe(teacher_answer):
             self.memory.reembed(self.judge.embed_answers)  # agreement is measured without framing
-        key = question_key(conversation)
-        repeated = self.consistency.answer(key)  # what finch would have repeated, before this answer
-        repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
-        written = self._attempts.get(conversation)
-        if written is None:
-            written = self.generator.answer(conversation, self.config.max_local_tokens)
-        question_vec, (written_vec, teacher_vec) = self.judge.embed_with_answers(
-            question_text(conversation), [written, teacher_answer]
+            model = [replace(s, vec=self.judge.embed_answers([s.candidate.text])[0]) for s in model]
+        repeat_agrees = self.consistency.observe(
+            question_key(conversation), teacher_answer, lambda a, b: self.judge.agrees(a, b)[0]
         )
-        # Score every candidate as the request path would have, in its order, from earlier examples only.
-        hood = self.memory.around(question_vec)
-        retrieval = self.config.retrieval
-        candidates = recalled(self.memory, hood, retrieval)
-        candidates += written_candidate(self.memory, written, written_vec, candidates, retrieval)
-        candidates = candidates or [(written, written_vec)]
-        evidence = [self.memory.features(hood, vec) for _, vec in candidates]
-        p_validators = self.validator.p_good([(conversation, text) for text, _ in candidates], evidence)
-        verdicts = [self.judge.agrees_embedded(text, teacher_answer, vec, teacher_vec) for text, vec in candidates]
-        router_features = self.memory.question_features(hood)
-        p_router = self.router.p_local([conversation], [router_features])[0]
-        stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
-        hopeless = p_router < policy.ROUTER_FLOOR
-        p_goods = [0.0 if hopeless else self.stacker.p_good(inputs) for inputs in stacked]
-        best = max(range(len(candidates)), key=lambda i: (p_goods[i], p_validators[i]))
-        good, divergence = verdicts[best]
+        teacher_vec = self.judge.embed_answers([teacher_answer])[0]
+        judged = [(s, *self.judge.agrees_embedded(s.candidate.text, teacher_answer, s.vec, teacher_vec)) for s in model]
+        ok = {id(s): good for s, good, _ in judged}
+        best = max(judged, key=lambda j: (j[0].candidate.p_good, j[0].candidate.p_validator or 0.0), default=None)
+        good, divergence = (best[1], best[2]) if best is not None else (False, None)
         audit_good = None
-        if audit is not None and audit.answer is not None and audit.p_good is not None:
+        if audit is not None and audit.attempt is not None and audit.answer is not None:
             audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
             self.audits.record(audit_good)
             # What finch was about to serve, at the scores it was tried at, each judged.
-            tried = audit.tried or ((audit.answer, audit.p_good),)
-            options = [
-                (p, not (audit_good if text == audit.answer else self.judge.agrees(text, teacher_answer)[0]))
-                for text, p in tried
+            attempt = audit.attempt
+            bad = [
+                not (audit_good if c.text == audit.answer else self.judge.agrees(c.text, teacher_answer)[0])
+                for c in attempt.candidates
             ]
-            self.certifier.observe_first(options, audit.audit_chance)
-        elif repeated is not None:
-            self.certifier.observe(1.0, not repeat_agrees)  # the repeat finch would have served, judged
-        else:
-            # Prequential: each candidate's score from earlier examples only, then its verdict.
-            self.certifier.observe_first([(p, not ok) for p, (ok, _) in zip(p_goods, verdicts, strict=True)])
-        for inputs, (ok, _) in zip(stacked, verdicts, strict=True):
-            self.stacker.observe(inputs, ok)
-
-        def featurize(other: str) -> list[float]:
-            return self.memory.features(hood, self.judge.embed_answers([other])[0])
-
-        losses = {
-            "generator": self.generator.learn(conversation, teacher_answer),
-            "router": self.router.learn(conversation, good, router_features),
-        }
-        validator_losses = [
-            self.validator.learn(conversation, text, ok, features, featurize if i == 0 else None)
-            for i, ((text, _), (ok, _), features) in enumerate(zip(candidates, verdicts, evidence, strict=True))
-        ]
-        if not any(ok for ok, _ in verdicts):  # Claude's own answer is a good one: a positive to contrast
-            teacher_evidence = self.memory.features(hood, teacher_vec)
-            validator_losses.append(self.validator.learn(conversation, teacher_answer, True, teacher_evidence))
-        losses["validator"] = sum(validator_losses) / len(validator_losses)
-        self.memory.add(question_vec, teacher_vec, teacher_answer)
+            self.certifier.observe_first(attempt.options(bad), attempt.audit_chance)
+        else:  # prequential: each candidate's score from earlier examples only, then its verdict
+            servable = proposal.servable()
+            bad = [not (repeat_agrees if s.candidate.source == Source.REPEAT else ok[id(s)]) for s in servable]
+            self.certifier.observe_first(proposal.attempt().options(bad))
+        for s, verdict, _ in judged:
+            self.stacker.observe(s.stacked, verdict)
+        hood = proposal.hood
+        losses = self.models.learn_from_claude(
+            conversation,
+            teacher_answer,
+            [(s, verdict) for s, verdict, _ in judged],
+            good,
+            self.memory.question_features(hood),
+            lambda other: self.memory.features(hood, self.judge.embed_answers([other])[0]),
+        )
+        assert proposal.question_vec is not None
+        self.memory.add(proposal.question_vec, teacher_vec, teacher_answer)
         self.learned += 1
         if audit_good is False:
             self.roll_back_if_worse()
         self._republish()
-        attempt = candidates[best][0]
-        return Judged(good, divergence, p_router, p_validators[best], losses, audit_good, p_goods[best], attempt)
+        if best is None:
+            return Judged(good, divergence, proposal.p_router, None, losses, audit_good)
+        chosen = best[0]
+        p_good = chosen.candidate.p_good if chosen.servable else 0.0  # 0: served at no threshold
+        p_validator = chosen.candidate.p_validator
+        return Judged(
+            good, divergence, proposal.p_router, p_validator, losses, audit_good, p_good, chosen.candidate.text
+        )
+
+    def propose(self, conversation: Conversation, max_tokens: int) -> Proposal:
+        """The decision pipeline on the models as they stand (``Learners.propose``)."""
+        return self.models.propose(self.scorer(), self.consistency, conversation, max_tokens)
+
+    def scorer(self) -> Scorer:
+        """Inference on the learners' own modules, as the request path scores on a snapshot of them."""
+        return self.models.scorer(self.memory, self.stacker, self.question_vec, self.judge.embed_answers)
+
+    def question_vec(self, text: str) -> torch.Tensor:
+        return self.judge.embed([text])[0]
 
     def roll_back_if_worse(self) -> bool:
         """Have the audits since the last checkpoint shown the models serving bad answers beyond the
         bound? Then go back to the checkpoint before it: the models were measurably better then."""
         if not self.audits.period_beyond(self.config.max_bad_local):
             return False
-        restored = self.files.roll_back(self._learners())
+        restored = self.files.roll_back(self.models.all())
         if restored is None:
             return False
         log.warning(
             "audits since the last checkpoint went over the bound (%s): rolled back to %s", self.audits.period, restored
         )
         self.audits.new_period()
-        self._attempts = {}  # written by the models rolled back
+        self.models.forget_written()
         self.rollbacks += 1
         return True
 
-    def learn_from_local_attempt(
-        self,
-        conversation: Conversation,
-        local_answer: str,
-        teacher_answer: str | None = None,
-        good: bool | None = None,
-    ) -> Judged:
-        """Learn from a local answer's verdict: the judge's (with a teacher answer) or a user's."""
-        divergence = None
-        if good is None:
-            if teacher_answer is None:
-                raise ValueError("need a teacher answer or a verdict")
-            good, divergence = self.judge.agrees(local_answer, teacher_answer)
+    def learn_from_verdict(self, conversation: Conversation, local_answer: str, good: bool) -> Judged:
+        """Learn from a user's verdict on a local answer; a bad one blocks its question."""
         if not good:
             self.block(conversation)
         question_vec, (answer_vec,) = self.judge.embed_with_answers(question_text(conversation), [local_answer])
         hood = self.memory.around(question_vec)
-        losses = {
-            "router": self.router.learn(conversation, good, self.memory.question_features(hood)),
-            "validator": self.validator.learn(conversation, local_answer, good, self.memory.features(hood, answer_vec)),
-        }
-        if teacher_answer is not None:
-            losses["generator"] = self.generator.learn(conversation, teacher_answer)
-        return Judged(good, divergence, None, None, losses, attempt=local_answer)
+        evidence = self.memory.features(hood, answer_vec)
+        losses = self.models.learn_verdict(
+            conversation, local_answer, good, self.memory.question_features(hood), evidence
+        )
+        return Judged(good, None, None, None, losses, attempt=local_answer)
 
     def begin_batch(self, conversations: Sequence[Conversation] = ()) -> None:
         """Learn the next events as one batch (a trainer with a backlog): each is scored, judged and
         counted as it comes, as ever, and the three models take their steps for all of them at
         ``end_batch``. So scores stay prequential, and learning k events costs about one step's
         time instead of k."""
-        for learner in self._learners():
-            learner.begin_batch()
-        # The generator is the same for the whole batch: its attempts at the batch's questions are
-        # written together, each what it would have written alone.
-        unique = list(dict.fromkeys(conversations))
-        self._attempts = dict(zip(unique, self.generator.answers(unique, self.config.max_local_tokens), strict=True))
+        self.models.begin_batch(self.scorer(), conversations)
 
     def end_batch(self) -> dict[str, float | None]:
         """The batch's steps; each model's loss on it."""
-        self._attempts = {}
-        return {learner.kind: learner.end_batch() for learner in self._learners()}
+        return self.models.end_batch()
 
     def count_served(self, served: Decision) -> None:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.
         (With sampling off no served answer could have been judged, so none can count.)"""
-        if served.p_good is not None and served.audit_chance > 0:
-            tried = served.tried or ((served.answer or "", served.p_good),)
-            self.certifier.observe_first([(p, None) for _, p in tried], served.audit_chance)
+        attempt = served.attempt
+        if attempt is not None and attempt.candidates and attempt.audit_chance > 0:
+            self.certifier.observe_first(attempt.options([None] * len(attempt.candidates)), attempt.audit_chance)
             self._republish()
 
     def block(self, conversation: Conversation) -> None:
@@ -279,11 +262,8 @@ class Ensemble:
             "framing": sorted(self.judge.framing.known),
             "position": self.position,
         }
-        self.files.save(self._learners(), self.tokenizer, self.memory, self.consistency, state)
+        self.files.save(self.models.all(), self.tokenizer, self.memory, self.consistency, state)
         self.audits.new_period()
-
-    def _learners(self) -> tuple[Router, Validator, Generator]:
-        return self.router, self.validator, self.generator
 
     def status(self) -> dict[str, Any]:
         return {

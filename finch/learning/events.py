@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from finch.conversation import Conversation
-from finch.policy.decide import Decision
+from finch.policy.decide import Attempt, Candidate, Decision, Source
 from finch.vocabulary import Route
 
 
@@ -24,6 +24,7 @@ class Event:
     answer: str | None  # Claude's answer; for feedback, the local answer judged
     decision: Decision | None  # a would-be-local answer's decision
     good: bool | None = None  # a user's verdict (feedback)
+    max_tokens: int | None = None  # the request's (None in rows logged before it was recorded)
 
     @property
     def served_locally(self) -> bool:
@@ -39,20 +40,25 @@ class Event:
     def from_request(cls, row: dict[str, Any]) -> Event:
         decision = None
         if row["decision"] is not None:
-            d = json.loads(row["decision"])
-            tried = tuple((text, float(p)) for text, p in d["tried"])
-            decision = Decision(
-                row["route"],
-                row["reason"],
-                d["answer"],
-                p_good=d["p_good"],
-                audit_chance=d["audit_chance"],
-                tried=tried,
-            )
+            decision = Decision(row["route"], row["reason"], _attempt(json.loads(row["decision"])))
         conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
-        return cls("requests", row["seq"], row["request_id"], conversation, row["answer"], decision)
+        return cls(
+            "requests", row["seq"], row["request_id"], conversation, row["answer"], decision, None, row["max_tokens"]
+        )
 
     @classmethod
     def from_feedback(cls, row: dict[str, Any]) -> Event:
         conversation = Conversation.from_json(row["conversation"])
         return cls("feedback", row["seq"], row["request_id"], conversation, row["answer"], None, bool(row["good"]))
+
+
+def _attempt(data: dict[str, Any]) -> Attempt:
+    """The logged attempt; a row written before attempts were logged whole has the candidates tried
+    as [text, P(good)] and the chosen one's text."""
+    if "candidates" in data:
+        return Attempt.from_json(data)
+    candidates = tuple(Candidate(text, Source.RECALLED, float(p)) for text, p in data["tried"])
+    chosen = next((i for i, c in enumerate(candidates) if c.text == data["answer"]), None)
+    if chosen is None:
+        candidates, chosen = (*candidates, Candidate(data["answer"], Source.RECALLED, data["p_good"])), len(candidates)
+    return Attempt(candidates, None, chosen, data["audit_chance"])

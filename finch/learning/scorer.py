@@ -1,17 +1,17 @@
-"""Scores on the request path, from one published snapshot of the models.
+"""Inference: the scores a decision is made of, written once for both processes.
 
-A ``Scorer`` holds inference copies of the router, validator and generator, the retrieval memory
-and the stacker's fit, all from one serving snapshot (``finch.learning.snapshot``) that the trainer
-published. A request takes one ``Scorer`` for its whole decision; a newer snapshot replaces it whole.
-
-Each step costs more than the one before, so the ensemble calls them in order and stops as soon as
-the policy (``finch.policy.decide``) has its answer: the question's neighbourhood and the router
-(a few milliseconds, the question's embedding most of them), then the recalled answer's P(good),
-and only when that is not enough, the generator writing a candidate token by token.
+A ``Scorer`` holds a router, validator and generator, the retrieval memory and the stacker. On the
+request path they are inference copies from one serving snapshot (``finch.learning.snapshot``), and
+a request takes one ``Scorer`` for its whole decision; in the trainer they are the learners' own
+modules, in evaluation mode, scoring each event before it is learned. The decision pipeline
+(``finch.learning.pipeline``) calls its steps in order, each costlier than the one before: the
+question's neighbourhood and the router (a few milliseconds, the question's embedding most of them),
+a candidate's P(good), and only when that is not enough, the generator writing a candidate.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -23,8 +23,6 @@ from finch.learning.memory import Memory, Neighbourhood, question_text
 from finch.learning.stacker import Stacker, stack_inputs
 from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer
-
-Candidate = tuple[str, torch.Tensor]  # an answer and its embedding
 
 
 class Scorer:
@@ -55,8 +53,8 @@ class Scorer:
         self._question_vec = question_vec
         self._embed_answers = embed_answers
 
-    def neighbourhood(self, conversation: Conversation) -> Neighbourhood | None:
-        return self.memory.around(self._question_vec(question_text(conversation)))
+    def question_vec(self, conversation: Conversation) -> torch.Tensor:
+        return self._question_vec(question_text(conversation))
 
     def p_router(self, conversation: Conversation, hood: Neighbourhood | None) -> float:
         ids = self.tokenizer.render(conversation, self.router_len, cue_answer=False)
@@ -66,55 +64,53 @@ class Scorer:
         return float(torch.sigmoid(logits + self.router_prior)[0])
 
     def score(
-        self, conversation: Conversation, hood: Neighbourhood | None, p_router: float, candidates: list[Candidate]
-    ) -> tuple[list[float], list[float]]:
-        """Each candidate's (P(good), the validator's own score)."""
-        if not candidates:
-            return [], []
+        self,
+        conversation: Conversation,
+        hood: Neighbourhood | None,
+        p_router: float,
+        vecs: list[torch.Tensor],
+        texts: list[str],
+    ) -> list[tuple[float, float, list[float], list[float]]]:
+        """Each candidate's (P(good), the validator's own score, the memory's evidence for it, the
+        stacker's inputs)."""
+        if not texts:
+            return []
         tok = self.tokenizer
-        pairs = [tok.render_pair(conversation, text, self.validator_len) for text, _ in candidates]
-        evidence = [self.memory.features(hood, vec) for _, vec in candidates]
+        pairs = [tok.render_pair(conversation, text, self.validator_len) for text in texts]
+        evidence = [self.memory.features(hood, vec) for vec in vecs]
         device = next(self.validator.parameters()).device
         with torch.no_grad():
             batch = pad_batch(pairs, tok.pad_id, device)
             logits, _ = self.validator(batch, features=torch.tensor(evidence).to(device))
         p_validators = torch.sigmoid(logits).tolist()
         stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
-        return [self.stacker.p_good(inputs) for inputs in stacked], p_validators
+        return [
+            (self.stacker.p_good(inputs), p, e, inputs)
+            for inputs, p, e in zip(stacked, p_validators, evidence, strict=True)
+        ]
 
-    def write(self, conversation: Conversation, limit: int, deadline: float) -> str | None:
-        """The generator's answer; "" when it ran past ``limit`` tokens (no candidate), None past the deadline."""
-        tok = self.tokenizer
-        prompt = tok.render(conversation, self.generator_len - 1)
+    def write(self, conversation: Conversation, limit: int, deadline: float = math.inf) -> str | None:
+        """The generator's answer (``answer_text``), or None once past the deadline."""
         ids: list[int] = []
-        for token in self.generator.generate(prompt, limit, tok.eos_id):
+        for token in self.generator.generate(self._prompt(conversation), limit, self.tokenizer.eos_id):
             ids.append(token)
             if time.monotonic() > deadline:
                 return None
-        return tok.decode(ids) if len(ids) < limit else ""
+        return self.answer_text(ids, limit)
+
+    def write_ids(self, conversations: list[Conversation], limit: int) -> list[list[int]]:
+        """The generator's answers' ids, written together (a trainer's batch), each what it would
+        have written alone; ``answer_text(ids, l)`` reads one as written to any limit l <= ``limit``."""
+        return self.generator.generate_greedy([self._prompt(c) for c in conversations], limit, self.tokenizer.eos_id)
+
+    def answer_text(self, ids: list[int], limit: int) -> str:
+        """The answer written as ``ids``, to a limit of ``limit`` tokens: "" when it ran to the limit,
+        since an answer cut short is no candidate."""
+        ids = ids[:limit]
+        return self.tokenizer.decode(ids) if len(ids) < limit else ""
+
+    def _prompt(self, conversation: Conversation) -> list[int]:
+        return self.tokenizer.render(conversation, self.generator_len - 1)
 
     def embed_answer(self, text: str) -> torch.Tensor:
         return self._embed_answers([text])[0]
-
-
-def recalled(memory: Memory, hood: Neighbourhood | None, retrieval: bool) -> list[Candidate]:
-    """The answer the nearest past questions vote for: the first candidate tried."""
-    found = memory.recall(hood) if retrieval else None
-    return [] if found is None else [found]
-
-
-def written_candidate(
-    memory: Memory, written: str, written_vec: torch.Tensor, before: list[Candidate], retrieval: bool
-) -> list[Candidate]:
-    """The generator's answer, as the next candidate when it says something the ones before do not.
-
-    A written answer that says what one of Claude's stored answers says is replaced by that
-    answer: the same meaning in Claude's own words, so a small generator's slips (a repeated or
-    dropped phrase, which the embedding barely notices) never reach a user."""
-    if not written.strip():
-        return []
-    if retrieval:
-        written, written_vec = memory.same_answer(written_vec) or (written, written_vec)
-    if any(float(written_vec @ vec) >= memory.agree_cos for _, vec in before):
-        return []
-    return [(written, written_vec)]

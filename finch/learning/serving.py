@@ -18,7 +18,8 @@ import torch
 from finch.conversation import Conversation
 from finch.learning.consistency import Consistency, question_key
 from finch.learning.memory import Memory
-from finch.learning.scorer import Scorer, recalled, written_candidate
+from finch.learning.pipeline import Proposal
+from finch.learning.scorer import Scorer
 from finch.learning.stacker import Stacker
 from finch.models.inference import build_module
 from finch.models.tokenizer import FinchTokenizer
@@ -94,29 +95,23 @@ class Serving:
         early = policy.before_models(standing, blocked=blocked, varies=self.consistency.varies(key))
         if early is not None:
             return early
-
-        def fits(answer: str) -> bool:
-            return len(self.tokenizer.encode(answer)) <= max_tokens
-
-        repeated = self.consistency.answer(key)
-        if repeated is not None:  # Claude gave this answer to this question, consistently
-            return policy.choose([(repeated, 1.0)], standing, fits, draw, served_reason=Reason.REPEAT)
-        hood = scorer.neighbourhood(conversation)
-        p_router = scorer.p_router(conversation, hood)
-        if p_router < policy.ROUTER_FLOOR:
-            return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, p_router=p_router)
-        candidates = recalled(self.memory, hood, config.retrieval)
-        p_goods, p_validators = scorer.score(conversation, hood, p_router, candidates)
-        if policy.first_passing(p_goods, standing.threshold) is None:  # write only when recall is not enough
-            limit = min(max_tokens, config.max_local_tokens)
-            written = scorer.write(conversation, limit, time.monotonic() + config.local_budget_s)
-            if written is None:
-                return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, p_router=p_router)
-            extra = []
-            if written.strip():
-                vec = scorer.embed_answer(written)
-                extra = written_candidate(self.memory, written, vec, candidates, config.retrieval)
-            more_goods, more_validators = scorer.score(conversation, hood, p_router, extra)
-            candidates, p_goods, p_validators = candidates + extra, p_goods + more_goods, p_validators + more_validators
-        tried = [(text, p_good) for (text, _), p_good in zip(candidates, p_goods, strict=True)]
-        return policy.choose(tried, standing, fits, draw, p_router, p_validators)
+        limit = min(max_tokens, config.max_local_tokens)
+        proposal = Proposal(
+            scorer,
+            self.consistency,
+            conversation,
+            max_tokens=max_tokens,
+            retrieval=config.retrieval,
+            write=lambda: scorer.write(conversation, limit, time.monotonic() + config.local_budget_s),
+        )
+        threshold = standing.threshold
+        assert threshold is not None  # before_models forwards while none is certified
+        for scored in proposal:  # the first servable candidate that passes ends the search
+            if scored.servable and scored.candidate.p_good >= threshold:
+                break
+        attempt = proposal.attempt()
+        if proposal.hopeless and not attempt.candidates:
+            return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, attempt)
+        if proposal.timed_out:
+            return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, attempt)
+        return policy.choose(attempt, standing, draw)

@@ -53,7 +53,7 @@ _HEADER_KEY = "finch"
 def capture(ensemble: Ensemble, generation: int) -> dict[str, Any]:
     """The ensemble's serving state, as it stands. Write it before the ensemble learns again: the
     tensors are the ensemble's own, not copies."""
-    router, validator, generator = ensemble.router, ensemble.validator, ensemble.generator
+    router, validator, generator = ensemble.models.all()
     return {
         "format": FORMAT,
         "generation": generation,
@@ -94,7 +94,10 @@ def read(path: Path) -> dict[str, Any] | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = (f.metadata() or {}).get(_HEADER_KEY)
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+            # Copied into memory of torch's own: a tensor read in place may sit off the alignment its
+            # kernels assume, and they then sum in another order, so the request path's scores would
+            # differ from the trainer's in the last bits (tests/test_pipeline.py compares them).
+            tensors = {name: f.get_tensor(name).clone() for name in f.keys()}  # noqa: SIM118 (not a dict)
         rest = json.loads(header) if header is not None else None
     except FileNotFoundError:
         return None

@@ -203,14 +203,14 @@ class Trainer:
         try:
             if event.table == "feedback":
                 assert event.conversation is not None and event.answer is not None
-                return "feedback", ensemble.learn_from_local_attempt(event.conversation, event.answer, good=event.good)
+                return "feedback", ensemble.learn_from_verdict(event.conversation, event.answer, bool(event.good))
             if event.served_locally:
                 assert decision is not None
                 ensemble.count_served(decision)  # served unaudited: it counts toward the bound
                 return None
             assert event.conversation is not None and event.answer is not None
             audit = decision if decision is not None and decision.reason in AUDITED_REASONS else None
-            return "claude", ensemble.learn_from_claude(event.conversation, event.answer, audit)
+            return "claude", ensemble.learn_from_claude(event.conversation, event.answer, audit, event.max_tokens)
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
             return None

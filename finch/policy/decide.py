@@ -1,26 +1,27 @@
 """The policy: from scores to a route. Pure functions of probabilities and counts, no models.
 
-The scorer (``finch.learning.scorer``) computes a request's scores cheapest first, and the policy
-says at each step whether to go on:
+The decision pipeline (``finch.learning.pipeline``) scores a question's candidate answers cheapest
+first, in one order, and the policy says at each step whether to go on:
 
 1. ``before_models``: what is known without a model (cold start, a blocked question, Claude's own
    answers differing, nothing certified yet) forwards at once.
-2. ``ROUTER_FLOOR``: a question the router finds hopeless is not even attempted.
-3. ``first_passing``: the candidate answers are tried in a fixed order, the recalled answer first
-   and a written one only if that fails. The first whose P(good) reaches the operating point is the
-   one served. The certifier counts its evidence by the same rule (``Certifier.observe_first``),
+2. ``ROUTER_FLOOR``: past Claude's repeated answer, a question the router finds hopeless is not
+   attempted.
+3. ``first_passing``: the first servable candidate whose P(good) reaches the operating point is the
+   one served. The certifier counts an ``Attempt`` by the same rule (``Certifier.observe_first``),
    so what the bound measures is what the policy serves.
-4. ``serve_or_audit``: a would-be-local answer is served, or forwarded so that Claude's answer audits
-   it (strategic sampling), or forwarded because the conservative phase's tripwire is up.
+4. ``choose``: that answer is served, or forwarded so that Claude's answer audits it (strategic
+   sampling), or forwarded because the conservative phase's tripwire is up.
 
 ``Standing`` is the policy's state, published whole by the trainer and read once per request, so a
-request never sees an operating point from one moment and an audit count from another.
-"""
+request never sees an operating point from one moment and an audit count from another."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
 
 from finch.vocabulary import Reason, Route
 
@@ -43,18 +44,84 @@ class Standing:
     repeat_sample_rate: float = 0.05
 
 
-@dataclass
+class Source(StrEnum):
+    """Where a candidate answer comes from, in the order they are tried."""
+
+    REPEAT = "repeat"  # Claude's own answer to this question, given alike at least twice
+    RECALLED = "recalled"  # the answer the nearest past questions vote for
+    WRITTEN = "written"  # the generator's, when it says something the ones before do not
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate answer, as scored where it was tried."""
+
+    text: str
+    source: str  # a Source: repeat, recalled or written
+    p_good: float  # what the operating point is compared with (1.0 for Claude's repeated answer)
+    p_validator: float | None = None  # the validator's own score, for the record
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The record of one local attempt: the servable candidates in the order tried (the request
+    path stops at the first that passes), the router's score, which one was chosen (served, or
+    withheld for an audit) and how likely an audit was. The bound counts these records
+    (``options``), so what it measures is what was served."""
+
+    candidates: tuple[Candidate, ...] = ()
+    p_router: float | None = None
+    chosen: int | None = None
+    audit_chance: float = 1.0
+
+    @property
+    def answer(self) -> Candidate | None:
+        return None if self.chosen is None else self.candidates[self.chosen]
+
+    def options(self, bad: Sequence[bool | None]) -> list[tuple[float, bool | None]]:
+        """Each candidate's (P(good), verdict), in order: at every threshold the first reaching it is
+        the answer served there (``Certifier.observe_first``)."""
+        return [(c.p_good, b) for c, b in zip(self.candidates, bad, strict=True)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidates": [[c.text, c.source, c.p_good, c.p_validator] for c in self.candidates],
+            "p_router": self.p_router,
+            "chosen": self.chosen,
+            "audit_chance": self.audit_chance,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
+        candidates = tuple(Candidate(text, source, p, v) for text, source, p, v in data["candidates"])
+        return cls(candidates, data["p_router"], data["chosen"], data["audit_chance"])
+
+
+@dataclass(frozen=True)
 class Decision:
     route: Route
     reason: str  # a Reason
-    answer: str | None = None  # the local answer (served, or kept for the audit of a sampled forward)
-    p_router: float | None = None
-    p_validator: float | None = None
-    p_good: float | None = None  # the stacker's score: what the operating point is compared with
-    audit_chance: float = 1.0  # for a would-be-local answer: how likely it was to be audited
-    # Every candidate scored, in the order tried, with its P(good): at a threshold t the first one
-    # scoring at least t is what would be served there (what an audit's verdicts count toward).
-    tried: tuple[tuple[str, float], ...] = field(default=())
+    attempt: Attempt | None = None  # when the models were asked
+
+    @property
+    def answer(self) -> str | None:
+        """The local answer: served, or kept for the audit of a sampled forward."""
+        chosen = self.attempt.answer if self.attempt is not None else None
+        return chosen.text if chosen is not None else None
+
+    @property
+    def p_good(self) -> float | None:
+        chosen = self.attempt.answer if self.attempt is not None else None
+        return chosen.p_good if chosen is not None else None
+
+    @property
+    def p_validator(self) -> float | None:
+        chosen = self.attempt.answer if self.attempt is not None else None
+        return chosen.p_validator if chosen is not None else None
+
+    @property
+    def p_router(self) -> float | None:
+        return self.attempt.p_router if self.attempt is not None else None
 
 
 def before_models(standing: Standing, *, blocked: bool, varies: bool) -> Decision | None:
@@ -77,39 +144,21 @@ def first_passing(scores: Sequence[float], threshold: float | None) -> int | Non
     return next((i for i, score in enumerate(scores) if score >= threshold), None)
 
 
-def choose(
-    tried: Sequence[tuple[str, float]],
-    standing: Standing,
-    fits: Callable[[str], bool],
-    draw: Callable[[], float],
-    p_router: float | None = None,
-    p_validators: Sequence[float | None] = (),
-    served_reason: str = Reason.LOCAL,
-) -> Decision:
-    """The route for a request whose candidates were scored in the order ``tried`` (``p_validators``:
-    the validator's own score for each, for the record)."""
-    tried = tuple(tried)
-    if not tried:
-        return Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, p_router=p_router)
-    chosen = first_passing([score for _, score in tried], standing.threshold)
-    rejected = chosen is None
-    if rejected:  # the best of them, kept for the record
-        chosen = max(range(len(tried)), key=lambda i: tried[i][1])
-    answer, p_good = tried[chosen]
-    p_validator = p_validators[chosen] if chosen < len(p_validators) else None
-    reason = Reason.VALIDATOR_REJECT if rejected else Reason.LOCAL_TOO_LONG
-    decision = Decision(Route.FORWARD, reason, answer, p_router, p_validator, p_good, tried=tried)
-    if rejected:
-        return decision
-    return serve_or_audit(decision, standing, draw, served_reason) if fits(answer) else decision
-
-
-def serve_or_audit(decision: Decision, standing: Standing, draw: Callable[[], float], served_reason: str) -> Decision:
-    """A would-be-local answer: served, or forwarded to audit it (strategic sampling)."""
+def choose(attempt: Attempt, standing: Standing, draw: Callable[[], float]) -> Decision:
+    """The route for an attempt whose servable candidates were scored in order (the request path
+    stops at the first that passes, so it is the last one here)."""
+    if not attempt.candidates:
+        return Decision(Route.FORWARD, Reason.LOCAL_TOO_LONG, attempt)
+    candidates = attempt.candidates
+    chosen = first_passing([c.p_good for c in candidates], standing.threshold)
+    if chosen is None:  # the best of them, kept for the record
+        best = max(range(len(candidates)), key=lambda i: candidates[i].p_good)
+        return Decision(Route.FORWARD, Reason.VALIDATOR_REJECT, replace(attempt, chosen=best))
+    attempt = replace(attempt, chosen=chosen)
     if standing.phase == "conservative" and standing.over_bound:
-        decision.reason = Reason.OVER_BOUND  # audited at every ask until the models do better
-        return decision
-    decision.audit_chance = standing.repeat_sample_rate if served_reason == Reason.REPEAT else standing.sample_rate
-    sampled = draw() < decision.audit_chance
-    decision.route, decision.reason = (Route.FORWARD, Reason.SAMPLED) if sampled else (Route.LOCAL, served_reason)
-    return decision
+        return Decision(Route.FORWARD, Reason.OVER_BOUND, attempt)  # audited at every ask until the models do better
+    repeat = candidates[chosen].source == Source.REPEAT
+    attempt = replace(attempt, audit_chance=standing.repeat_sample_rate if repeat else standing.sample_rate)
+    if draw() < attempt.audit_chance:  # strategic sampling: Claude's answer audits this one
+        return Decision(Route.FORWARD, Reason.SAMPLED, attempt)
+    return Decision(Route.LOCAL, Reason.REPEAT if repeat else Reason.LOCAL, attempt)

@@ -107,6 +107,7 @@ class Proxy:
                 record.model, record.stream = parsed.model, parsed.stream
                 max_chars = self.learning.max_chars if self.learning is not None else None
                 record.conversation, record.reason = dialect.conversation(parsed.body, max_chars)
+                record.max_tokens = parsed.max_tokens
                 if record.conversation is not None:
                     local = await self._try_local(record, dialect, parsed, started)
                     if local is not None:
@@ -129,8 +130,7 @@ class Proxy:
             return None
         assert record.conversation is not None
         decision = await self.learning.decide(record.conversation, parsed.max_tokens)
-        record.reason, record.p_router, record.p_validator = decision.reason, decision.p_router, decision.p_validator
-        record.p_good, record.audit_chance, record.tried = decision.p_good, decision.audit_chance, decision.tried
+        record.reason, record.attempt = decision.reason, decision.attempt
         if decision.route != Route.LOCAL:
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
             return None

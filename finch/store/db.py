@@ -21,6 +21,7 @@ from typing import Any
 
 from finch import dialects
 from finch.conversation import Conversation
+from finch.policy.decide import Attempt
 from finch.pricing import PriceTable
 from finch.sse import ResponseSummary, decode_body
 from finch.store.migrations import migrate
@@ -56,13 +57,9 @@ class RequestRecord:
     content_encoding: str | None = None
     chunks: list[bytes] = field(default_factory=list, repr=False)  # the response as relayed
     conversation: Conversation | None = field(default=None, repr=False)  # set when eligible
-    p_router: float | None = None
-    p_validator: float | None = None
+    max_tokens: int | None = None  # the request's, when eligible
+    attempt: Attempt | None = field(default=None, repr=False)  # the local attempt, when the models were asked
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
-    p_good: float | None = None  # the score compared with the operating point
-    audit_chance: float = 1.0  # how likely a would-be-local answer was to be audited
-    # The candidates the policy tried, in order, with their P(good): what an audit counts.
-    tried: tuple[tuple[str, float], ...] = field(default=(), repr=False)
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
 
 
@@ -165,8 +162,16 @@ class Store:
                 self._conn.execute(_INSERT_REQUEST, _request_row(record, summary, cost))
                 if record.conversation is not None and summary.text and record.status == 200:
                     self._conn.execute(
-                        "INSERT INTO examples VALUES (?, ?, ?, ?, ?)",
-                        (record.id, record.ts, record.model, record.conversation.to_json(), summary.text),
+                        "INSERT INTO examples (request_id, ts, model, conversation, answer, max_tokens)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            record.id,
+                            record.ts,
+                            record.model,
+                            record.conversation.to_json(),
+                            summary.text,
+                            record.max_tokens,
+                        ),
                     )
                 if record.route == Route.LOCAL and record.conversation is not None and record.local_answer is not None:
                     self._conn.execute(
@@ -224,6 +229,8 @@ _INSERT_REQUEST = (
 
 def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -> tuple[Any, ...]:
     """``cost`` is dollars spent for a forward and dollars saved for a local answer."""
+    attempt = record.attempt
+    chosen = attempt.answer if attempt is not None else None
     return (
         record.id,
         record.ts,
@@ -245,20 +252,20 @@ def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -
         cost if record.route == Route.LOCAL else 0.0,
         summary.error_type,
         record.upstream_request_id,
-        record.p_router,
-        record.p_validator,
-        record.p_good,
+        attempt.p_router if attempt is not None else None,
+        chosen.p_validator if chosen is not None else None,
+        chosen.p_good if chosen is not None else None,
         _decision_json(record),
     )
 
 
 def _decision_json(record: RequestRecord) -> str | None:
-    """A would-be-local answer's decision, for the trainer to learn from (``queries.learning_events``)."""
-    if record.p_good is None or record.local_answer is None:
+    """A would-be-local answer's attempt (served, or withheld for an audit), for the trainer to count
+    (``queries.learning_events``)."""
+    attempt = record.attempt
+    if attempt is None or attempt.answer is None or record.local_answer is None:
         return None
-    tried = [list(t) for t in record.tried] or [[record.local_answer, record.p_good]]
-    fields = {"answer": record.local_answer, "p_good": record.p_good, "audit_chance": record.audit_chance}
-    return json.dumps({**fields, "tried": tried}, ensure_ascii=False)
+    return json.dumps(attempt.to_json(), ensure_ascii=False)
 
 
 def read_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

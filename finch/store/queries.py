@@ -106,7 +106,8 @@ def recent_texts(db: Path, limit: int = 2000) -> Iterator[str]:
 # served or withheld for an audit (their decision), and users' verdicts on local answers.
 _EVENTS = {
     "requests": (
-        "SELECT r.rowid AS seq, r.id AS request_id, r.route, r.reason, r.decision, e.conversation, e.answer"
+        "SELECT r.rowid AS seq, r.id AS request_id, r.route, r.reason, r.decision, e.conversation, e.answer,"
+        " e.max_tokens"
         " FROM requests r LEFT JOIN examples e ON e.request_id = r.id AND r.route = 'forward'"
         " WHERE r.rowid > ? AND r.rowid <= ? AND r.status = 200"
         " AND (e.request_id IS NOT NULL OR (r.route = 'local' AND r.decision IS NOT NULL))"
