@@ -20,13 +20,6 @@ class Conversation:
         data = json.loads(raw)
         return cls(system=data["system"], turns=tuple((r, t) for r, t in data["turns"]))
 
-    @property
-    def last_user_text(self) -> str:
-        for role, text in reversed(self.turns):
-            if role == "user":
-                return text
-        return ""
-
 
 def text_of(content: Any) -> str | None:
     """The text of a message's content, or None when it holds anything but text blocks."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from finch.conversation import Conversation
-from finch.learning.judge import normalise
+from finch.text import normalise
 
 _DISAGREE_SHARE = 0.2  # of later answers that may disagree with the first before a question varies
 

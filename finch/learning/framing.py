@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from finch.text import normalise
+
 _CLAUSE_END = re.compile(r"(?<=[.!?:;])\s+")
 _MAX_CLAUSE_CHARS = 120  # framing is short; long clauses are content and are not tracked
 _MAX_TRACKED = 5_000  # clauses being counted; past this the least seen half is forgotten
@@ -25,10 +27,6 @@ _MAX_PARTNERS = 64  # companions counted per clause: enough to see whether one o
 
 def clauses(text: str) -> list[str]:
     return [c for c in _CLAUSE_END.split(text.strip()) if c]
-
-
-def _key(clause: str) -> str:
-    return " ".join(clause.lower().split())
 
 
 @dataclass
@@ -57,22 +55,22 @@ class Framing:
         known = self.known
         if not known:
             return text
-        kept = " ".join(c for c in clauses(text) if _key(c) not in known)
+        kept = " ".join(c for c in clauses(text) if normalise(c) not in known)
         words = kept.split()
         trimmed = True
         while trimmed and words:
             trimmed = False
             for clause in known:
                 size = len(clause.split())
-                if len(words) > size and _key(" ".join(words[-size:])) == clause:
+                if len(words) > size and normalise(" ".join(words[-size:])) == clause:
                     words, trimmed = words[:-size], True
-                elif len(words) > size and _key(" ".join(words[:size])) == clause:
+                elif len(words) > size and normalise(" ".join(words[:size])) == clause:
                     words, trimmed = words[size:], True
         return " ".join(words) if words else text
 
     def observe(self, answer: str) -> bool:
         """Count one of Claude's answers; True when it taught a new framing clause."""
-        keys = list(dict.fromkeys(_key(c) for c in clauses(answer)))
+        keys = list(dict.fromkeys(normalise(c) for c in clauses(answer)))
         known = self.known
         content = [k for k in keys if k not in known]
         learned = []

@@ -25,6 +25,7 @@ import torch
 
 from finch.config import Settings
 from finch.learning.framing import Framing, clauses
+from finch.text import normalise
 
 # Calibrated on Banking77 and CLINC150 (same intent vs nearest other intent): BENCHMARKS.md, "Judge".
 DEFAULT_THRESHOLD = Settings.judge_threshold
@@ -32,10 +33,6 @@ DEFAULT_THRESHOLD = Settings.judge_threshold
 # embeddings say (``_swapped_words``).
 _MAX_SWAPPED = 3
 _WORD = re.compile(r"[a-z0-9]+(?:['.,][a-z0-9]+)*")
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 class Judge:

@@ -19,6 +19,7 @@ from finch.conversation import Conversation
 from finch.models.encoder import EncoderClassifier, EncoderConfig
 from finch.models.online import OnlineLearner, Reservoir, TrainConfig, pad_batch
 from finch.models.tokenizer import FinchTokenizer
+from finch.text import normalise
 
 # 1e-4 learns the router's easy separations within ~40 examples; the validator's matching task
 # reached held-out AUROC 0.81 at 1e-4 and 0.88 at 3e-4 after the same 1,800 updates (Banking77).
@@ -178,8 +179,8 @@ class Validator(OnlineClassifier):
     ) -> float:
         """``featurize(other_answer)`` gives the evidence for a contrast negative, when features are used."""
         if good:
-            key = _normalise(answer)
-            others = [a for a in self.good_answers.sample(4 * self.contrast) if _normalise(a) != key]
+            key = normalise(answer)
+            others = [a for a in self.good_answers.sample(4 * self.contrast) if normalise(a) != key]
             for other in others[: self.contrast]:
                 self.remember(self.encode(conversation, other), 0, featurize(other) if featurize else None)
             self.good_answers.add(answer)
@@ -191,7 +192,3 @@ class Validator(OnlineClassifier):
     def load_replay_state(self, state: dict[str, Any]) -> None:
         super().load_replay_state(state)
         self.good_answers.load_state(state["good_answers"])
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())

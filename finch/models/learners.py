@@ -69,12 +69,6 @@ class Generator(OnlineLearner):
     def _pending_loss(self, pending: list[Any]) -> torch.Tensor:
         return self._batch_loss([*pending, *self.replay.sample(self.train.replay_per_step)])
 
-    def loss(self, conversation: Conversation, answer: str) -> float:
-        """The loss on one example, without learning from it."""
-        self.module.eval()
-        with torch.no_grad():
-            return float(self._batch_loss([self.example(conversation, answer)]))
-
     def _batch_loss(self, batch: list[Any]) -> torch.Tensor:
         inputs, targets = [], []
         for prompt, answer in batch:

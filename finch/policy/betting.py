@@ -52,6 +52,8 @@ _MAX_BET = 0.8  # of the bet a bad answer would wipe out: one bad answer leaves 
 _FORGET = 0.995  # the bet's estimate of the bad rate weighs the last few hundred judged answers (models change)
 _PRIOR_WEIGHT = 20.0  # answers' worth of prior belief that the rate is a quarter of the bound
 _SPEND = 0.2  # epoch j of a region's test gets delta * (1 - _SPEND) * _SPEND**j
+# The chance that a certificate is wrong: every bound finch prints holds with 95% confidence.
+DELTA = 0.05
 _EVEN_SHARE = 0.1  # of a region's wealth at its split, the part put on even bets
 _EVEN_FORGET = 0.999  # the even bets' estimate weighs the last thousand answers, judged or served
 
@@ -61,7 +63,7 @@ class BettingTest:
     """Anytime-valid test of H0: bad rate >= ``alpha``; rejected (certified) when the wealth reaches 1/delta."""
 
     alpha: float
-    delta: float = 0.05
+    delta: float = DELTA
     log_wealth: float = 0.0  # evidence that the rate is under alpha, since this epoch began
     log_alarm: float = 0.0  # evidence that it is over alpha, since this epoch began
     epoch: int = 0  # restarts so far

@@ -48,7 +48,7 @@ from typing import Any
 from scipy.optimize import brentq
 from scipy.special import betaln
 
-from finch.policy.betting import BettingTest
+from finch.policy.betting import DELTA, BettingTest
 
 _NOT_SERVED = object()
 
@@ -79,7 +79,7 @@ class Certifier:
     """The fallback procedure over nested regions ``score >= t``, strictest ``t`` first."""
 
     alpha: float
-    delta: float = 0.05
+    delta: float = DELTA
     thresholds: Sequence[float] = THRESHOLDS
     tests: list[BettingTest] = field(default_factory=list)
     weights: Sequence[float] = WEIGHTS  # shares of delta, strictest first; (1.0,) is fixed-sequence testing
@@ -217,7 +217,7 @@ class Certifier:
 
     @classmethod
     def from_state(
-        cls, state: dict[str, Any] | None, alpha: float, delta: float = 0.05, floor: float = 0.05
+        cls, state: dict[str, Any] | None, alpha: float, delta: float = DELTA, floor: float = 0.05
     ) -> Certifier:
         """The saved certifier. A region saved for this bound keeps its evidence; any other starts
         fresh (evidence about another bound proves nothing about this one)."""
@@ -241,7 +241,7 @@ class Certifier:
         return cls(alpha, delta, fresh.thresholds, tests, floor=floor, requests=requests, handed_over=handed_over)
 
 
-def audit_interval(bad: int, n: int, delta: float = 0.05) -> tuple[float, float]:
+def audit_interval(bad: int, n: int, delta: float = DELTA) -> tuple[float, float]:
     """A 1 - delta confidence sequence for a rate from ``bad`` in ``n``: valid at every n at once.
 
     The beta-binomial mixture with a uniform prior: for each rate r, the mixture's likelihood ratio

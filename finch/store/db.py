@@ -213,11 +213,6 @@ class Store:
             )
         return summary, cost
 
-    # -- reads (any thread; each opens its own connection) ---------------------------------------
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return read_rows(self.path, sql, params)
-
 
 _INSERT_REQUEST = (
     "INSERT OR REPLACE INTO requests (id, ts, method, path, model, stream, route, reason, status, latency_ms,"

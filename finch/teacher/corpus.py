@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from finch.bundled import chatterbot_pairs
+from finch.text import normalise
 
 GENERIC_ANSWER = "I'm not sure I can help with that. Could you tell me a little more about what you need?"
 _MIN_SIMILARITY = 0.5  # below this, a neighbour's answer would more likely mislead than help
@@ -26,10 +27,6 @@ _REWORDINGS = (
     "Good question. {answer}",
     "{answer} I hope that helps.",
 )
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def _words(text: str) -> set[str]:
