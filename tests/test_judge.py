@@ -173,7 +173,7 @@ def test_reembed_replaces_every_stored_answer(judge: Judge):
 def test_a_word_swapped_for_another_is_a_different_answer_whatever_the_embedding_says(judge: Judge):
     """Embeddings barely see a swap of one word for another, and it can be the whole answer: of the
     teacher's template answers for 64 assistant intents, 12 pairs (lights on and off, volume up
-    and down) sat within τ (BENCHMARKS.md, "The judge and a swapped word")."""
+    and down) sat within τ (BENCHMARKS.md, "The judge")."""
     judge.framing = Framing(known=["sure.", "good question."])
     on, off = (
         f"Iot hue {s}. Our iot hue {s} guide in the app covers iot hue {s} step by step."

@@ -1,4 +1,4 @@
-"""finch's imports point one way (README "Layout"), and its modules stay small. Read from the
+"""finch's imports point one way (docs/reference.md "Layout"), and its modules stay small. Read from the
 source, so a new import that points back up a layer, or closes a cycle, fails here rather than in
 a reader's head."""
 

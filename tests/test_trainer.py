@@ -92,7 +92,7 @@ def test_a_killed_trainer_is_restarted_and_resumes_from_its_checkpoint_counting_
 
 def test_the_request_path_runs_its_models_on_one_thread(finch):
     """With two, a decision after an idle moment waits for the second thread to wake at every
-    product (BENCHMARKS.md, "The request path on one thread")."""
+    product (BENCHMARKS.md, "Decisions and the trainer")."""
     loop = finch.app.state.proxy.learning
     assert loop._local_thread.submit(torch.get_num_threads).result() == 1
 

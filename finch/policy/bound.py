@@ -66,7 +66,7 @@ WEIGHTS: tuple[float, ...] = (0.5, 0.25, 0.25)
 # is handed on counts only the evidence earned after it: at request 200 of a paraphrase-only stream
 # the regions given it have earned almost nothing yet. On chat traffic the first question asked a
 # third time comes within the first 20 requests; on Banking77 drawn with repeats, at 183-333 (seeds
-# 0-3), so there the handover is made on some streams and not others (BENCHMARKS.md, "The handover").
+# 0-3), so there the handover is made on some streams and not others (BENCHMARKS.md, "The bound").
 HANDOVER_AT = 200
 
 
