@@ -29,7 +29,7 @@ from finch.config import load_settings
 from finch.conversation import Conversation
 from finch.learning import snapshot
 from finch.learning.judge import Judge
-from finch.learning.serving import Serving, ServingConfig
+from finch.learning.serving import Serving
 from finch.learning.trainer import snapshot_path
 from finch.models.tokenizer import load_or_build
 
@@ -44,7 +44,7 @@ def serving_from(home: Path, dtype: torch.dtype | None = None) -> Serving:
         raise SystemExit(f"no serving snapshot under {home}")
     judge = Judge(settings.judge_threshold, dtype=dtype)
     tokenizer = load_or_build(settings.home / "tokenizer.json", iter([]))
-    config = ServingConfig.of(settings)
+    config = settings
     return Serving(found, config, tokenizer, lambda text: judge.embed([text])[0], judge.embed_answers)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from finch.config import load_settings
 from finch.learning import snapshot
-from finch.learning.serving import Serving, ServingConfig
+from finch.learning.serving import Serving
 from finch.learning.trainer import snapshot_path
 from finch.models.tokenizer import load_or_build
 
@@ -48,7 +48,7 @@ def main() -> None:
     if found is None:
         raise SystemExit(f"no snapshot at {path}")
     tokenizer = load_or_build(settings.home / "tokenizer.json", iter([]))
-    config = ServingConfig.of(settings)
+    config = settings
     width = found["memory"]["questions"].shape[1]
 
     def question_vec(_: str) -> torch.Tensor:

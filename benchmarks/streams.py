@@ -28,10 +28,10 @@ from pathlib import Path
 
 
 def _shared_data() -> Path:
-    """The query sets: $FINCH_SHARED_DATA, else ../shared/data beside the repository, else the
-    workplace's copy (the tests look in the same places)."""
+    """The query sets: $FINCH_SHARED_DATA, else ../shared/data beside the repository (the tests look
+    in the same places)."""
     candidates = [os.environ.get("FINCH_SHARED_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for candidate in [*candidates, "/work/shared/data"]:
+    for candidate in candidates:
         if candidate and (Path(candidate) / "banking77").is_dir():
             return Path(candidate)
     return Path(candidates[1])

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from finch.config import Settings, env_name, load_settings
+from finch.config import TRAINER_SETTINGS_ENV, Settings, env_name, load_settings
 from finch.errors import ConfigError
-from finch.report import describe_demo, describe_learning, format_table, learning_report
+from finch.report import describe_demo, describe_learning, format_table, stats_report
 
 
 def _option(name: str, **kwargs: Any) -> Any:
@@ -84,7 +84,8 @@ def train(home: Path | None, log_level: str, parent: int | None) -> None:
     saving what it learned."""
     from finch.learning.cores import lower_priority
 
-    settings = _settings(home=home)
+    handed = os.environ.get(TRAINER_SETTINGS_ENV) if parent is not None else None
+    settings = Settings.from_json(handed) if handed else _settings(home=home)  # a server's, whole
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lower_priority(settings.trainer_nice)  # before torch starts its threads, which inherit it
     from finch.learning.trainer import run_until_signalled
@@ -156,17 +157,7 @@ def teacher(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 def stats(home: Path | None, days: int, as_json: bool) -> None:
     """Show requests, routes, tokens and dollars, in total and by day."""
-    from finch.store import queries
-    from finch.vocabulary import explain
-
-    settings = _settings(home=home)
-    db = settings.db_path
-    report = {
-        "totals": queries.totals(db),
-        "by_day": queries.by_day(db, days),
-        "by_reason": [{**row, "why": explain(row["reason"])} for row in queries.by_reason(db)],
-        "learning": learning_report(settings),
-    }
+    report = stats_report(_settings(home=home), days)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -234,10 +225,10 @@ def reset(home: Path | None, everything: bool) -> None:
 @click.confirmation_option(prompt="Delete stored conversations?")
 def forget(home: Path | None, before: Any) -> None:
     """Delete stored conversations and answers (all, or older than --before). Totals stay."""
-    from finch.store import queries
+    from finch.store.log import open_log
 
-    db = _settings(home=home).db_path
-    deleted = queries.forget(db, before.timestamp() if before is not None else None)
+    log = open_log(_settings(home=home).home, writer=False)
+    deleted = log.forget(before.timestamp() if before is not None else None)
     click.echo(f"deleted {deleted} stored conversations")
 
 

@@ -7,6 +7,7 @@ Every field is a key of the same name in config.toml and an environment variable
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from typing import Any
 from finch.errors import ConfigError
 
 DEFAULT_HOME = Path("~/.finch")
+# The environment variable in which a server hands the trainer it starts its settings, whole.
+TRAINER_SETTINGS_ENV = "FINCH_TRAINER_SETTINGS"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,16 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.home / "finch.db"
+
+    def to_json(self) -> str:
+        """Every setting but the secrets, as JSON: how the server hands its settings to the trainer's
+        process whole (``from_json``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in SECRET_FIELDS}
+        return json.dumps({**values, "home": str(self.home)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        return _build(json.loads(text))
 
 
 _ENV_ALIASES = {"api_key": ("FINCH_API_KEY", "ANTHROPIC_API_KEY")}

@@ -15,7 +15,6 @@ import httpx2
 from finch.config import load_settings
 from finch.server.app import build_app
 from finch.server.runner import running
-from finch.store import queries
 from finch.teacher.corpus import Corpus, load_default
 from finch.teacher.server import Teacher, build_teacher_app
 
@@ -74,7 +73,7 @@ def run_demo(
                         wrong += not loop.judge.agrees(answer, corpus.answer(question))[0]
                     app.state.proxy.store.flush()
                     loop.drain()
-                totals = queries.totals(app.state.proxy.settings.db_path)
+                totals = app.state.proxy.store.totals()
                 learning = loop.status()
         return DemoResult(
             requests=n,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,20 +61,22 @@ def _nearest(learning: dict[str, Any]) -> str:
     )
 
 
-def learning_report(settings: Settings) -> dict[str, Any]:
-    """What `finch stats` says of learning, from the log and from the bound's evidence as the trainer
-    last saved it (``models/state.json``), read without the models: what the bound is over and,
-    while nothing is certified, how near the nearest region is."""
-    from finch.policy.bound import Certifier
-    from finch.store import queries
+def stats_report(settings: Settings, days: int) -> dict[str, Any]:
+    """What `finch stats` shows: the log's totals, days and reasons, and the learning status the
+    server shows too (``finch.learning.status``). It reads; it creates nothing."""
+    from finch.learning.status import learning_status, read_published
+    from finch.store.log import open_log
+    from finch.vocabulary import explain
 
-    learning = queries.learning_summary(settings.db_path)
-    try:
-        state = json.loads((settings.home / "models" / "state.json").read_text())
-    except (OSError, ValueError):
-        return {**learning, "bound": None}
-    certifier = Certifier.from_state(state.get("certifier"), settings.max_bad_local)
-    return {**learning, "bound": certifier.describe(learning["threshold"])}
+    log = open_log(settings.home, writer=False)
+    published = read_published(settings.home)
+    backlog = log.backlog(published["position"] if published is not None else {})
+    return {
+        "totals": log.totals(),
+        "by_day": log.by_day(days),
+        "by_reason": [{**row, "why": explain(row["reason"])} for row in log.by_reason()],
+        "learning": learning_status(published, settings.max_bad_local, backlog),
+    }
 
 
 def describe_demo(result: DemoResult, elapsed: float) -> str:

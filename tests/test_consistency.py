@@ -3,12 +3,12 @@ whose answers differ is never answered locally."""
 
 import random
 
+from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning import snapshot
 from finch.learning.consistency import Consistency
-from finch.learning.ensemble import Ensemble, LearningConfig
-from finch.learning.serving import Serving, ServingConfig
-from finch.policy.schedule import Schedule
+from finch.learning.ensemble import Ensemble
+from finch.learning.serving import Serving
 
 
 def same(a, b):
@@ -50,12 +50,15 @@ def ask(text):
 
 
 def test_the_ensemble_repeats_consistent_answers_and_forwards_varying_ones(tmp_path):
-    config = LearningConfig(
+    config = Settings(
+        home=tmp_path,
         preset="tiny",
         max_bad_local=0.1,  # a few dozen clean answers certify it
-        schedule=Schedule(cold_start=1, conservative_until=1, sampling=((2**62, 0.0),)),
+        cold_start=1,
+        conservative_until=1,
+        sampling="*:0",
     )
-    ensemble = Ensemble(tmp_path, config)
+    ensemble = Ensemble(config)
     capital = ask("What is the capital of France?")
     joke = ask("Tell me a joke.")
     ensemble.learn_from_claude(joke, "Why did the chicken cross the road? To get to the other side.")
@@ -75,7 +78,7 @@ def test_the_ensemble_repeats_consistent_answers_and_forwards_varying_ones(tmp_p
     assert serving.decide(capital, 2, random.random).reason == "local_too_long"  # never over max_tokens
 
     ensemble.save()
-    again = published(Ensemble(tmp_path, config), tmp_path)
+    again = published(Ensemble(config), tmp_path)
     assert again.decide(capital, 100, random.random).reason == "repeat"
     assert again.decide(joke, 100, random.random).reason == "answers_vary"
 
@@ -84,6 +87,6 @@ def published(ensemble, tmp_path):
     """What the server would serve from: the ensemble's snapshot, written and read back."""
     path = tmp_path / "serving.pt"
     snapshot.write(path, snapshot.capture(ensemble, 1))
-    config = ServingConfig.of(ensemble.config)
+    config = ensemble.config
     judge = ensemble.judge
     return Serving(snapshot.read(path), config, ensemble.tokenizer, lambda t: judge.embed([t])[0], judge.embed_answers)

@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from finch.learning import snapshot
+from finch.learning import snapshot, status
 from finch.models.learners import load_learner
 from finch.models.tokenizer import FinchTokenizer
 from finch.server.runner import free_port
@@ -75,7 +75,7 @@ def load(url, stop):
 
 
 def published_generation(home):
-    served = snapshot.read(home / "models" / snapshot.FILE)
+    served = snapshot.read(home / "models" / status.FILE)
     return served["generation"] if served else 0
 
 

@@ -13,7 +13,7 @@ import torch
 
 from finch.bundled import chatterbot_pairs
 from finch.conversation import Conversation
-from finch.learning import snapshot
+from finch.learning import snapshot, status
 from finch.models import checkpoint
 from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
@@ -247,7 +247,7 @@ def test_a_serving_snapshot_reads_back_the_same_models(tokenizer, tmp_path, capl
         "consistency": [["question 1", "answer", 2, True]],
         "standing": {"phase": "learned", "threshold": 0.97},
     }
-    path = tmp_path / snapshot.FILE
+    path = tmp_path / status.FILE
     snapshot.write(path, published)
     found = snapshot.read(path)
     assert found["generation"] == 7 and found["consistency"] == published["consistency"]

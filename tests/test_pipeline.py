@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning import snapshot
-from finch.learning.ensemble import Ensemble, LearningConfig
-from finch.learning.serving import Serving, ServingConfig
+from finch.learning.ensemble import Ensemble
+from finch.learning.serving import Serving
 from finch.policy.decide import Attempt, Standing, first_passing
+from finch.teacher.corpus import reword
 from tests.datasets import banking77
 
 THRESHOLDS = (0.3, 0.6, 0.9, 0.97, 1.0)
@@ -30,14 +32,19 @@ class Replayed:
 
 
 def stream(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
-    """Banking77 questions from six intents, each answered by its intent's one answer, as Claude
-    would answer alike: paraphrases and exact repeats, with several max_tokens."""
+    """Banking77 questions from six intents, each answered by its intent's one answer in varied
+    framing, as Claude would (so the judge learns framing on the way): paraphrases and exact
+    repeats, with several max_tokens."""
     by_intent = banking77("train")
     intents = sorted(by_intent)[:6]
     rng = random.Random(seed)
     pool = [(u, f"For {intent.replace('_', ' ')}: open the app and follow the steps shown.") for intent in intents
             for u in by_intent[intent][:8]]  # fmt: skip
-    return [(*rng.choice(pool), rng.choice(MAX_TOKENS)) for _ in range(n)]
+    requests = []
+    for _ in range(n):
+        question, answer = rng.choice(pool)
+        requests.append((question, reword(answer, rng), rng.choice(MAX_TOKENS)))
+    return requests
 
 
 def served_at(attempt: Attempt, threshold: float) -> str | None:
@@ -54,7 +61,7 @@ def replay(ensemble: Ensemble, tmp_path, requests: list[tuple[str, str, int]]) -
         snapshot.write(path, snapshot.capture(ensemble, i + 1))
         serving = Serving(
             snapshot.read(path),
-            ServingConfig.of(ensemble.config),
+            ensemble.config,
             ensemble.tokenizer,
             lambda t: judge.embed([t])[0],
             judge.embed_answers,
@@ -85,13 +92,14 @@ def replay(ensemble: Ensemble, tmp_path, requests: list[tuple[str, str, int]]) -
 
 @pytest.fixture
 def ensemble(tmp_path) -> Ensemble:
-    config = LearningConfig(preset="tiny", local_budget_s=60.0)  # no deadline: the same words each time
-    return Ensemble(tmp_path, config, seed_texts=[q for q, _, _ in stream(200)])
+    settings = Settings(home=tmp_path, preset="tiny", local_budget_s=60.0)  # no deadline: the same words each time
+    return Ensemble(settings, seed_texts=[q for q, _, _ in stream(200)])
 
 
 def test_a_stream_replayed_through_the_trainer_reproduces_the_request_path(ensemble, tmp_path):
     seen = replay(ensemble, tmp_path, stream(60))
     assert seen.mismatches == 0, seen
+    assert ensemble.judge.framing.known  # framing was learned mid-stream, candidates re-embedded
     # The comparison covered what it must: attempts that stopped at a recalled or repeated answer,
     # attempts that went on to a written one, and answers that passed.
     assert seen.compared >= 50 and seen.written >= 5 and seen.served >= 5, seen

@@ -1,7 +1,8 @@
 """Audits that find the models serving bad answers beyond the bound roll them back."""
 
+from finch.config import Settings
 from finch.conversation import Conversation
-from finch.learning.ensemble import Ensemble, LearningConfig
+from finch.learning.ensemble import Ensemble
 from finch.models.checkpoint import latest
 from finch.policy.decide import Attempt, Candidate, Decision
 
@@ -17,7 +18,7 @@ BAD_AUDIT = Decision(
 
 
 def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
-    ensemble = Ensemble(tmp_path, LearningConfig(preset="tiny"))
+    ensemble = Ensemble(Settings(home=tmp_path, preset="tiny"))
     for i in range(3):
         ensemble.learn_from_claude(ask(f"question {i}"), f"answer {i}")
     ensemble.save()
@@ -39,7 +40,7 @@ def test_audited_bad_answers_beyond_the_bound_roll_the_models_back(tmp_path):
 
 
 def test_a_few_bad_audits_are_not_enough(tmp_path):
-    ensemble = Ensemble(tmp_path, LearningConfig(preset="tiny"))
+    ensemble = Ensemble(Settings(home=tmp_path, preset="tiny"))
     ensemble.learn_from_claude(ask("q"), "a")
     ensemble.save()
     ensemble.learn_from_claude(ask("q2"), "a2")

@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
+from finch.config import Settings
 from finch.server.pressure import Pressure
-from finch.store import queries
 from finch.store.db import read_rows
 from tests.conftest import QA, TEST_KEY
 
@@ -87,7 +88,7 @@ def test_a_killed_trainer_is_restarted_and_resumes_from_its_checkpoint_counting_
         time.sleep(0.05)
     rows = read_rows(db, "SELECT request_id FROM learning")
     assert len(rows) == len({row["request_id"] for row in rows}) == 3  # the two learned again, once each
-    assert queries.learning_summary(db)["learned"] == loop.status()["learned"] == 3  # nothing lost, none twice
+    assert loop.store.learning_summary()["learned"] == loop.status()["learned"] == 3  # nothing lost, none twice
 
 
 def test_the_request_path_runs_its_models_on_one_thread(finch):
@@ -105,7 +106,8 @@ def test_the_trainer_runs_at_the_lowest_priority_holds_no_key_and_stops_with_its
     assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # below nice 19: requests preempt it at once
     environ = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"fake-server-key-93d1" not in environ and b"fake-token-77ab" not in environ
-    assert b"FINCH_PRESET=tiny" in environ  # the server's own settings, whatever layer they came from
+    handed = environ.split(b"FINCH_TRAINER_SETTINGS=")[1].split(b"\0")[0]  # the server's settings, whole
+    assert Settings.from_json(handed.decode()) == replace(loop.settings, api_key=None, client_token=None)
 
     ask(finch, QA[0][0], token="fake-token-77ab")
     assert loop.drain(60)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,20 +37,6 @@ from finch.policy.schedule import Schedule
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class LearningConfig:
-    """The settings the models and the policy read; every default is the one declared in Settings."""
-
-    preset: str = Settings.preset
-    max_bad_local: float = Settings.max_bad_local
-    judge_threshold: float = Settings.judge_threshold
-    schedule: Schedule = field(default_factory=Schedule)
-    max_local_tokens: int = Settings.max_local_tokens
-    local_budget_s: float = Settings.local_budget_s  # past this, the attempt is abandoned (forwarded)
-    retrieval: bool = Settings.retrieval  # recalled candidate and Claude's words for matching written answers
-    seed: int = Settings.seed
-
-
 @dataclass
 class Judged:
     """What the trainer learned from one event; the trainer logs it."""
@@ -67,9 +52,11 @@ class Judged:
 
 
 class Ensemble:
-    def __init__(self, home: Path, config: LearningConfig, seed_texts: Iterable[str] = ()) -> None:
-        self.home = home
-        self.config = config
+    def __init__(self, settings: Settings, seed_texts: Iterable[str] = ()) -> None:
+        """``settings``: finch's, whole (the trainer's are the server's); its home holds the models."""
+        config = self.config = settings
+        home = self.home = settings.home
+        self.schedule = Schedule.of(settings)
         self.files = ModelHome(home / "models")
         self.tokenizer: FinchTokenizer = load_or_build(home / "tokenizer.json", seed_texts)
         self.judge = Judge(config.judge_threshold)
@@ -82,7 +69,7 @@ class Ensemble:
         self.learned: int = state.get("learned", 0)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
         # Every scored answer's evidence, since the first: the bound holds for as long as finch runs.
-        lowest = config.schedule.lowest_rate
+        lowest = self.schedule.lowest_rate
         self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local, floor=lowest)
         self.stacker = Stacker.from_state(state.get("stacker"))
         # The operating point: the certified threshold on P(good), None while none is.
@@ -97,7 +84,7 @@ class Ensemble:
 
     @property
     def phase(self) -> str:
-        return self.config.schedule.phase(self.learned)
+        return self.schedule.phase(self.learned)
 
     # -- learning --------------------------------------------------------------------------------
 
@@ -121,32 +108,22 @@ class Ensemble:
         proposal = self.propose(conversation, max_tokens or self.config.max_local_tokens)
         scored = list(proposal)  # every candidate, before anything below learns from this answer
         model = [s for s in scored if s.candidate.source != Source.REPEAT]  # what the models learn from
-        if self.judge.framing.observe(teacher_answer):
-            self.memory.reembed(self.judge.embed_answers)  # agreement is measured without framing
-            model = [replace(s, vec=self.judge.embed_answers([s.candidate.text])[0]) for s in model]
+        vecs = [s.vec for s in model]
+        if self.judge.framing.observe(teacher_answer):  # agreement is measured without framing
+            self.memory.reembed(self.judge.embed_answers)
+            vecs = [self.judge.embed_answers([s.candidate.text])[0] for s in model]
         repeat_agrees = self.consistency.observe(
             question_key(conversation), teacher_answer, lambda a, b: self.judge.agrees(a, b)[0]
         )
         teacher_vec = self.judge.embed_answers([teacher_answer])[0]
-        judged = [(s, *self.judge.agrees_embedded(s.candidate.text, teacher_answer, s.vec, teacher_vec)) for s in model]
-        ok = {id(s): good for s, good, _ in judged}
+        judged = [
+            (s, *self.judge.agrees_embedded(s.candidate.text, teacher_answer, vec, teacher_vec))
+            for s, vec in zip(model, vecs, strict=True)
+        ]
         best = max(judged, key=lambda j: (j[0].candidate.p_good, j[0].candidate.p_validator or 0.0), default=None)
         good, divergence = (best[1], best[2]) if best is not None else (False, None)
-        audit_good = None
-        if audit is not None and audit.attempt is not None and audit.answer is not None:
-            audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
-            self.audits.record(audit_good)
-            # What finch was about to serve, at the scores it was tried at, each judged.
-            attempt = audit.attempt
-            bad = [
-                not (audit_good if c.text == audit.answer else self.judge.agrees(c.text, teacher_answer)[0])
-                for c in attempt.candidates
-            ]
-            self.certifier.observe_first(attempt.options(bad), attempt.audit_chance)
-        else:  # prequential: each candidate's score from earlier examples only, then its verdict
-            servable = proposal.servable()
-            bad = [not (repeat_agrees if s.candidate.source == Source.REPEAT else ok[id(s)]) for s in servable]
-            self.certifier.observe_first(proposal.attempt().options(bad))
+        verdicts = {id(s): verdict for s, verdict, _ in judged}  # Scored holds lists: keyed by identity
+        audit_good = self._count(proposal, verdicts, repeat_agrees, teacher_answer, audit)
         for s, verdict, _ in judged:
             self.stacker.observe(s.stacked, verdict)
         hood = proposal.hood
@@ -172,6 +149,35 @@ class Ensemble:
         return Judged(
             good, divergence, proposal.p_router, p_validator, losses, audit_good, p_good, chosen.candidate.text
         )
+
+    def _count(
+        self,
+        proposal: Proposal,
+        verdicts: dict[int, bool],
+        repeat_agrees: bool | None,
+        teacher_answer: str,
+        audit: Decision | None,
+    ) -> bool | None:
+        """Count one request in the bound: at every threshold, the answer that would be served there,
+        judged. An audit counts the attempt the request path logged, at the scores it was served at,
+        with its audit chance; any other forward counts this proposal (prequential: each candidate
+        scored from earlier examples only). Returns an audit's verdict on the withheld answer."""
+        if audit is None or audit.attempt is None or audit.answer is None:
+            bad = [
+                not (repeat_agrees if s.candidate.source == Source.REPEAT else verdicts[id(s)])
+                for s in proposal.servable()
+            ]
+            self.certifier.observe_first(proposal.attempt().options(bad))
+            return None
+        audit_good, _ = self.judge.agrees(audit.answer, teacher_answer)
+        self.audits.record(audit_good)
+        attempt = audit.attempt
+        bad = [
+            not (audit_good if c.text == audit.answer else self.judge.agrees(c.text, teacher_answer)[0])
+            for c in attempt.candidates
+        ]
+        self.certifier.observe_first(attempt.options(bad), attempt.audit_chance)
+        return audit_good
 
     def propose(self, conversation: Conversation, max_tokens: int) -> Proposal:
         """The decision pipeline on the models as they stand (``Learners.propose``)."""
@@ -240,13 +246,13 @@ class Ensemble:
         if self.phase == "cold_start":
             return None
         conservative = self.phase == "conservative"
-        return self.certifier.certified(self.config.schedule.conservative_p if conservative else 0.0)
+        return self.certifier.certified(self.schedule.conservative_p if conservative else 0.0)
 
     def _republish(self) -> None:
         """The operating point from the evidence as it now stands, and the policy's state with it,
         published whole (one reference assignment: a request sees the old state or the new)."""
         self.threshold = self._operating_point()
-        schedule = self.config.schedule
+        schedule = self.schedule
         rate = schedule.sample_rate(self.learned)
         tripped = self.audits.over_bound(self.config.max_bad_local)
         self.standing = Standing(self.phase, self.threshold, rate, tripped, min(rate, schedule.floor_rate))
@@ -269,7 +275,7 @@ class Ensemble:
         return {
             "learned": self.learned,
             "phase": self.phase,
-            "sample_rate": self.config.schedule.sample_rate(self.learned),
+            "sample_rate": self.schedule.sample_rate(self.learned),
             "threshold": self.threshold,
             "max_bad_local": self.config.max_bad_local,
             "certified": self.threshold is not None,

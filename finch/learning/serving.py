@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning.consistency import Consistency, question_key
 from finch.learning.memory import Memory
@@ -28,24 +28,11 @@ from finch.policy.decide import Decision, Standing
 from finch.vocabulary import Reason, Route
 
 
-@dataclass(frozen=True)
-class ServingConfig:
-    judge_threshold: float
-    max_local_tokens: int
-    local_budget_s: float  # past this, the attempt is abandoned (forwarded)
-    retrieval: bool  # recalled candidate and Claude's words for matching written answers
-
-    @classmethod
-    def of(cls, settings: Any) -> ServingConfig:
-        """The serving part of ``settings`` (finch's Settings, or the trainer's LearningConfig)."""
-        return cls(settings.judge_threshold, settings.max_local_tokens, settings.local_budget_s, settings.retrieval)
-
-
 class Serving:
     def __init__(
         self,
         snapshot: dict[str, Any],
-        config: ServingConfig,
+        config: Settings,
         tokenizer: FinchTokenizer,
         question_vec: Callable[[str], torch.Tensor],
         embed_answers: Callable[[list[str]], torch.Tensor],
@@ -56,7 +43,8 @@ class Serving:
         self.tokenizer = tokenizer
         self.generation: int = snapshot["generation"]
         self.position: dict[str, int] = dict(snapshot["position"])
-        self.status: dict[str, Any] = snapshot["status"]
+        # What the status shows of it (finch.learning.status): the header's part that describes learning.
+        self.published: dict[str, Any] = {key: snapshot[key] for key in ("format", "generation", "position", "status")}
         self.standing = Standing(**snapshot["standing"])
         self.blocked = frozenset(snapshot["blocked"])
         self.framing = frozenset(snapshot["framing"])

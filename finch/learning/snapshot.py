@@ -40,14 +40,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from finch.learning.status import FORMAT, HEADER_KEY
+
 if TYPE_CHECKING:
     from finch.learning.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
-
-FORMAT = 2
-FILE = "serving.safetensors"
-_HEADER_KEY = "finch"
 
 
 def capture(ensemble: Ensemble, generation: int) -> dict[str, Any]:
@@ -76,7 +74,7 @@ def capture(ensemble: Ensemble, generation: int) -> dict[str, Any]:
 
 def write(path: Path, snapshot: dict[str, Any]) -> None:
     tensors, rest = _split(snapshot)
-    data = save(tensors, metadata={_HEADER_KEY: json.dumps(rest)})
+    data = save(tensors, metadata={HEADER_KEY: json.dumps(rest)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
@@ -93,7 +91,7 @@ def read(path: Path) -> dict[str, Any] | None:
     """The snapshot at ``path``; None when there is none, or it cannot be used (said in the log)."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = (f.metadata() or {}).get(_HEADER_KEY)
+            header = (f.metadata() or {}).get(HEADER_KEY)
             # Copied into memory of torch's own: a tensor read in place may sit off the alignment its
             # kernels assume, and they then sum in another order, so the request path's scores would
             # differ from the trainer's in the last bits (tests/test_pipeline.py compares them).

@@ -1,7 +1,7 @@
 """The trainer: its own process (``finch train``), learning from the request log and publishing the
 snapshot that the server serves from.
 
-It reads the log in the order it was written (``finch.store.queries.learning_events``): Claude's
+It reads the log in the order it was written (``finch.store.log.Log.events``): Claude's
 answers to eligible requests, local answers served or withheld for an audit, and users' verdicts on
 local answers. Whatever is waiting is learned in one pass; then a serving snapshot is published
 (``finch.learning.snapshot``): at once when the pass has caught up with the log, at most once a
@@ -33,21 +33,19 @@ from typing import Any
 
 import torch
 
-from finch.config import Settings, parse_sampling
-from finch.learning import snapshot
+from finch.config import Settings
+from finch.learning import snapshot, status
 from finch.learning.cores import FreeCores
-from finch.learning.ensemble import Ensemble, Judged, LearningConfig
+from finch.learning.ensemble import Ensemble, Judged
 from finch.learning.events import Event
 from finch.policy.decide import AUDITED_REASONS
-from finch.policy.schedule import Schedule
-from finch.store import queries
-from finch.store.db import Store, ensure_private_dir
+from finch.store.db import ensure_private_dir
+from finch.store.log import open_log
 from finch.store.rows import forget_learning_after, learning_row
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.01  # how often an idle trainer looks for new rows in the log (two stat calls)
-_REREAD_S = 1.0  # and reads it regardless this often, whatever the files' stats say
+_REREAD_S = 1.0  # an idle trainer reads the log at least this often, whatever the log says
 _PUBLISH_EVERY_S = 1.0  # at most, while a backlog remains (a snapshot costs a write here and a load there)
 _BATCH = 256  # rows read from the log at a time
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -57,35 +55,15 @@ _MAX_BATCH = 32  # events learned in one batch at most: more would publish less 
 _BATCH_S = 8.0
 
 
-def learning_config(settings: Settings) -> LearningConfig:
-    return LearningConfig(
-        preset=settings.preset,
-        max_bad_local=settings.max_bad_local,
-        judge_threshold=settings.judge_threshold,
-        schedule=Schedule(
-            cold_start=settings.cold_start,
-            conservative_until=settings.conservative_until,
-            conservative_p=settings.conservative_threshold,
-            sampling=parse_sampling(settings.sampling),
-        ),
-        local_budget_s=settings.local_budget_s,
-        max_local_tokens=settings.max_local_tokens,
-        retrieval=settings.retrieval,
-        seed=settings.seed,
-    )
-
-
 def snapshot_path(settings: Settings) -> Path:
-    return settings.home / "models" / snapshot.FILE
+    return settings.home / "models" / status.FILE
 
 
 class Trainer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db_path)  # the learning table's rows, written off this thread
-        self.ensemble = Ensemble(
-            settings.home, learning_config(settings), seed_texts=queries.recent_texts(settings.db_path)
-        )
+        self.store = open_log(settings.home)  # the learning rows are written off this thread
+        self.ensemble = Ensemble(settings, seed_texts=self.store.recent_texts())
         self.path = snapshot_path(settings)
         for stale in self.path.parent.glob(f".{self.path.name}.*"):  # a write cut short by a kill
             stale.unlink(missing_ok=True)
@@ -110,23 +88,11 @@ class Trainer:
             self.publish()
             while not stop.is_set():
                 if not self.step():
-                    self._idle_until_the_log_changes(stop)
+                    self.store.wait(stop, _REREAD_S)  # until the log may have grown
             self.ensemble.save()
             self.publish(force=True)
         finally:
             self.store.close()
-
-    def _idle_until_the_log_changes(self, stop: threading.Event) -> None:
-        """Wait until the log's files change (SQLite in WAL mode appends every commit to the -wal
-        file) or ``_REREAD_S`` passes: a look costs two stat calls, not two queries."""
-        before, deadline = self._log_files(), time.monotonic() + _REREAD_S
-        while not stop.wait(POLL_S) and time.monotonic() < deadline:
-            if self._log_files() != before:
-                return
-
-    def _log_files(self) -> tuple[tuple[int, int] | None, ...]:
-        db = self.settings.db_path
-        return tuple(_stat(path) for path in (db, db.with_name(db.name + "-wal")))
 
     def step(self) -> int:
         """Learn what is waiting in the log, up to ``_MAX_BATCH`` events or about ``_BATCH_S`` of
@@ -188,10 +154,10 @@ class Trainer:
     def _waiting(self) -> Iterator[Event]:
         """The log's rows after the ensemble's position, oldest first (the caller moves the position
         past each one it learns; here it moves past the rows with nothing to learn)."""
-        db, position = self.settings.db_path, self.ensemble.position
+        position = self.ensemble.position
         for table, make in (("requests", Event.from_request), ("feedback", Event.from_feedback)):
             while True:
-                rows, reached = queries.learning_events(db, table, position.get(table, 0), _BATCH)
+                rows, reached = self.store.events(table, position.get(table, 0), _BATCH)
                 yield from (make(row) for row in rows)
                 position[table] = max(position.get(table, 0), reached)
                 if len(rows) < _BATCH:
@@ -214,14 +180,6 @@ class Trainer:
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
             return None
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def _with_losses(judged: Judged, losses: dict[str, float | None]) -> Judged:

@@ -25,6 +25,11 @@ class Schedule:
     conservative_p: float = Settings.conservative_threshold
     sampling: Sequence[tuple[int, float]] = DEFAULT_SAMPLING
 
+    @classmethod
+    def of(cls, settings: Settings) -> Schedule:
+        sampling = parse_sampling(settings.sampling)
+        return cls(settings.cold_start, settings.conservative_until, settings.conservative_threshold, sampling)
+
     def phase(self, learned: int) -> str:
         if learned < self.cold_start:
             return "cold_start"

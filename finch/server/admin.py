@@ -26,7 +26,6 @@ from starlette.responses import Response
 from finch.dialects.common import parse_json_object
 from finch.errors import ApiError, InvalidRequest, NotFound, Unauthorized, error_body
 from finch.server import dashboard
-from finch.store import queries
 
 if TYPE_CHECKING:
     from finch.server.app import Proxy
@@ -73,19 +72,19 @@ class Admin:
     async def dashboard_data(self, request: Request) -> Response:
         if (refused := self._refused(request)) is not None:
             return refused
-        loop, db = self.proxy.learning, self.proxy.settings.db_path
-        body = await run_in_threadpool(lambda: dashboard.report(db, loop.status() if loop is not None else None))
+        loop, log = self.proxy.learning, self.proxy.store
+        body = await run_in_threadpool(lambda: dashboard.report(log, loop.status() if loop is not None else None))
         return Response(json.dumps(body), media_type=JSON, headers={"cache-control": "no-store"})
 
     async def stats(self, request: Request) -> Response:
         if (refused := self._refused(request)) is not None:
             return refused
-        proxy, db = self.proxy, self.proxy.settings.db_path
+        proxy, log = self.proxy, self.proxy.store
         body = await run_in_threadpool(
             lambda: {
-                "totals": queries.totals(db),
-                "by_reason": queries.by_reason(db),
-                "examples": queries.example_count(db),
+                "totals": log.totals(),
+                "by_reason": log.by_reason(),
+                "examples": log.example_count(),
                 "log_dropped": proxy.store.dropped,
                 "learning": proxy.learning.status() if proxy.learning is not None else None,
             }

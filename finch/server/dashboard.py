@@ -1,7 +1,7 @@
 """The dashboard: one page (``dashboard.html``, no build step, nothing fetched from outside) and the
 JSON it polls.
 
-Every figure is aggregated in SQL over the request log (``finch.store.queries``), bucketed so that
+Every figure is aggregated over the request log (``finch.store.log.Log.dashboard``), bucketed so that
 the page draws about sixty points whatever the log's length; the learning loop adds its live state
 (phase, operating point, the bound's evidence, the trainer's backlog). Questions and answers appear
 only for answers finch served itself, which are already in the log so that feedback can teach.
@@ -10,11 +10,10 @@ only for answers finch served itself, which are already in the log so that feedb
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from finch.policy.bound import audit_interval
-from finch.store import queries
+from finch.store.log import Log
 from finch.vocabulary import explain
 
 
@@ -22,24 +21,18 @@ def page() -> bytes:
     return resources.files("finch.server").joinpath("dashboard.html").read_bytes()
 
 
-def report(db: Path, learning: dict[str, Any] | None) -> dict[str, Any]:
+def report(log: Log, learning: dict[str, Any] | None) -> dict[str, Any]:
     """Everything the page shows, in one response."""
-    if not db.exists():
-        empty: dict[str, Any] = {"bucket_s": 60, "series": [], "by_day": [], "recent": []}
-        return {**empty, "totals": queries.totals(db), "learning": learning}
-    bucket_s = queries.bucket_seconds(db)
-    recent = queries.recent_requests(db)
-    for row in recent:
+    data = log.dashboard()
+    for row in data["recent"]:
         row["why"] = explain(row["reason"])
-    days = queries.by_day(db, None)  # every day: the totals are their sums, one scan of the log fewer
+    days = data["days"]  # every day: the totals are their sums, one scan of the log fewer
     return {
-        "bucket_s": bucket_s,
-        "series": _series(queries.messages_over_time(db, bucket_s), queries.learning_over_time(db, bucket_s)),
+        "bucket_s": data["bucket_s"],
+        "series": _series(data["messages"], data["learning"]),
         "by_day": days[:30][::-1],
-        "totals": {key: sum(day[key] for day in days) for key in days[0] if key != "day"}
-        if days
-        else queries.totals(db),
-        "recent": recent,
+        "totals": {key: sum(day[key] for day in days) for key in days[0] if key != "day"} if days else log.totals(),
+        "recent": data["recent"],
         "learning": learning,
     }
 

@@ -29,17 +29,16 @@ from finch.conversation import Conversation
 from finch.learning import snapshot
 from finch.learning.consistency import question_key
 from finch.learning.judge import Judge
-from finch.learning.serving import Serving, ServingConfig
+from finch.learning.serving import Serving
+from finch.learning.status import learning_status
 from finch.learning.trainer import snapshot_path
 from finch.metrics import Metrics
 from finch.models.generator import generator_config
 from finch.models.tokenizer import load_or_build
-from finch.policy.bound import BOUND_OVER, audit_interval
 from finch.policy.decide import Decision
 from finch.server.pressure import Pressure
 from finch.server.supervisor import TrainerProcess
-from finch.store import queries
-from finch.store.db import Store
+from finch.store.log import Log
 from finch.store.rows import feedback_row
 from finch.vocabulary import Reason, Route
 
@@ -57,15 +56,14 @@ _MODEL_THREADS = 1
 
 
 class LearningLoop:
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics, pressure: Pressure | None = None) -> None:
+    def __init__(self, settings: Settings, store: Log, metrics: Metrics, pressure: Pressure | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.pressure = pressure
-        self.config = ServingConfig.of(settings)
         # Built here, before the trainer starts, so that the two processes never build it at once.
         # (The log's texts are read only if the tokenizer must be built: recent_texts is a generator.)
-        self.tokenizer = load_or_build(settings.home / "tokenizer.json", queries.recent_texts(store.path))
+        self.tokenizer = load_or_build(settings.home / "tokenizer.json", store.recent_texts())
         self.judge = Judge(settings.judge_threshold)
         # People ask the same things again: a repeated question skips its embedding on the request path.
         self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
@@ -148,8 +146,8 @@ class LearningLoop:
     def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
         """A user's verdict on an answer. None when finch never saw that request."""
         self.store.flush(timeout=2.0)  # the request's own row may still be on the writer's queue
-        found = self._recent.get(request_id) or queries.stored_local_answer(self.store.path, request_id)
-        known = found is not None or queries.request_is_logged(self.store.path, request_id)
+        found = self._recent.get(request_id) or self.store.stored_local_answer(request_id)
+        known = found is not None or self.store.request_is_logged(request_id)
         if not known:
             return None
         self.store.submit(feedback_row(request_id, good))  # the trainer learns it from the log
@@ -182,7 +180,7 @@ class LearningLoop:
         self._loaded = identity
         if found is None:
             return False
-        serving = Serving(found, self.config, self.tokenizer, self._question_vec, self.judge.embed_answers)
+        serving = Serving(found, self.settings, self.tokenizer, self._question_vec, self.judge.embed_answers)
         self.judge.framing.known = serving.framing  # one reference each: a request sees old or new
         self.serving = serving
         self._blocked_since -= serving.blocked  # the trainer has learned those verdicts
@@ -196,7 +194,7 @@ class LearningLoop:
         while self.pressure is not None and self.pressure.in_flight and time.monotonic() < deadline:
             time.sleep(0.005)
         self.store.flush()
-        end = queries.log_end(self.store.path)
+        end = self.store.end()
         while time.monotonic() < deadline:
             serving = self.serving
             if serving is not None and all(serving.position.get(t, 0) >= seq for t, seq in end.items()):
@@ -208,12 +206,11 @@ class LearningLoop:
 
     def status(self) -> dict[str, Any]:
         serving = self.serving
-        status = dict(serving.status) if serving is not None else _before_any_snapshot(self.settings)
+        published = serving.published if serving is not None else None
         position = serving.position if serving is not None else {}
-        status["trainer_backlog"] = queries.events_waiting(self.store.path, position)
+        status = learning_status(published, self.settings.max_bad_local, self.store.backlog(position))
         status["trainer_restarts"] = self.trainer.restarts
         status["trainer_pid"] = self.trainer.pid
-        status["snapshot_generation"] = serving.generation if serving is not None else None
         return status
 
     def update_metrics(self) -> None:
@@ -229,30 +226,3 @@ class LearningLoop:
         m.bad_local.labels("low").set(low)
         m.bad_local.labels("high").set(high)
         m.threshold.set(-1 if status["threshold"] is None else status["threshold"])
-
-
-def _before_any_snapshot(settings: Settings) -> dict[str, Any]:
-    """The status of a home whose trainer has published nothing yet: nothing learned."""
-    low, high = audit_interval(0, 0)
-    return {
-        "learned": 0,
-        "phase": "cold_start",
-        "sample_rate": None,  # the trainer's schedule says, once it has published
-        "threshold": None,
-        "max_bad_local": settings.max_bad_local,
-        "certified": False,
-        "bound": {
-            "over": BOUND_OVER,
-            "confidence": None,
-            "evidence": None,
-            "evidence_needed": None,
-            "answers": None,
-            "nearest": None,
-            "handed_over": False,
-        },
-        "audits": 0,
-        "audits_bad": 0,
-        "bad_local_estimate": None,
-        "bad_local_interval": [low, high],
-        "rollbacks": 0,
-    }

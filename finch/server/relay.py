@@ -18,7 +18,8 @@ import httpx2
 from starlette.types import Receive, Scope, Send
 
 from finch.dialects import anthropic
-from finch.store.db import RequestRecord, Store
+from finch.store.db import RequestRecord
+from finch.store.log import Log
 from finch.upstream.client import UpstreamResponse
 
 # Not forwarded in either direction: they describe one hop, not the message.
@@ -43,7 +44,7 @@ class RelayResponse:
         self,
         upstream: UpstreamResponse,
         record: RequestRecord,
-        store: Store,
+        store: Log,
         started: float,
         extra_headers: list[tuple[bytes, bytes]],
         dialect: ModuleType | None,

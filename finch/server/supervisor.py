@@ -9,7 +9,6 @@ that ran for a minute starts again at once.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import subprocess
@@ -17,7 +16,7 @@ import sys
 import threading
 import time
 
-from finch.config import SECRET_FIELDS, Settings, env_name
+from finch.config import TRAINER_SETTINGS_ENV, Settings
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +101,7 @@ class TrainerProcess:
         ]
 
     def _environment(self) -> dict[str, str]:
+        """The server's environment less its secrets, and its settings, whole (``Settings.to_json``)."""
         env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
-        for field in dataclasses.fields(Settings):
-            if field.name in SECRET_FIELDS or field.name in ("home", "prices"):
-                continue
-            env[env_name(field.name)] = str(getattr(self.settings, field.name))
+        env[TRAINER_SETTINGS_ENV] = self.settings.to_json()
         return env

@@ -1,4 +1,5 @@
-"""The request log and training examples, in SQLite (WAL), written by one background thread.
+"""The SQLite log's writer (``finch.store.sqlite``): requests and training examples, in WAL mode,
+written by one background thread.
 
 The request path only calls ``Store.submit``, which puts a record on a bounded queue and returns.
 The writer thread turns records into rows (parsing usage and answer text out of the raw response),
@@ -25,7 +26,7 @@ from finch.policy.decide import Attempt
 from finch.pricing import PriceTable
 from finch.sse import ResponseSummary, decode_body
 from finch.store.migrations import migrate
-from finch.store.rows import Row
+from finch.store.rows import ForgetLearningAfter, Learned, Row, Verdict
 from finch.vocabulary import Route
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,8 @@ class Store:
         self._conn.execute("BEGIN")
         try:
             for record in records:
-                if isinstance(record, Row):
-                    self._conn.execute(record.sql, record.params)
+                if not isinstance(record, RequestRecord):
+                    self._conn.execute(*_statement(record))
                     continue
                 summary, cost = self._summarize(record)
                 self._conn.execute(_INSERT_REQUEST, _request_row(record, summary, cost))
@@ -270,3 +271,20 @@ def read_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[s
         return [dict(row) for row in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+def _statement(row: Row) -> tuple[str, tuple[Any, ...]]:
+    """A row other than a request, as SQLite's statement and parameters."""
+    if isinstance(row, Learned):
+        columns = ", ".join(row.values)
+        return f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(row.values))})", tuple(
+            row.values.values()
+        )
+    if isinstance(row, Verdict):
+        return "INSERT INTO feedback VALUES (?, ?, ?)", (row.request_id, row.ts, int(row.good))
+    if isinstance(row, ForgetLearningAfter):
+        return (
+            "DELETE FROM learning WHERE (kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?)",
+            (row.position.get("requests", 0), row.position.get("feedback", 0)),
+        )
+    raise TypeError(f"not a row the log writes: {row!r}")

@@ -144,12 +144,6 @@ def learning_events(db: Path, table: str, after: int, limit: int) -> tuple[list[
     return rows, (rows[-1]["seq"] if len(rows) == limit else end)
 
 
-def events_waiting(db: Path, position: dict[str, int]) -> int:
-    """Rows written that the trainer has not yet read (its backlog, counted over every request)."""
-    end = log_end(db)
-    return sum(max(0, end[table] - position.get(table, 0)) for table in _EVENTS)
-
-
 def _read_only(db: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)
     conn.row_factory = sqlite3.Row

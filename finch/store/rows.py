@@ -1,22 +1,14 @@
-"""Rows other than requests that the store writes off the caller's thread: the trainer's learning
-events, users' verdicts, and the deletions a restarted trainer makes."""
+"""What the store writes besides requests, as plain records: what the trainer learned from an event,
+a user's verdict, and the learning a restarted trainer takes back. Each backend turns them into its
+own statements (``finch.store.sqlite``), so no SQL leaves the store."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Row:
-    """Any other row to write off the caller's thread: one SQL statement and its parameters."""
-
-    sql: str
-    params: tuple[Any, ...]
-
-
-_LEARNING_COLUMNS = frozenset(
+LEARNING_COLUMNS = frozenset(
     {
         "ts",
         "request_id",
@@ -39,23 +31,43 @@ _LEARNING_COLUMNS = frozenset(
 )
 
 
-def learning_row(**values: Any) -> Row:
-    """One learning event for the ``learning`` table (columns: migrations 0002-0006)."""
-    unknown = set(values) - _LEARNING_COLUMNS
+@dataclass(frozen=True)
+class Learned:
+    """One learning event: what the trainer judged and learned (columns: migrations 0002-0006)."""
+
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A user's verdict on an answer finch served."""
+
+    request_id: str
+    good: bool
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ForgetLearningAfter:
+    """The learning events after ``position`` (a checkpoint's place in the log: each stream's last
+    seq) are gone: the trainer that restarts from that checkpoint learns them again."""
+
+    position: dict[str, int]
+
+
+Row = Learned | Verdict | ForgetLearningAfter
+
+
+def learning_row(**values: Any) -> Learned:
+    unknown = set(values) - LEARNING_COLUMNS
     if unknown:
         raise ValueError(f"no such learning column(s): {sorted(unknown)}")
-    columns = ", ".join(values)
-    return Row(f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+    return Learned(values)
 
 
-def forget_learning_after(position: dict[str, int]) -> Row:
-    """Delete the learning rows of events after ``position`` (a checkpoint's place in the log: the
-    table each event came from, and its rowid there). Its trainer learns them again."""
-    return Row(
-        "DELETE FROM learning WHERE (kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?)",
-        (position.get("requests", 0), position.get("feedback", 0)),
-    )
+def feedback_row(request_id: str, good: bool) -> Verdict:
+    return Verdict(request_id, good)
 
 
-def feedback_row(request_id: str, good: bool) -> Row:
-    return Row("INSERT INTO feedback VALUES (?, ?, ?)", (request_id, time.time(), int(good)))
+def forget_learning_after(position: dict[str, int]) -> ForgetLearningAfter:
+    return ForgetLearningAfter(dict(position))

@@ -1,0 +1,140 @@
+"""The storage seam: everything the server and the trainer share through the store, behind one
+interface.
+
+    write     submit(record)                  a request, a learning row, a verdict; never blocks
+    read      events(stream, after, limit)    the trainer's source, in the order it was written
+              end(), backlog(position)        how far each stream is written; what is left to read
+              wait(stop, timeout)             until something may have been written
+    show      totals(), by_day(), ...         what `finch stats` and the dashboard read
+
+A reader's place in the log is a ``Position``: for each stream (``STREAMS``), the ``seq`` of the
+last row it read. Sequence numbers are the backend's own (SQLite's rowids, a database's sequence);
+callers only compare and store them. SQLite is the embedded implementation (``finch.store.sqlite``);
+``tests/test_log.py`` is the conformance suite any other must pass. ``open_log`` picks one from the
+settings.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finch.conversation import Conversation
+
+if TYPE_CHECKING:
+    from finch.pricing import PriceTable
+    from finch.store.db import Listener, RequestRecord
+    from finch.store.rows import Row
+
+# The streams the trainer learns from: Claude's answers and local answers (requests), and users'
+# verdicts on local answers (feedback).
+STREAMS = ("requests", "feedback")
+Position = dict[str, int]
+
+
+class Log(abc.ABC):
+    """The request log, as the server writes it and the trainer and people read it."""
+
+    # -- writing: queued, committed off the caller's thread -------------------------------------------
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the writer (a reader that never writes need not)."""
+
+    @abc.abstractmethod
+    def submit(self, record: RequestRecord | Row) -> None:
+        """Queue a record; never blocks. A record the writer is too far behind to take is dropped
+        and counted (``dropped``)."""
+
+    @property
+    @abc.abstractmethod
+    def dropped(self) -> int: ...
+
+    @abc.abstractmethod
+    def add_listener(self, listener: Listener) -> None:
+        """Called with each request once it is committed (metrics)."""
+
+    @abc.abstractmethod
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every record submitted so far is committed."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- the trainer's source -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def events(self, stream: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The rows of ``stream`` written after ``after`` that there is something to learn from,
+        oldest first, at most ``limit``; and the seq read up to (past rows with nothing to learn).
+
+        A request row: seq, request_id, route, reason, decision (the logged attempt, JSON),
+        conversation, answer (Claude's) and max_tokens. A feedback row: seq, request_id, good, and
+        the conversation and answer it judges."""
+
+    @abc.abstractmethod
+    def end(self) -> Position:
+        """How far each stream has been written."""
+
+    def backlog(self, position: Position) -> int:
+        """Rows written past ``position``: the trainer's backlog, counted over every request."""
+        end = self.end()
+        return sum(max(0, end[stream] - position.get(stream, 0)) for stream in STREAMS)
+
+    @abc.abstractmethod
+    def wait(self, stop: threading.Event, timeout: float) -> None:
+        """Return when something may have been written, when ``stop`` is set, or after ``timeout``."""
+
+    @abc.abstractmethod
+    def recent_texts(self, limit: int = 2000) -> Iterator[str]:
+        """The turns and Claude's answers of the newest training examples (to build a tokenizer)."""
+
+    # -- what the server looks up ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def stored_local_answer(self, request_id: str) -> tuple[Conversation, str] | None: ...
+
+    @abc.abstractmethod
+    def request_is_logged(self, request_id: str) -> bool: ...
+
+    # -- what people read -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def totals(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def by_day(self, days: int | None = 30) -> list[dict[str, Any]]:
+        """Per UTC day, newest first; every day when ``days`` is None."""
+
+    @abc.abstractmethod
+    def by_reason(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def example_count(self) -> int:
+        """Conversations kept with their answer (Claude's, or finch's own when served locally)."""
+
+    @abc.abstractmethod
+    def learning_summary(self) -> dict[str, Any]:
+        """What the trainer has learned, and what the audits say of the answers finch serves."""
+
+    @abc.abstractmethod
+    def dashboard(self) -> dict[str, Any]:
+        """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
+        day (``finch.server.dashboard`` shapes them)."""
+
+    @abc.abstractmethod
+    def forget(self, before: float | None = None) -> int:
+        """Delete stored conversations, all or those older than ``before`` (unix seconds); the
+        numbers stay. Returns how many stored texts were deleted (a conversation kept with its
+        answer, and a local answer kept for feedback, count one each)."""
+
+
+def open_log(home: Path, prices: PriceTable | None = None, *, writer: bool = True) -> Log:
+    """finch's log for a home: SQLite, embedded (``finch.db``). ``writer=False``: read only, for a
+    command that only shows what is there (and creates nothing)."""
+    from finch.store.sqlite import SqliteLog
+
+    return SqliteLog(home / "finch.db", prices, writer=writer)

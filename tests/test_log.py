@@ -1,0 +1,168 @@
+"""The storage seam's conformance suite: what any backend of ``finch.store.log.Log`` must do. Each test
+runs against every backend in ``BACKENDS``; a second backend is one more entry (and its module)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from finch.conversation import Conversation
+from finch.policy.decide import Attempt, Candidate
+from finch.store.db import RequestRecord
+from finch.store.log import STREAMS, Log
+from finch.store.rows import feedback_row, forget_learning_after, learning_row
+from finch.store.sqlite import SqliteLog
+
+BACKENDS: dict[str, Callable[[Path], Log]] = {
+    "sqlite": lambda tmp: SqliteLog(tmp / "finch.db"),
+}
+CLAUDE = b'{"type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"usage":{}}'
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def open_log(request, tmp_path) -> Iterator[Callable[[], Log]]:
+    opened: list[Log] = []
+
+    def make() -> Log:
+        log = BACKENDS[request.param](tmp_path)
+        log.start()
+        opened.append(log)
+        return log
+
+    yield make
+    for log in opened:
+        log.close()
+
+
+def ask(text: str) -> Conversation:
+    return Conversation("", (("user", text),))
+
+
+def forwarded(request_id: str, question: str = "capital of France?", max_tokens: int = 64, **fields) -> RequestRecord:
+    return RequestRecord(
+        request_id, time.time(), "POST", "/v1/messages", "forward", fields.pop("reason", "uncertified"),
+        fields.pop("status", 200), model="claude-haiku-4-5", chunks=[CLAUDE], conversation=ask(question),
+        max_tokens=max_tokens, **fields,
+    )  # fmt: skip
+
+
+def served(request_id: str, answer: str = "Paris.") -> RequestRecord:
+    attempt = Attempt((Candidate(answer, "recalled", 0.99),), 0.9, chosen=0, audit_chance=0.05)
+    return RequestRecord(
+        request_id, time.time(), "POST", "/v1/messages", "local", "local", 200, model="claude-haiku-4-5",
+        conversation=ask("capital of France?"), attempt=attempt, local_answer=answer, local_usage=(5, 2),
+    )  # fmt: skip
+
+
+def test_rows_are_read_back_in_the_order_written_from_any_cursor(open_log):
+    log = open_log()
+    for i in range(5):
+        log.submit(forwarded(f"r{i}", f"question {i}", max_tokens=10 + i))
+    log.flush()
+    rows, reached = log.events("requests", 0, 100)
+    assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(5)]
+    assert [r["max_tokens"] for r in rows] == [10, 11, 12, 13, 14]
+    assert Conversation.from_json(rows[2]["conversation"]) == ask("question 2") and rows[2]["answer"] == "Paris."
+    assert reached == rows[-1]["seq"] and [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
+    later, _ = log.events("requests", rows[1]["seq"], 2)  # from a cursor, at most a limit
+    assert [r["request_id"] for r in later] == ["r2", "r3"]
+    assert log.end()["requests"] == reached and log.backlog({"requests": rows[1]["seq"]}) == 3
+
+
+def test_the_cursor_moves_past_rows_with_nothing_to_learn(open_log):
+    log = open_log()
+    log.submit(forwarded("r0"))
+    log.submit(forwarded("error", status=529))  # an upstream failure: nothing to learn
+    log.submit(RequestRecord("count", time.time(), "POST", "/v1/messages/count_tokens", "forward", "passthrough", 200))
+    log.flush()
+    rows, reached = log.events("requests", 0, 100)
+    assert [r["request_id"] for r in rows] == ["r0"]
+    assert reached == log.end()["requests"] > rows[0]["seq"]  # the rest are read past, not learned
+    assert log.events("requests", reached, 100) == ([], reached)
+
+
+def test_a_served_answer_is_an_event_with_its_attempt_and_a_verdict_on_it_is_a_feedback_event(open_log):
+    log = open_log()
+    log.submit(served("local1"))
+    log.flush()
+    log.submit(feedback_row("local1", False))
+    log.flush()
+    (row,), _ = log.events("requests", 0, 10)
+    assert (row["route"], row["reason"]) == ("local", "local")
+    attempt = Attempt.from_json(json.loads(row["decision"]))
+    assert attempt.answer == Candidate("Paris.", "recalled", 0.99) and attempt.audit_chance == 0.05
+    (verdict,), _ = log.events("feedback", 0, 10)
+    assert (verdict["request_id"], verdict["good"], verdict["answer"]) == ("local1", 0, "Paris.")
+    assert log.stored_local_answer("local1") == (ask("capital of France?"), "Paris.")
+    assert log.request_is_logged("local1") and not log.request_is_logged("nope")
+
+
+def test_a_reader_waits_for_rows_and_no_longer(open_log):
+    log, stop = open_log(), threading.Event()
+    started = time.monotonic()
+    log.wait(stop, 0.3)  # nothing written: it waits out its time
+    assert time.monotonic() - started >= 0.25
+    threading.Timer(0.1, lambda: log.submit(forwarded("r0"))).start()
+    started = time.monotonic()
+    log.wait(stop, 5.0)
+    assert time.monotonic() - started < 2.0  # woken by the write, not the timeout
+    stop.set()
+    started = time.monotonic()
+    log.wait(stop, 5.0)
+    assert time.monotonic() - started < 0.5
+
+
+def test_learning_rows_after_a_checkpoint_are_taken_back(open_log):
+    log = open_log()
+    for seq in (1, 2, 3):
+        log.submit(learning_row(ts=time.time(), request_id=f"r{seq}", kind="claude", good=1, seq=seq))
+    log.submit(learning_row(ts=time.time(), request_id="r3", kind="claude", audit=1, audit_good=0, seq=4))
+    log.flush()
+    assert log.learning_summary()["learned"] == 4 and log.learning_summary()["audits_bad"] == 1
+    log.submit(forget_learning_after({"requests": 2, "feedback": 0}))
+    log.flush()
+    assert log.learning_summary()["learned"] == 2 and log.learning_summary()["audits"] == 0
+
+
+def test_what_people_read_adds_up(open_log):
+    log = open_log()
+    for i in range(3):
+        log.submit(forwarded(f"f{i}"))
+    log.submit(served("l0"))
+    log.flush()
+    totals = log.totals()
+    assert (totals["requests"], totals["forwarded"], totals["local"]) == (4, 3, 1)
+    assert {(r["route"], r["reason"]): r["requests"] for r in log.by_reason()} == {
+        ("forward", "uncertified"): 3,
+        ("local", "local"): 1,
+    }
+    (today,) = log.by_day()
+    assert today["requests"] == 4 and log.example_count() == 4  # conversations kept with their answer
+    assert "capital of France?" in list(log.recent_texts())
+    board = log.dashboard()
+    assert sum(point["requests"] for point in board["messages"]) == 4 and len(board["recent"]) == 4
+
+
+def test_forget_deletes_conversations_and_keeps_the_numbers(open_log):
+    log = open_log()
+    log.submit(forwarded("f0"))
+    log.submit(served("l0"))
+    log.flush()
+    assert log.forget() == 3  # two conversations kept with their answers, and one local answer
+    assert log.stored_local_answer("l0") is None and log.example_count() == 0
+    assert log.totals()["requests"] == 2
+
+
+def test_what_was_committed_survives_a_reopen(open_log):
+    log = open_log()
+    log.submit(forwarded("r0"))
+    log.flush()
+    log.close()
+    again = open_log()
+    rows, _ = again.events("requests", 0, 10)
+    assert [r["request_id"] for r in rows] == ["r0"] and set(again.end()) == set(STREAMS)
