@@ -95,7 +95,7 @@ def test_a_served_answer_is_an_event_with_its_attempt_and_a_verdict_on_it_is_a_f
     (row,), _ = log.events("requests", 0, 10)
     assert (row["route"], row["reason"]) == ("local", "local")
     attempt = Attempt.from_json(json.loads(row["decision"]))
-    assert attempt.answer == Candidate("Paris.", "recalled", 0.99) and attempt.audit_chance == 0.05
+    assert attempt.choice == Candidate("Paris.", "recalled", 0.99) and attempt.audit_chance == 0.05
     (verdict,), _ = log.events("feedback", 0, 10)
     assert (verdict["request_id"], verdict["good"], verdict["answer"]) == ("local1", 0, "Paris.")
     assert log.stored_local_answer("local1") == (ask("capital of France?"), "Paris.")

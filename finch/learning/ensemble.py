@@ -192,7 +192,11 @@ class Ensemble:
 
     def roll_back_if_worse(self) -> bool:
         """Have the audits since the last checkpoint shown the models serving bad answers beyond the
-        bound? Then go back to the checkpoint before it: the models were measurably better then."""
+        bound? Then go back to the checkpoint before it: the models were measurably better then.
+
+        It protects against an update that makes the models worse. It needs 20 audits within one
+        checkpoint period (``save_every`` events), which audits of 5-10% of served answers do not
+        reach: it never acted on any stream measured (``benchmarks/guards.py``)."""
         if not self.audits.period_beyond(self.config.max_bad_local):
             return False
         restored = self.files.roll_back(self.models.all())

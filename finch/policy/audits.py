@@ -34,7 +34,9 @@ class Audits:
         A tripwire for the conservative phase, while the models change fastest: the audits'
         estimate is taken at its word, and more than the bound's share bad among the last hundred
         stops local answers until they clear. It can only forward more, so it never weakens the
-        certified bound."""
+        certified bound. It protects against models that turn bad early, under a loose bound: at a
+        2% bound no region certifies before the phase ends, so there are no audits for it to read
+        and it never acted on any stream measured (``benchmarks/guards.py``)."""
         n = len(self.recent)
         return n >= _TRIPWIRE_MIN and self.recent.count(False) > max_bad * n
 

@@ -75,7 +75,8 @@ class Attempt:
     audit_chance: float = 1.0
 
     @property
-    def answer(self) -> Candidate | None:
+    def choice(self) -> Candidate | None:
+        """The candidate chosen, if any."""
         return None if self.chosen is None else self.candidates[self.chosen]
 
     def options(self, bad: Sequence[bool | None]) -> list[tuple[float, bool | None]]:
@@ -104,20 +105,21 @@ class Decision:
     attempt: Attempt | None = None  # when the models were asked
 
     @property
+    def choice(self) -> Candidate | None:
+        return self.attempt.choice if self.attempt is not None else None
+
+    @property
     def answer(self) -> str | None:
         """The local answer: served, or kept for the audit of a sampled forward."""
-        chosen = self.attempt.answer if self.attempt is not None else None
-        return chosen.text if chosen is not None else None
+        return self.choice.text if self.choice is not None else None
 
     @property
     def p_good(self) -> float | None:
-        chosen = self.attempt.answer if self.attempt is not None else None
-        return chosen.p_good if chosen is not None else None
+        return self.choice.p_good if self.choice is not None else None
 
     @property
     def p_validator(self) -> float | None:
-        chosen = self.attempt.answer if self.attempt is not None else None
-        return chosen.p_validator if chosen is not None else None
+        return self.choice.p_validator if self.choice is not None else None
 
     @property
     def p_router(self) -> float | None:

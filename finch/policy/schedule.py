@@ -2,8 +2,12 @@
 
 Cold start: the first ``cold_start`` examples always forward (nothing local yet); until
 ``conservative_until`` only a certified operating point of at least ``conservative_p`` on P(good)
-may serve. Strategic sampling: a request that would be served locally is forwarded anyway with
-probability s(n), so learning and auditing never stop. Every number is a setting, its default
+may serve. The conservative phase protects against young models under a loose bound, which can
+certify within a few dozen answers; at the default 2% no region certifies before it ends, and it
+never acted on any stream measured (``benchmarks/guards.py``).
+
+Strategic sampling: a request that would be served locally is forwarded anyway with probability
+s(n), so learning and auditing never stop. Every number is a setting, its default
 declared once, in finch/config.py.
 """
 

@@ -226,7 +226,7 @@ _INSERT_REQUEST = (
 def _request_row(record: RequestRecord, summary: ResponseSummary, cost: float) -> tuple[Any, ...]:
     """``cost`` is dollars spent for a forward and dollars saved for a local answer."""
     attempt = record.attempt
-    chosen = attempt.answer if attempt is not None else None
+    chosen = attempt.choice if attempt is not None else None
     return (
         record.id,
         record.ts,
@@ -259,7 +259,7 @@ def _decision_json(record: RequestRecord) -> str | None:
     """A would-be-local answer's attempt (served, or withheld for an audit), for the trainer to count
     (``queries.learning_events``)."""
     attempt = record.attempt
-    if attempt is None or attempt.answer is None or record.local_answer is None:
+    if attempt is None or attempt.choice is None or record.local_answer is None:
         return None
     return json.dumps(attempt.to_json(), ensure_ascii=False)
 
