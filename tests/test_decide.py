@@ -84,3 +84,16 @@ def test_the_certifier_counts_at_each_threshold_the_answer_served_there() -> Non
     assert all(seen == 1 for t, seen in seen_by_threshold.items() if t < 1.0)
     certifier.observe_first([(0.5, True)])  # served nowhere: no region counts it
     assert sum(test.seen for test in certifier.tests) == len(certifier.tests) - 1
+
+
+def test_a_decision_logged_before_attempts_were_logged_whole_is_still_read() -> None:
+    """A log written by the previous version holds {"answer", "p_good", "audit_chance", "tried"}."""
+    from finch.learning.events import Event
+
+    old = {"answer": "written", "p_good": 0.99, "audit_chance": 0.1, "tried": [["recalled", 0.5], ["written", 0.99]]}
+    row = {"seq": 7, "request_id": "r", "route": "forward", "reason": "sampled", "decision": json.dumps(old)}
+    event = Event.from_request({**row, "conversation": None, "answer": "Claude's", "max_tokens": None})
+    assert event.decision is not None and event.decision.answer == "written" and event.decision.p_good == 0.99
+    attempt = event.decision.attempt
+    assert attempt is not None and attempt.audit_chance == 0.1
+    assert attempt.options([True, False]) == [(0.5, True), (0.99, False)]
