@@ -111,7 +111,7 @@ class Ensemble:
         vecs = [s.vec for s in model]
         if self.judge.framing.observe(teacher_answer):  # agreement is measured without framing
             self.memory.reembed(self.judge.embed_answers)
-            vecs = [self.judge.embed_answers([s.candidate.text])[0] for s in model]
+            vecs = list(self.judge.embed_answers([s.candidate.text for s in model])) if model else []
         repeat_agrees = self.consistency.observe(
             question_key(conversation), teacher_answer, lambda a, b: self.judge.agrees(a, b)[0]
         )
@@ -134,6 +134,7 @@ class Ensemble:
             good,
             self.memory.question_features(hood),
             lambda other: self.memory.features(hood, self.judge.embed_answers([other])[0]),
+            self.memory.features(hood, teacher_vec),  # Claude's answer, embedded once above
         )
         assert proposal.question_vec is not None
         self.memory.add(proposal.question_vec, teacher_vec, teacher_answer)

@@ -105,11 +105,12 @@ class Learners:
         good: bool,
         question_features: list[float],
         features: Callable[[str], list[float]],
+        teacher_evidence: list[float],
     ) -> dict[str, float]:
         """One step each: the generator on Claude's answer, the router on whether the best
         candidate was ``good``, the validator on each model candidate's verdict (and on Claude's
         own answer as a good one when none was). ``features(answer)``: the memory's evidence for
-        any other answer to this question."""
+        any other answer to this question; ``teacher_evidence``, for Claude's."""
         losses = {
             "generator": self.generator.learn(conversation, teacher_answer),
             "router": self.router.learn(conversation, good, question_features),
@@ -119,7 +120,7 @@ class Learners:
             for i, (s, ok) in enumerate(candidates)
         ]
         if not any(ok for _, ok in candidates):
-            validator_losses.append(self.validator.learn(conversation, teacher_answer, True, features(teacher_answer)))
+            validator_losses.append(self.validator.learn(conversation, teacher_answer, True, teacher_evidence))
         losses["validator"] = sum(validator_losses) / len(validator_losses)
         return losses
 

@@ -82,7 +82,7 @@ class Proposal:
 
     def attempt(self) -> Attempt:
         """The servable candidates scored so far, in order: the record the bound counts."""
-        return Attempt(tuple(s.candidate for s in self.scored if s.servable), self.p_router)
+        return Attempt(tuple(s.candidate for s in self.servable()), self.p_router)
 
     def servable(self) -> list[Scored]:
         return [s for s in self.scored if s.servable]
@@ -115,8 +115,8 @@ class Proposal:
 
     def _score(self, source: str, text: str, vec: torch.Tensor) -> Scored:
         assert self.p_router is not None
-        ((p_good, p_validator, evidence, stacked),) = self.scorer.score(
-            self.conversation, self.hood, self.p_router, [vec], [text]
+        p_good, p_validator, evidence, stacked = self.scorer.score(
+            self.conversation, self.hood, self.p_router, text, vec
         )
         servable = not self.hopeless and self._fits(text)
         return self._add(Candidate(text, source, p_good, p_validator), vec, evidence, stacked, servable)

@@ -21,7 +21,6 @@ from torch import nn
 from finch.conversation import Conversation
 from finch.learning.memory import Memory, Neighbourhood, question_text
 from finch.learning.stacker import Stacker, stack_inputs
-from finch.models.online import pad_batch
 from finch.models.tokenizer import FinchTokenizer
 
 
@@ -64,30 +63,19 @@ class Scorer:
         return float(torch.sigmoid(logits + self.router_prior)[0])
 
     def score(
-        self,
-        conversation: Conversation,
-        hood: Neighbourhood | None,
-        p_router: float,
-        vecs: list[torch.Tensor],
-        texts: list[str],
-    ) -> list[tuple[float, float, list[float], list[float]]]:
-        """Each candidate's (P(good), the validator's own score, the memory's evidence for it, the
-        stacker's inputs)."""
-        if not texts:
-            return []
-        tok = self.tokenizer
-        pairs = [tok.render_pair(conversation, text, self.validator_len) for text in texts]
-        evidence = [self.memory.features(hood, vec) for vec in vecs]
+        self, conversation: Conversation, hood: Neighbourhood | None, p_router: float, text: str, vec: torch.Tensor
+    ) -> tuple[float, float, list[float], list[float]]:
+        """One candidate's (P(good), the validator's own score, the memory's evidence for it, the
+        stacker's inputs). Candidates are scored one at a time, on both sides, so a score never
+        depends on what else was in its batch."""
+        evidence = self.memory.features(hood, vec)
         device = next(self.validator.parameters()).device
+        ids = torch.tensor([self.tokenizer.render_pair(conversation, text, self.validator_len)], device=device)
         with torch.no_grad():
-            batch = pad_batch(pairs, tok.pad_id, device)
-            logits, _ = self.validator(batch, features=torch.tensor(evidence).to(device))
-        p_validators = torch.sigmoid(logits).tolist()
-        stacked = [stack_inputs(p_router, p, e) for p, e in zip(p_validators, evidence, strict=True)]
-        return [
-            (self.stacker.p_good(inputs), p, e, inputs)
-            for inputs, p, e in zip(stacked, p_validators, evidence, strict=True)
-        ]
+            logits, _ = self.validator(ids, features=torch.tensor([evidence], device=device))
+        p_validator = float(torch.sigmoid(logits)[0])
+        stacked = stack_inputs(p_router, p_validator, evidence)
+        return self.stacker.p_good(stacked), p_validator, evidence, stacked
 
     def write(self, conversation: Conversation, limit: int, deadline: float = math.inf) -> str | None:
         """The generator's answer (``answer_text``), or None once past the deadline."""
