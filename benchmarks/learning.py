@@ -81,6 +81,8 @@ class Run:
             "system": self.name,
             "share": served / n,
             "share_by_quarter": [sum(self.local[q]) / max(1, len(self.local[q])) for q in quarters],
+            # Requests sent until the first answered locally (counting it), None if none was.
+            "first_local": next((k + 1 for k, local in enumerate(self.local) if local), None),
             "bad_local_rate": bad / served if served else 0.0,
             "bad_local_interval": clopper_pearson(bad, served),
             "last_quarter_share": last_served / max(1, len(self.local[last])),
@@ -416,6 +418,22 @@ def plot(runs: list[Run], out: Path, title: str) -> list[Path]:
     return [curve, quality]
 
 
+def against_caches(finch: dict, summaries: list[dict]) -> dict:
+    """finch's last quarter beside the exact cache's, and beside the best semantic cache's at finch's
+    own error rate over its whole run (a cache's threshold fixed in hindsight)."""
+    exact = next(s for s in summaries if s["system"] == "exact cache")
+    at_own = best_static(summaries, finch["bad_local_rate"])
+    return {
+        "system": finch["system"],
+        "first_local": finch["first_local"],
+        "last_quarter_share": finch["last_quarter_share"],
+        "exact_cache_last_quarter_share": exact["last_quarter_share"],
+        "exact_cache_first_local": exact["first_local"],
+        "best_cache_at_own_error": None if at_own is None else at_own["system"],
+        "best_cache_at_own_error_last_quarter_share": None if at_own is None else at_own["last_quarter_share"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stream", default="banking77", choices=["banking77", "clinc150", "chat"])
@@ -468,6 +486,7 @@ def main() -> None:
         "systems": summaries,
         # The fixed threshold a cache user would have needed to know in advance.
         "best_static_in_hindsight": {f"{b}": best_static(summaries, b) for b in args.max_bad_local},
+        "finch_against_caches": [against_caches(s, summaries) for s in summaries if s["system"].startswith("finch")],
         "plots": [str(p) for p in plot(runs, args.out, label)],
     }
     (args.out / "learning.json").write_text(json.dumps(report, indent=2))

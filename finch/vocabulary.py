@@ -34,6 +34,7 @@ class Reason(StrEnum):
     SERVER_BUSY = "server_busy"
     LOCAL = "local"
     REPEAT = "repeat"
+    IMPORTED = "imported"
 
 
 EXPLAINED: dict[str, str] = {
@@ -52,7 +53,8 @@ EXPLAINED: dict[str, str] = {
     Reason.LOCAL_BUSY: "the local models were busy with another request",
     Reason.SERVER_BUSY: "other requests were waiting, so finch did not stop to think",
     Reason.LOCAL: "answered locally at the certified operating point",
-    Reason.REPEAT: "answered locally with Claude's own answer, given alike at least twice",
+    Reason.REPEAT: "answered locally with Claude's stored answer to the same question",
+    Reason.IMPORTED: "Claude's answer from history read in by finch import",
 }
 _INELIGIBLE = {
     "tools": "the request carries tools, which only Claude can use",

@@ -1,5 +1,5 @@
-"""Claude's own consistency: a question answered the same way twice is repeated from memory; one
-whose answers differ is never answered locally."""
+"""Claude's own consistency: a question Claude answered is repeated from memory from its second
+sighting on; one whose answers differ is never answered locally."""
 
 import random
 
@@ -15,9 +15,11 @@ def same(a, b):
     return a.lower() == b.lower()
 
 
-def test_an_answer_is_repeated_only_after_claude_gave_it_twice():
+def test_an_answer_is_offered_from_the_second_sighting_until_claude_differs():
     c = Consistency()
-    assert c.observe("q", "Paris.", same) is None and c.answer("q") is None
+    assert c.answer("q") is None  # never asked
+    assert c.observe("q", "Paris.", same) is None
+    assert c.answer("q") == "Paris."  # the second sighting's candidate: judged by Claude's answer to it
     assert c.observe("q", "paris.", same) is True
     assert c.answer("q") == "Paris."  # Claude's first words
     assert c.observe("q", "Lyon.", same) is False

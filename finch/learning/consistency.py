@@ -1,12 +1,16 @@
 """Claude's own consistency: what Claude has answered to exactly this question before.
 
-A question Claude has answered twice in words the judge finds equal is about as safe to answer
-from memory as a local answer gets: the next answer is served in Claude's stored words, scored 1.0
-(it still passes through the bound and its audits like any other). A question whose answers
-differ (a poem, a joke, anything about "now") is never answered locally: there is no one right
-answer to repeat. "Differ" allows for the judge's own mistakes: before it has learned Claude's
-framing ("Sure.", "Hope that helps!") it calls about one rewording in ten different, so a question
-counts as varying while more than one in five of its later answers disagreed with the first.
+A question Claude has answered before is about as safe to answer from memory as a local answer
+gets: when it comes back, Claude's stored words are its first candidate, scored 1.0. Whether
+such repeats are safe to serve is measured, not assumed: every repeat forwarded is judged ("would
+the stored answer have been right for this repeat?"), from a question's second sighting on, and
+the repeats hold a certificate of their own in the bound (``finch.policy.bound``, its first
+region), served and audited like any other answer. An exact cache serves the same answers
+unjudged. A question whose answers differ (a poem, a joke, anything about "now") is never answered
+locally: there is no one right answer to repeat. "Differ" allows for the judge's own mistakes:
+before it has learned Claude's framing ("Sure.", "Hope that helps!") it calls about one rewording
+in ten different, so a question counts as varying while more than one in five of its later
+answers disagreed with the first.
 
 Kept for the most recent ``capacity`` distinct questions; "exactly" means the same conversation
 after the judge's normalisation (case, spacing, punctuation).
@@ -45,9 +49,9 @@ class Consistency:
         return len(self._records)
 
     def answer(self, key: str) -> str | None:
-        """Claude's answer to this question, when Claude has given it consistently."""
+        """Claude's stored answer to this question, unless Claude's answers to it differ."""
         record = self._records.get(key)
-        if record is None or record.varies or record.agreed == 0:
+        if record is None or record.varies:
             return None
         return record.text
 

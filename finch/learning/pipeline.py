@@ -1,6 +1,6 @@
 """The decision, written once: a question's candidate answers, scored in the order finch tries them.
 
-    1. Claude's repeated answer   when Claude gave this question the same answer every time (P(good) 1)
+    1. Claude's repeated answer   Claude's stored answer to this same question, unless they differ (P(good) 1)
        -- the router's floor: past here, a question the router finds hopeless is not attempted --
     2. the recalled answer        the nearest past questions' vote
     3. the written answer         the generator's, when it says something the recalled one does not

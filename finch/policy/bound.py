@@ -20,9 +20,9 @@ tools replace it:
   1/(its share), and the shares a truly-bad region can ever hold (its own, plus what truly-good
   regions before it can pass on to it) add up over all truly-bad regions to at most delta.
 * The handover. The repeats' region (the first) sees an answer only once a question has come back
-  and Claude answered it alike twice. On traffic that does not repeat it sees none, and its share
-  would sit idle for good. So at the ``HANDOVER_AT``-th request, fixed in advance, if it has seen
-  nothing it gives its share up for good (it never certifies) to the regions that have shares of
+  (its second sighting, judged against Claude's answer to it). On traffic that does not repeat it
+  sees none, and its share would sit idle for good. So at the ``HANDOVER_AT``-th request, fixed in
+  advance, if it has seen nothing it gives its share up for good (it never certifies) to the regions that have shares of
   their own, in proportion to them. Each region counts what it is given only on the evidence it
   earns from then on: ``given * wealth / max(1, wealth at the handover)``, and passes it on when it
   is certified, as it does its own. That keeps the whole valid. If the repeats' region is truly

@@ -47,7 +47,7 @@ class Standing:
 class Source(StrEnum):
     """Where a candidate answer comes from, in the order they are tried."""
 
-    REPEAT = "repeat"  # Claude's own answer to this question, given alike at least twice
+    REPEAT = "repeat"  # Claude's stored answer to this same question (unless its answers to it differ)
     RECALLED = "recalled"  # the answer the nearest past questions vote for
     WRITTEN = "written"  # the generator's, when it says something the ones before do not
 
