@@ -232,6 +232,55 @@ def forget(home: Path | None, before: Any) -> None:
     click.echo(f"deleted {deleted} stored conversations")
 
 
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
+@click.option("--since", help="Only exchanges at or after this time (ISO 8601, e.g. 2026-11-01).")
+@click.option("--no-learn", is_flag=True, help="Only write the log; the trainer learns it when finch next runs.")
+def import_history(files: tuple[Path, ...], home: Path | None, since: str | None, no_learn: bool) -> None:
+    """Learn from past requests and Claude's answers (JSON Lines: request, response, timestamp).
+
+    Each exchange is logged as a forwarded request and learned as live traffic is. A line that
+    cannot be read is reported with its line number; the rest are imported. Importing a file twice
+    adds nothing."""
+    from finch import history
+    from finch.learning.trainer import learn_waiting
+    from finch.models.generator import generator_config
+    from finch.pricing import PriceTable
+    from finch.store.log import open_log
+
+    settings = _settings(home=home)
+    try:
+        cutoff = history.parse_time(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO 8601 time: {since!r}", param_hint="--since") from exc
+    report = history.ImportReport()
+    max_chars = generator_config(settings.preset, 1).max_len * 3  # as the server reads conversations
+    exchanges = history.read_exchanges(files, max_chars, report)
+    log = open_log(settings.home, PriceTable(settings.prices))
+    log.start()
+    try:
+        history.write(log, exchanges, report, cutoff)
+    finally:
+        log.close()
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items()))
+    click.echo(
+        f"{report.imported} exchanges imported, {report.already} already there"
+        + (f", {report.older} before --since" if cutoff is not None else "")
+        + (f", skipped: {skipped}" if skipped else "")
+        + (f", {len(report.errors)} lines with errors" if report.errors else "")
+    )
+    if report.imported and not no_learn:
+        with click.progressbar(length=report.imported, label="learning", file=sys.stderr) as bar:
+            learned = learn_waiting(settings, lambda left: bar.update(max(0, report.imported - left) - bar.pos))
+        if not learned:
+            click.echo("a running finch is learning in this home: its trainer learns them")
+    if report.errors:
+        sys.exit(1)
+
+
 @main.command()
 @click.option(
     "--url", default="http://127.0.0.1:8787", show_default=True, envvar="ANTHROPIC_BASE_URL", show_envvar=True
@@ -246,7 +295,8 @@ def chat(url: str, model: str, max_tokens: int) -> None:
 
 
 @main.command()
-@click.option("--requests", "n", default=400, show_default=True, help="How many questions to replay.")
+@click.option("--requests", "n", default=400, show_default=True, help="How many live questions to replay.")
+@click.option("--history", "imported", default=600, show_default=True, help="Past exchanges imported first.")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--home",
@@ -255,8 +305,9 @@ def chat(url: str, model: str, max_tokens: int) -> None:
     help="Keep finch's data here (default: a temp dir).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-def demo(n: int, seed: int, home: Path | None, as_json: bool) -> None:
-    """Start a teacher and finch on free ports, replay questions through finch, summarise."""
+def demo(n: int, imported: int, seed: int, home: Path | None, as_json: bool) -> None:
+    """Start a teacher and finch on free ports, import a history of past exchanges, replay live
+    questions through finch, summarise."""
     from finch.demo import run_demo
 
     started = time.perf_counter()
@@ -267,10 +318,13 @@ def demo(n: int, seed: int, home: Path | None, as_json: bool) -> None:
                 yield item
                 bar.update(1)
 
-        result = run_demo(n=n, seed=seed, home=home, progress=progress)
+        say = (lambda line: click.echo("\n" + line, err=True)) if not as_json else (lambda line: None)
+        result = run_demo(n=n, seed=seed, home=home, progress=progress, imported=imported, say=say)
     elapsed = time.perf_counter() - started
     if as_json:
         report = {
+            "imported": result.imported,
+            "first_local": result.first_local,
             "by_quarter": result.by_quarter,
             "totals": result.totals,
             "learning": result.learning,

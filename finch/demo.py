@@ -1,10 +1,14 @@
-"""`finch demo`: a teacher and finch on free loopback ports, a stream of questions replayed through
-finch, and a summary of what happened. Needs no API key and no network."""
+"""`finch demo`: a teacher and finch on free loopback ports. First a history of past exchanges with
+the teacher, as a gateway would have logged them, is imported (``finch import``); then a stream of
+live questions is replayed through finch, and a summary says what happened. Needs no API key and
+no network."""
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +16,13 @@ from typing import Any
 
 import httpx2
 
-from finch.config import load_settings
+from finch import history
+from finch.config import Settings, load_settings
+from finch.learning.trainer import learn_waiting
+from finch.models.generator import generator_config
 from finch.server.app import build_app
 from finch.server.runner import running
+from finch.store.log import open_log
 from finch.teacher.corpus import Corpus, load_default
 from finch.teacher.server import Teacher, build_teacher_app
 
@@ -33,10 +41,12 @@ def question_stream(corpus: Corpus, n: int, seed: int = 0) -> list[str]:
 
 @dataclass
 class DemoResult:
-    requests: int
-    by_quarter: list[dict[str, float]]
-    totals: dict[str, Any]
-    teacher_requests: int
+    requests: int  # live ones
+    imported: int  # past exchanges imported before them
+    by_quarter: list[dict[str, float]]  # of the live requests
+    first_local: int | None  # the live request first answered locally (1 is the first), None if none
+    totals: dict[str, Any]  # the request log's, imported history included
+    teacher_requests: int  # live requests the teacher answered
     home: Path
     learning: dict[str, Any]  # the learning loop's own view: phase, threshold, audited bad-local rate
     local_wrong: int  # local answers the judge finds disagreeing with the teacher's answer
@@ -48,24 +58,33 @@ def run_demo(
     home: Path | None = None,
     progress: Callable[[Iterator[str]], Iterator[str]] | None = None,
     preset: str = "tiny",
+    imported: int = 600,
+    say: Callable[[str], None] = lambda line: None,
 ) -> DemoResult:
-    """Replay ``n`` questions. After each answer the demo waits for the trainer to learn from it, as
-    if requests came a few seconds apart, so the run shows what finch learns rather than how fast
-    a two-core machine can train."""
+    """Import ``imported`` past exchanges, then replay ``n`` live questions drawn as they were. After
+    each live answer the demo waits for the trainer to learn from it, as if requests came a few
+    seconds apart, so the run shows what finch learns rather than how fast a two-core machine can
+    train."""
     with tempfile.TemporaryDirectory(prefix="finch-demo-") as scratch:
         home = home or Path(scratch)
         corpus = load_default()
         teacher = Teacher(corpus)
+        questions = question_stream(corpus, imported + n, seed)
+        past, live = questions[:imported], questions[imported:]
         with running(build_teacher_app(teacher)) as upstream:
             overrides = {"home": str(home), "upstream_url": upstream.url, "api_key": "demo-key", "preset": preset}
-            app = build_app(load_settings(overrides, environ={}))
+            settings = load_settings(overrides, environ={})
+            if past:
+                say(f"importing {len(past)} past exchanges with the teacher, and learning from them")
+                import_history(settings, upstream.url, past)
+            teacher.reset()
+            app = build_app(settings)
             with running(app) as proxy, httpx2.Client(base_url=proxy.url, timeout=60) as client:
                 loop = app.state.proxy.learning
                 routes, wrong = [], 0
-                questions = question_stream(corpus, n, seed)
-                for question in progress(iter(questions)) if progress else questions:
+                for question in progress(iter(live)) if progress else live:
                     body = {"model": DEMO_MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": question}]}
-                    response = client.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+                    response = client.post("/v1/messages", json=body, headers=_HEADERS)
                     route = response.headers.get("x-finch-source", "error")
                     routes.append(route)
                     if route == "local":
@@ -77,13 +96,42 @@ def run_demo(
                 learning = loop.status()
         return DemoResult(
             requests=n,
+            imported=len(past),
             by_quarter=_by_quarter(routes),
+            first_local=next((k + 1 for k, route in enumerate(routes) if route == "local"), None),
             totals=totals,
             teacher_requests=teacher.requests,
             home=home,
             learning=learning,
             local_wrong=wrong,
         )
+
+
+_HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": "demo-key"}
+
+
+def import_history(settings: Settings, teacher_url: str, questions: list[str]) -> None:
+    """Ask the teacher ``questions`` directly, a minute apart and ending now, log the exchanges as a
+    gateway would (JSON Lines in the home), and import that file as ``finch import`` does."""
+    path = settings.home / "history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time() - 60 * len(questions)
+    with httpx2.Client(base_url=teacher_url, timeout=60, headers=_HEADERS) as client, path.open("w") as out:
+        for k, question in enumerate(questions):
+            body = {"model": DEMO_MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": question}]}
+            response = client.post("/v1/messages", json=body).json()
+            out.write(json.dumps({"request": body, "response": response, "timestamp": start + 60 * k}) + "\n")
+    report = history.ImportReport()
+    exchanges = history.read_exchanges([path], generator_config(settings.preset, 1).max_len * 3, report)
+    if report.errors:
+        raise RuntimeError(f"the demo's own history did not import: {report.errors[0]}")
+    log = open_log(settings.home)
+    log.start()
+    try:
+        history.write(log, exchanges, report)
+    finally:
+        log.close()
+    learn_waiting(settings)
 
 
 def _by_quarter(routes: list[str]) -> list[dict[str, float]]:

@@ -81,14 +81,23 @@ def stats_report(settings: Settings, days: int) -> dict[str, Any]:
 
 def describe_demo(result: DemoResult, elapsed: float) -> str:
     t = result.totals
+    local = sum(round(q["local_share"] * q["requests"]) for q in result.by_quarter)
+    first = "none" if result.first_local is None else f"the {_ordinal(result.first_local)}"
     return "\n".join(
         [
+            f"{result.imported} past exchanges imported, then {result.requests} live requests:",
             format_table(result.by_quarter, ["quarter", "requests", "forward_rate", "local_share"]),
             "",
-            f"{t['requests']} requests in {elapsed:.1f}s: {t['forwarded']} forwarded, {t['local']} answered"
-            f" locally ({t['local'] / max(1, t['requests']):.1%}), {result.local_wrong} of them judged wrong"
-            f" against the teacher's answer; the teacher saw {result.teacher_requests}.",
-            f"Spent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}.",
+            f"{result.requests} live requests in {elapsed:.1f}s (the import's learning included):"
+            f" {local} answered locally ({local / max(1, result.requests):.1%}), the first of them {first};"
+            f" {result.local_wrong} judged wrong against the teacher's answer; the teacher saw"
+            f" {result.teacher_requests}.",
+            f"Live and imported together: spent ${t['cost_usd']:.4f}, saved ${t['saved_usd']:.4f}.",
             describe_learning(result.learning),
         ]
     )
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -8,29 +8,30 @@ from finch.cli import _is_loopback, main
 
 def test_demo_runs_offline_and_its_log_is_readable_by_stats(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["demo", "--requests", "12", "--home", str(tmp_path), "--json"])
+    demo = ["demo", "--history", "8", "--requests", "12", "--home", str(tmp_path), "--json"]
+    result = runner.invoke(main, demo)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
-    assert report["totals"]["requests"] == 12
-    assert sum(q["requests"] for q in report["by_quarter"]) == 12
-    assert report["learning"]["learned"] == 12 and report["learning"]["phase"] == "cold_start"
+    assert report["imported"] == 8 and report["totals"]["requests"] == 20  # the history is in the log
+    assert sum(q["requests"] for q in report["by_quarter"]) == 12 and report["first_local"] is None
+    assert report["learning"]["learned"] == 20 and report["learning"]["phase"] == "cold_start"
 
     stats = runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"])
     assert stats.exit_code == 0, stats.output
-    assert json.loads(stats.stdout)["totals"]["forwarded"] == 12
+    assert json.loads(stats.stdout)["totals"]["forwarded"] == 20
     table = runner.invoke(main, ["stats", "--home", str(tmp_path)])
-    assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 12 answers" in table.stdout
+    assert "total" in table.stdout and "cold_start" in table.stdout and "learned from 20 answers" in table.stdout
     assert "still learning its first answers" in table.stdout  # each reason explained in words
     assert "none certified yet" in table.stdout and "clean judged answers in it to go" in table.stdout
 
     assert (tmp_path / "models" / "generator").is_dir() and (tmp_path / "tokenizer.json").exists()
     attempts = "SELECT COUNT(attempt) FROM learning"
-    assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 12  # each verdict's answer
+    assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 20  # each verdict's answer
     forgot = runner.invoke(main, ["forget", "--home", str(tmp_path), "--yes"])
     assert forgot.exit_code == 0 and "deleted" in forgot.stdout
     assert sqlite3.connect(tmp_path / "finch.db").execute(attempts).fetchone()[0] == 0
     assert (
-        json.loads(runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"]).stdout)["totals"]["requests"] == 12
+        json.loads(runner.invoke(main, ["stats", "--home", str(tmp_path), "--json"]).stdout)["totals"]["requests"] == 20
     )
     reset = runner.invoke(main, ["reset", "--home", str(tmp_path), "--yes"])
     assert reset.exit_code == 0

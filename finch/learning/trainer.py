@@ -27,9 +27,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -89,6 +89,19 @@ class Trainer:
             while not stop.is_set():
                 if not self.step():
                     self.store.wait(stop, _REREAD_S)  # until the log may have grown
+            self.ensemble.save()
+            self.publish(force=True)
+        finally:
+            self.store.close()
+
+    def catch_up(self, progress: Callable[[int], None] = lambda left: None) -> None:
+        """Learn what the log holds now, then save and publish (``finch import`` with no server
+        running). ``progress`` is told the rows left after each step."""
+        self.store.start()
+        self.store.submit(forget_learning_after(self.ensemble.position))
+        try:
+            while self.step():
+                progress(self.store.backlog(self.ensemble.position))
             self.ensemble.save()
             self.publish(force=True)
         finally:
@@ -229,7 +242,7 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
 
         threading.Thread(target=watch_parent, name="finch-parent-watch", daemon=True).start()
     ensure_private_dir(settings.home / "models")
-    with (settings.home / "models" / "trainer.lock").open("a") as lock:
+    with _lock_file(settings) as lock:
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -238,6 +251,24 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
                 if stop.wait(0.1):
                     return
         Trainer(settings).run(stop)  # the lock goes with the process, however it ends
+
+
+def learn_waiting(settings: Settings, progress: Callable[[int], None] = lambda left: None) -> bool:
+    """Learn what the log holds now, in this process, unless a trainer is already learning in this
+    home (a running server's, which then learns it). Returns whether it learned."""
+    ensure_private_dir(settings.home / "models")
+    with _lock_file(settings) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        Trainer(settings).catch_up(progress)
+        return True
+
+
+def _lock_file(settings: Settings) -> IO[str]:
+    """One trainer at a time learns in a home: the one holding this file's lock."""
+    return (settings.home / "models" / "trainer.lock").open("a")
 
 
 def _die_with_parent() -> None:
