@@ -16,6 +16,7 @@ import click
 from finch.config import TRAINER_SETTINGS_ENV, Settings, env_name, load_settings
 from finch.errors import ConfigError
 from finch.report import describe_demo, describe_learning, format_table, stats_report
+from finch.teacher.command import teacher
 
 
 def _option(name: str, **kwargs: Any) -> Any:
@@ -93,62 +94,6 @@ def train(home: Path | None, log_level: str, parent: int | None) -> None:
     if parent is None:
         click.echo(f"finch trainer learning from {settings.db_path} (nice {os.nice(0)})")
     run_until_signalled(settings, parent)
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="FINCH_TEACHER_HOST", show_envvar=True)
-@click.option("--port", default=8788, show_default=True, type=int, envvar="FINCH_TEACHER_PORT", show_envvar=True)
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="FINCH_TEACHER_DATA",
-    help='JSONL of {"question", "answer"}. Default: the chatterbot-corpus English set.',
-)
-@click.option("--first-token-delay", default=0.0, show_default=True, help="Seconds before the first token.")
-@click.option("--token-delay", default=0.0, show_default=True, help="Seconds between streamed tokens.")
-@click.option("--reword/--no-reword", default=False, show_default=True, help="Vary answers' wording.")
-@click.option(
-    "--fault",
-    multiple=True,
-    metavar="KIND=RATE",
-    help="Random fault rate, e.g. --fault 429=0.05. Kinds: 400 401 429 500 503 529 hang drop.",
-)
-@click.option("--no-auth", is_flag=True, help="Accept requests without an API key.")
-@click.option("--seed", default=0, show_default=True)
-def teacher(
-    host: str,
-    port: int,
-    data: Path | None,
-    first_token_delay: float,
-    token_delay: float,
-    reword: bool,
-    fault: tuple[str, ...],
-    no_auth: bool,
-    seed: int,
-) -> None:
-    """Run the teacher simulator: a Messages API server answering from a question/answer set."""
-    from finch.server.runner import serve_forever
-    from finch.teacher.corpus import load_default, load_jsonl
-    from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
-
-    rates = {}
-    for item in fault:
-        kind, _, rate = item.partition("=")
-        try:
-            rates[kind] = float(rate)
-        except ValueError as exc:
-            raise click.BadParameter(f"{item!r} is not KIND=RATE", param_hint="--fault") from exc
-    corpus = load_jsonl(data) if data else load_default()
-    config = TeacherConfig(
-        first_token_delay=first_token_delay,
-        token_delay=token_delay,
-        reword=reword,
-        require_auth=not no_auth,
-        rates=rates,
-        seed=seed,
-    )
-    click.echo(f"teacher on http://{host}:{port} with {len(corpus)} questions")
-    serve_forever(build_teacher_app(Teacher(corpus, config)), host, port, "warning")
 
 
 @main.command()
@@ -245,33 +190,16 @@ def import_history(files: tuple[Path, ...], home: Path | None, since: str | None
     adds nothing."""
     from finch import history
     from finch.learning.trainer import learn_waiting
-    from finch.models.generator import generator_config
-    from finch.pricing import PriceTable
-    from finch.store.log import open_log
 
     settings = _settings(home=home)
     try:
         cutoff = history.parse_time(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(f"not an ISO 8601 time: {since!r}", param_hint="--since") from exc
-    report = history.ImportReport()
-    max_chars = generator_config(settings.preset, 1).max_len * 3  # as the server reads conversations
-    exchanges = history.read_exchanges(files, max_chars, report)
-    log = open_log(settings.home, PriceTable(settings.prices))
-    log.start()
-    try:
-        history.write(log, exchanges, report, cutoff)
-    finally:
-        log.close()
+    report = history.import_files(settings, files, cutoff)
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
-    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items()))
-    click.echo(
-        f"{report.imported} exchanges imported, {report.already} already there"
-        + (f", {report.older} before --since" if cutoff is not None else "")
-        + (f", skipped: {skipped}" if skipped else "")
-        + (f", {len(report.errors)} lines with errors" if report.errors else "")
-    )
+    click.echo(str(report))
     if report.imported and not no_learn:
         with click.progressbar(length=report.imported, label="learning", file=sys.stderr) as bar:
             learned = learn_waiting(settings, lambda left: bar.update(max(0, report.imported - left) - bar.pos))
@@ -343,3 +271,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+main.add_command(teacher)

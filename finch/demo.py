@@ -19,10 +19,8 @@ import httpx2
 from finch import history
 from finch.config import Settings, load_settings
 from finch.learning.trainer import learn_waiting
-from finch.models.generator import generator_config
 from finch.server.app import build_app
 from finch.server.runner import running
-from finch.store.log import open_log
 from finch.teacher.corpus import Corpus, load_default
 from finch.teacher.server import Teacher, build_teacher_app
 
@@ -121,16 +119,9 @@ def import_history(settings: Settings, teacher_url: str, questions: list[str]) -
             body = {"model": DEMO_MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": question}]}
             response = client.post("/v1/messages", json=body).json()
             out.write(json.dumps({"request": body, "response": response, "timestamp": start + 60 * k}) + "\n")
-    report = history.ImportReport()
-    exchanges = history.read_exchanges([path], generator_config(settings.preset, 1).max_len * 3, report)
+    report = history.import_files(settings, [path])
     if report.errors:
         raise RuntimeError(f"the demo's own history did not import: {report.errors[0]}")
-    log = open_log(settings.home)
-    log.start()
-    try:
-        history.write(log, exchanges, report)
-    finally:
-        log.close()
     learn_waiting(settings)
 
 

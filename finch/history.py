@@ -33,10 +33,13 @@ from types import ModuleType
 from typing import Any
 
 from finch import dialects
+from finch.config import Settings
 from finch.dialects import anthropic, openai
 from finch.errors import InvalidRequest
+from finch.models.generator import generator_config
+from finch.pricing import PriceTable
 from finch.store.db import RequestRecord
-from finch.store.log import Log
+from finch.store.log import Log, open_log
 from finch.vocabulary import Reason, Route
 
 _TIME_KEYS = ("timestamp", "ts", "created_at")
@@ -57,12 +60,39 @@ class Exchange:
 
 @dataclass
 class ImportReport:
+    """What an import did; ``str()`` says it in a sentence."""
+
     read: int = 0  # lines holding an exchange
     imported: int = 0  # new exchanges written to the log
     already: int = 0  # exchanges the log already had
     older: int = 0  # left out by --since
     skipped: Counter[str] = field(default_factory=Counter)  # why finch would not learn from them
     errors: list[str] = field(default_factory=list)  # "file:line: message"
+    since: bool = False  # was --since given
+
+    def __str__(self) -> str:
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        return (
+            f"{self.imported} exchanges imported, {self.already} already there"
+            + (f", {self.older} before --since" if self.since else "")
+            + (f", skipped: {skipped}" if skipped else "")
+            + (f", {len(self.errors)} lines with errors" if self.errors else "")
+        )
+
+
+def import_files(settings: Settings, paths: Iterable[Path], since: float | None = None) -> ImportReport:
+    """Read the files and log every exchange not logged yet (``finch import``; learning is the
+    trainer's, ``finch.learning.trainer.learn_waiting``)."""
+    report = ImportReport()
+    max_chars = generator_config(settings.preset, 1).max_len * 3  # as the server reads conversations
+    exchanges = read_exchanges(paths, max_chars, report)
+    log = open_log(settings.home, PriceTable(settings.prices))
+    log.start()
+    try:
+        write(log, exchanges, report, since)
+    finally:
+        log.close()
+    return report
 
 
 def read_exchanges(paths: Iterable[Path], max_chars: int, report: ImportReport) -> list[Exchange]:
@@ -90,6 +120,7 @@ def read_exchanges(paths: Iterable[Path], max_chars: int, report: ImportReport) 
 
 def write(log: Log, exchanges: Iterable[Exchange], report: ImportReport, since: float | None = None) -> None:
     """Log the exchanges not already logged; wait until they are committed."""
+    report.since = since is not None
     pending = 0
     for exchange in exchanges:
         record = exchange.record
