@@ -48,6 +48,7 @@ from scipy.stats import beta
 
 from finch.policy.betting import _FORGET, BettingTest
 from finch.policy.bound import HANDOVER_AT, THRESHOLDS, WEIGHTS, Certifier
+from finch.policy.watch import Watch
 
 ALPHA, DELTA = 0.02, 0.05
 
@@ -105,6 +106,7 @@ def serve(
     weighted: bool = False,
     repeats: float = 0.2,
     handover: bool = True,
+    stake: float | None = None,
 ) -> tuple[np.ndarray, int | None]:
     """Which answers finch serves (not audited) over a stream, as ``betting_sequence`` runs it, and
     the answer after which it first certified. ``boost`` (rate, answers): after a bad audit, the
@@ -117,17 +119,24 @@ def serve(
     served = np.zeros(len(bad), dtype=bool)
     first = None
     boosted = 0  # answers left at the boosted rate
+    watch = Watch(stake) if stake is not None else None
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
         point = bound.certified()
+        if watch is not None:
+            watch.follow(point)
         if point is not None and score >= point:
             p = 0.1 if i < 1000 else 0.05
             if boost is not None and boosted > 0:
                 p, boosted = max(p, boost[0]), boosted - 1
+            if watch is not None:
+                p = watch.audit_chance(p)
             judged = rng.random() < p
             served[i] = not judged
             bound.observe(float(score), bool(b) if judged else None, p)
             if boost is not None and judged and b:
                 boosted = boost[1]
+            if watch is not None and watch.observe(bool(b) if judged else None):
+                bound.withdraw(point)  # the operating point and every region looser than it
         else:
             bound.observe(float(score), bool(b))
         if first is None and bound.certified() is not None:

@@ -55,6 +55,9 @@ class Settings:
     # Strategic sampling: "below:rate" pairs; a would-be-local request is forwarded anyway with that
     # probability while fewer than `below` examples are learned ("*" for the rest).
     sampling: str = "100:0.5,500:0.2,2000:0.1,*:0.05"
+    # Audits at stake (finch.policy.watch): the n-th answer served under a new certificate is audited
+    # with chance at least audit_stake / (n + audit_stake); 0 leaves only the sampling schedule.
+    audit_stake: float = 50.0
     local_budget_s: float = 2.0  # a local attempt slower than this is abandoned (forwarded)
     max_local_tokens: int = 256  # the longest local answer finch writes or serves, in its tokens
     # Retrieval: also offer the answer the nearest past questions vote for, and serve a written answer
@@ -165,6 +168,8 @@ def _build(values: dict[str, Any]) -> Settings:
         raise ConfigError(f"trainer_nice must be between 0 and 19, got {settings.trainer_nice}")
     if not 0 < settings.conservative_threshold <= 1:
         raise ConfigError(f"conservative_threshold must be in (0, 1], got {settings.conservative_threshold}")
+    if settings.audit_stake < 0:
+        raise ConfigError(f"audit_stake must be 0 or more, got {settings.audit_stake}")
     if not 0 < settings.max_bad_local < 1:
         raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
     if not settings.upstream_url.startswith(("http://", "https://")):

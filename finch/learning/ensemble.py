@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ import torch
 from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning.consistency import question_key
+from finch.learning.events import Judged
 from finch.learning.home import ModelHome
 from finch.learning.judge import Judge
 from finch.learning.learners import Learners
@@ -33,22 +33,9 @@ from finch.policy.audits import Audits
 from finch.policy.bound import Certifier
 from finch.policy.decide import Decision, Source, Standing
 from finch.policy.schedule import Schedule
+from finch.policy.watch import Watch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Judged:
-    """What the trainer learned from one event; the trainer logs it."""
-
-    good: bool | None
-    divergence: float | None
-    p_router: float | None
-    p_validator: float | None
-    losses: dict[str, float]
-    audit_good: bool | None = None  # for a sampled forward: was the withheld local answer good?
-    p_good: float | None = None  # the stacker's score for the attempt, before this verdict
-    attempt: str | None = None  # the local answer judged
 
 
 class Ensemble:
@@ -75,6 +62,9 @@ class Ensemble:
         # The operating point: the certified threshold on P(good), None while none is.
         self.threshold: float | None = None  # the operating point; _republish sets it
         self.audits = Audits(state)
+        # With sampling off nothing is audited, so nothing is at stake either.
+        stake = config.audit_stake if any(rate > 0 for _, rate in self.schedule.sampling) else 0.0
+        self.watch = Watch.from_state(state.get("watch"), stake)
         self.rollbacks: int = state.get("rollbacks", 0)
         self.judge.framing.known = frozenset(state.get("framing", []))
         self.consistency = self.files.consistency()
@@ -178,7 +168,17 @@ class Ensemble:
             for c in attempt.candidates
         ]
         self.certifier.observe_first(attempt.options(bad), attempt.audit_chance)
+        self._watched(not audit_good)
         return audit_good
+
+    def _watched(self, bad: bool | None) -> None:
+        """An answer at the operating point, audited (``bad``) or served: a bad one withdraws the
+        point's certificate (``finch.policy.watch``)."""
+        if self.watch.observe(bad) and self.threshold is not None:
+            self.certifier.withdraw(self.threshold)
+            log.warning(
+                "a bad audit of an answer served at P(good) >= %s: its certificate is withdrawn", self.threshold
+            )
 
     def propose(self, conversation: Conversation, max_tokens: int) -> Proposal:
         """The decision pipeline on the models as they stand (``Learners.propose``)."""
@@ -240,6 +240,7 @@ class Ensemble:
         attempt = served.attempt
         if attempt is not None and attempt.candidates and attempt.audit_chance > 0:
             self.certifier.observe_first(attempt.options([None] * len(attempt.candidates)), attempt.audit_chance)
+            self._watched(None)
             self._republish()
 
     def block(self, conversation: Conversation) -> None:
@@ -257,10 +258,13 @@ class Ensemble:
         """The operating point from the evidence as it now stands, and the policy's state with it,
         published whole (one reference assignment: a request sees the old state or the new)."""
         self.threshold = self._operating_point()
+        self.watch.follow(self.threshold)
         schedule = self.schedule
         rate = schedule.sample_rate(self.learned)
         tripped = self.audits.over_bound(self.config.max_bad_local)
-        self.standing = Standing(self.phase, self.threshold, rate, tripped, min(rate, schedule.floor_rate))
+        repeat_rate = min(rate, schedule.floor_rate)
+        chance = self.watch.audit_chance  # a new certificate's answers are audited more (finch.policy.watch)
+        self.standing = Standing(self.phase, self.threshold, chance(rate), tripped, chance(repeat_rate))
 
     def save(self) -> None:
         state = {
@@ -269,6 +273,7 @@ class Ensemble:
             "certifier": self.certifier.to_state(),
             "stacker": self.stacker.to_state(),
             **self.audits.to_state(),
+            "watch": self.watch.to_state(),
             "rollbacks": self.rollbacks,
             "framing": sorted(self.judge.framing.known),
             "position": self.position,
@@ -280,7 +285,7 @@ class Ensemble:
         return {
             "learned": self.learned,
             "phase": self.phase,
-            "sample_rate": self.schedule.sample_rate(self.learned),
+            "sample_rate": self.standing.sample_rate,  # the schedule's, or more while a certificate is new
             "threshold": self.threshold,
             "max_bad_local": self.config.max_bad_local,
             "certified": self.threshold is not None,

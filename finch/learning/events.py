@@ -1,6 +1,6 @@
 """The rows of the request log that the trainer learns from (``finch.store.queries.learning_events``),
 as events: Claude's answers to eligible requests, local answers served or withheld for an audit,
-and users' verdicts on local answers."""
+and users' verdicts on local answers; and what the trainer learned from one (``Judged``)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,17 @@ def _attempt(data: dict[str, Any]) -> Attempt:
     if chosen is None:
         candidates, chosen = (*candidates, Candidate(data["answer"], Source.RECALLED, data["p_good"])), len(candidates)
     return Attempt(candidates, None, chosen, data["audit_chance"])
+
+
+@dataclass
+class Judged:
+    """What the trainer learned from one event; the trainer logs it."""
+
+    good: bool | None
+    divergence: float | None
+    p_router: float | None
+    p_validator: float | None
+    losses: dict[str, float]
+    audit_good: bool | None = None  # for a sampled forward: was the withheld local answer good?
+    p_good: float | None = None  # the stacker's score for the attempt, before this verdict
+    attempt: str | None = None  # the local answer judged

@@ -36,8 +36,8 @@ import torch
 from finch.config import Settings
 from finch.learning import snapshot, status
 from finch.learning.cores import FreeCores
-from finch.learning.ensemble import Ensemble, Judged
-from finch.learning.events import Event
+from finch.learning.ensemble import Ensemble
+from finch.learning.events import Event, Judged
 from finch.policy.decide import AUDITED_REASONS
 from finch.store.db import ensure_private_dir
 from finch.store.log import open_log

@@ -1,0 +1,69 @@
+"""The served answers, watched by finch's own coin: audits that rise where a certificate is new, and a
+certificate withdrawn by the first bad audit of an answer served under it.
+
+The bound's tests (``finch.policy.bound``) certify a region on the evidence of every judged answer
+in it since it began. That holds for a rate that stays put, but after a long clean stretch a
+region's wealth can pay for hundreds of answers at a worse rate before the certificate falls
+(traffic changes, a new model upstream): at 5% audits the first sign of a rise to 5% comes one
+bad audit in 400 served answers. Two rules watch the answers served, read through finch's own coin
+(the audits), whatever the traffic does:
+
+* **Audits at stake.** The n-th answer served under a certificate is audited with chance at least
+  ``stake / (n + stake)``: every answer at first, falling as the certificate proves itself, to the
+  schedule's rate. A looser operating point is a new certificate, and starts over. A rise after n
+  clean answers is then seen within about ``n / stake`` answers' worth of audits, so the harm it
+  can do stays a fraction of the clean answers served before it. The chance is set before each
+  answer is seen, and audits are weighted by 1 / chance, so the tests stay valid.
+* **A bad audit withdraws the certificate.** When an answer served at the operating point is
+  audited and found bad, every region at or looser than the point has its wealth cut to at most 1
+  (``Certifier.withdraw``): it must earn its certificate again from fully judged answers, and the
+  count of answers at stake starts over. Cutting a wealth spends no delta (the new wealth is never
+  more than the old, so the test's guarantee covers it).
+
+Neither rule is a theorem about the harm; ``benchmarks/bound.py --rise`` and ``--drift`` measure it,
+with the cost on steady traffic (BENCHMARKS.md, "Through change").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Measured in benchmarks/bound.py (BENCHMARKS.md, "Through change"): after a rise from 0.2% to 5%, a
+# seventh of the bad answers served without it; on a steady 0.5% stream, 3 points of share.
+STAKE = 50.0
+
+
+@dataclass
+class Watch:
+    stake: float = STAKE  # 0 switches the audits at stake off
+    point: float | None = None  # the operating point watched
+    served: int = 0  # answers at the point (served or audited) since it was certified
+
+    def follow(self, point: float | None) -> None:
+        """The operating point now. A looser one is a new certificate: its answers are watched
+        closely from the first."""
+        if point is not None and (self.point is None or point < self.point):
+            self.served = 0
+        self.point = point
+
+    def audit_chance(self, scheduled: float) -> float:
+        """The chance that the next answer at the operating point is audited."""
+        at_stake = self.stake / (self.served + self.stake) if self.stake > 0 else 0.0
+        return max(scheduled, min(1.0, at_stake))
+
+    def observe(self, bad: bool | None) -> bool:
+        """One answer at the operating point, judged (``bad``) or served unjudged (None). Returns
+        whether the certificate must be withdrawn."""
+        if bad:
+            self.served = 0
+            return True
+        self.served += 1
+        return False
+
+    def to_state(self) -> dict[str, float | None]:
+        return {"point": self.point, "served": self.served}
+
+    @classmethod
+    def from_state(cls, state: dict[str, float | None] | None, stake: float = STAKE) -> Watch:
+        state = state or {}
+        return cls(stake, state.get("point"), int(state.get("served") or 0))
