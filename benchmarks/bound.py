@@ -21,7 +21,9 @@ before it can certify a region truly at ``rate``, log(1/delta) / KL(rate || boun
 the mean of the answers it takes is at least about that): what a bound costs in evidence.
 
 ``--rise BEFORE AFTER`` runs finch's sequence alone on streams whose rate rises halfway: what a
-worse model costs before the bound stops serving.
+worse model costs before the bound stops serving. ``--drift START END``: the rate moves step by step
+over the whole stream instead. Both run with finch's audits at stake (``finch.policy.watch``);
+``--stake 0`` runs them without.
 
 ``--no-repeats`` runs finch's sequence on streams where no answer is Claude's repeated (score 1.0),
 so the repeats' region stays empty, with its handover (``finch.policy.bound``) and without.
@@ -31,7 +33,8 @@ every answer in it, an audit weighted by 1/p as in the wealth (``WeightedEstimat
 
 Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json]
        python benchmarks/bound.py --one-region --rates 0.005 0.01 0.015 --answers 40000 [--runs 100]
-       python benchmarks/bound.py --rise 0.002 0.05 [--boost 0.5 100] [--runs 100] [--json out.json]
+       python benchmarks/bound.py --rise 0.002 0.05 [--stake 0] [--boost 0.5 100] [--runs 100] [--json out.json]
+       python benchmarks/bound.py --drift 0.005 0.04 --answers 5000 [--stake 0] [--runs 100]
        python benchmarks/bound.py --no-repeats [--runs 300] [--json out.json]
 """
 
@@ -48,7 +51,7 @@ from scipy.stats import beta
 
 from finch.policy.betting import _FORGET, BettingTest
 from finch.policy.bound import HANDOVER_AT, THRESHOLDS, WEIGHTS, Certifier
-from finch.policy.watch import Watch
+from finch.policy.watch import STAKE, Watch
 
 ALPHA, DELTA = 0.02, 0.05
 
@@ -92,10 +95,12 @@ def betting_sequence(
     weighted: bool = False,
     repeats: float = 0.2,
     handover: bool = True,
+    stake: float | None = None,
 ) -> int | None:
     """The certifier with finch's sampling: uncertified regions are all judged (forwarded), answers in
-    the certified region are served and audited with probability 10% (5% after 1,000 answers)."""
-    return serve(bad, rng, weights, weighted=weighted, repeats=repeats, handover=handover)[1]
+    the certified region are served and audited with probability 10% (5% after 1,000 answers), or
+    more while the certificate is new (``stake``)."""
+    return serve(bad, rng, weights, weighted=weighted, repeats=repeats, handover=handover, stake=stake)[1]
 
 
 def serve(
@@ -152,17 +157,22 @@ def after_a_rise(
     seed: int,
     boost: tuple[float, int] | None = None,
     weighted: bool = False,
+    stake: float | None = None,
+    drift: bool = False,
 ) -> dict:
-    """Streams whose bad rate rises from ``before`` to ``after`` halfway (all regions alike, as a worse
-    model would make them): how much finch served before, how many answers it serves at the new
-    rate, how many of them bad, and whether it still serves in the stream's last tenth."""
+    """Streams whose bad rate rises from ``before`` to ``after`` halfway, or with ``drift`` step by
+    step over the whole stream (all regions alike, as a worse model would make them): how much finch
+    served before the change (with a drift, before the rate crosses the bound), how many answers it
+    serves after it, how many of them bad, and whether it still serves in the stream's last tenth.
+    ``stake``: the audits at stake (``finch.policy.watch``); None, without them."""
     rng = np.random.default_rng(seed)
-    half = answers // 2
-    served_before, served_after, bad_after, at_end, whole = [], [], [], [], []
+    rates = np.linspace(before, after, answers) if drift else np.where(np.arange(answers) < answers // 2, before, after)
+    half = int(np.argmax(rates > ALPHA)) if drift else answers // 2
+    served_before, served_after, bad_after, at_end, whole, shares = [], [], [], [], [], []
     for _ in range(runs):
-        rates = np.where(np.arange(answers) < half, before, after)
         bad = rng.random(answers) < rates
-        served, _ = serve(bad, rng, boost=boost, weighted=weighted)
+        served, _ = serve(bad, rng, boost=boost, weighted=weighted, stake=stake)
+        shares.append(served.mean())
         served_before.append(served[:half].mean())
         served_after.append(served[half:].sum())
         bad_after.append((served[half:] & bad[half:]).sum())
@@ -171,10 +181,14 @@ def after_a_rise(
     return {
         "before": before,
         "after": after,
+        "drift": drift,
+        "change_at": half,
         "boost": boost,
+        "stake": stake,
         "weighted_estimate": weighted,
         "runs": runs,
         "answers": answers,
+        "served_share_whole_run": float(np.mean(shares)),
         "served_share_before_rise": float(np.mean(served_before)),
         "served_share_after_rise": float(np.mean(served_after)) / (answers - half),
         "served_after_rise_median": float(np.median(served_after)),
@@ -202,14 +216,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the table here")
     parser.add_argument("--rise", type=float, nargs=2, metavar=("BEFORE", "AFTER"), help="rates rising halfway")
+    parser.add_argument("--drift", type=float, nargs=2, metavar=("START", "END"), help="rates drifting step by step")
+    parser.add_argument("--stake", type=float, help="audits at stake (finch.policy.watch); 0: without them")
     parser.add_argument("--boost", type=float, nargs=2, metavar=("RATE", "ANSWERS"), help="audits after a bad one")
     parser.add_argument("--one-region", action="store_true", help="the betting test alone, beside the least evidence")
     parser.add_argument("--weighted-estimate", action="store_true", help="the bets' estimate as before (see above)")
     parser.add_argument("--no-repeats", action="store_true", help="no answer scores 1.0: the handover (see above)")
     args = parser.parse_args()
-    if args.rise:
+    if args.rise or args.drift:
         boost = (args.boost[0], int(args.boost[1])) if args.boost else None
-        row = after_a_rise(args.runs, args.answers, *args.rise, args.seed, boost, args.weighted_estimate)
+        stake = STAKE if args.stake is None else (args.stake or None)
+        rates = args.rise or args.drift
+        row = after_a_rise(
+            args.runs, args.answers, *rates, args.seed, boost, args.weighted_estimate, stake, args.drift is not None
+        )
         print(json.dumps(row, indent=1))
         if args.json:
             with open(args.json, "w") as f:
@@ -219,7 +239,9 @@ def main() -> None:
         "clopper-pearson, re-checked": lambda bad, rng: clopper_pearson_rechecked(bad),
         "betting, one region": lambda bad, rng: betting_one_region(bad),
         "betting, fixed sequence": lambda bad, rng: betting_sequence(bad, rng, (1.0,), args.weighted_estimate),
-        "betting, fallback (finch)": lambda bad, rng: betting_sequence(bad, rng, WEIGHTS, args.weighted_estimate),
+        "betting, fallback (finch)": lambda bad, rng: betting_sequence(
+            bad, rng, WEIGHTS, args.weighted_estimate, stake=STAKE
+        ),
     }
     if args.one_region:
         methods = {"betting, one region": methods["betting, one region"]}
