@@ -12,7 +12,7 @@ pace). The caches see the same stream offline.
 
 Usage:
   python benchmarks/learning.py --stream banking77 --requests 2000 [--unique] [--drift] \\
-      [--preset tiny] [--max-bad-local 0.02] [--rate 2 | --drain-every 20] [--out benchmarks/out]
+      [--preset tiny] [--max-bad-local 0.02] [--rate 2 | --drain-every 20] [--history 2000] [--out benchmarks/out]
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ class Run:
         self.sighting.append(self._seen[key])
         if answer is not None:
             self.saved_usd += PRICES.cost(MODEL, estimate_tokens(question), estimate_tokens(answer))
+
+    def after(self, n: int) -> Run:
+        """The same run from its ``n``-th request on (the live part, after an imported history)."""
+        return Run(self.name, self.local[n:], self.wrong[n:], self.sighting[n:], self.saved_usd, self.notes)
 
     def summary(self) -> dict:
         n = len(self.local)
@@ -231,14 +235,17 @@ def finch_run(
     retrieval: bool = True,
     rate: float | None = None,
     drain_every: int = 1,
+    history: list[tuple[str, str]] = (),
 ) -> Run:
     """``keep``: use this FINCH_HOME (and leave it there for inspection) instead of a temporary one.
     ``rate``: send this many requests a second, as a user would, without waiting for the trainer
     (by default each request waits until the trainer has learned from the one before; with
-    ``drain_every``, from the ``drain_every`` before it)."""
+    ``drain_every``, from the ``drain_every`` before it). ``history``: asked of the teacher directly
+    first, logged as a gateway would and imported (``finch import``) before the stream is sent."""
     import anthropic
 
     from finch.config import load_settings
+    from finch.demo import import_history
     from finch.server.app import build_app
     from finch.server.runner import running
     from finch.store.db import read_rows
@@ -257,7 +264,12 @@ def finch_run(
             "seed": seed,
             "retrieval": retrieval,
         }
-        app = build_app(load_settings(overrides, environ={}))
+        settings = load_settings(overrides, environ={})
+        if history:
+            started = time.perf_counter()
+            import_history(settings, upstream.url, [question for question, _ in history])
+            run.notes["import_seconds"] = time.perf_counter() - started
+        app = build_app(settings)
         with running(app) as proxy:
             client = anthropic.Anthropic(base_url=proxy.url, api_key="bench-key", max_retries=0)
             loop = app.state.proxy.learning
@@ -296,7 +308,7 @@ def finch_run(
             db = app.state.proxy.settings.db_path
             latency = read_rows(db, "SELECT route, AVG(latency_ms) AS ms FROM requests GROUP BY route")
             trainer = read_rows(db, "SELECT AVG(seconds) AS s FROM learning")[0]["s"]
-            run.notes = {
+            run.notes |= {
                 "latency_ms_by_route": {r["route"]: r["ms"] for r in latency},
                 "trainer_seconds_per_example": trainer,
                 "finch_own_audit": loop.status(),
@@ -449,34 +461,39 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="finch's home for the run, left in place for inspection")
     parser.add_argument("--rate", type=float, help="requests a second, not waiting for the trainer")
     parser.add_argument("--drain-every", type=int, default=1, help="wait for the trainer after every N requests")
+    parser.add_argument("--history", type=int, default=0, help="import this many past requests first (finch import)")
     args = parser.parse_args()
     if args.drain_every < 1:
         parser.error("--drain-every must be 1 or more")
     if args.rate and args.drain_every != 1:
         parser.error("--rate never waits for the trainer: --drain-every does not apply")
 
-    stream = build_stream(args.stream, args.requests, args.seed, unique=args.unique, drift=args.drift)
-    stream = [(q, oos_intent(q) if intent == OOS else intent) for q, intent in stream]
+    whole = build_stream(args.stream, args.history + args.requests, args.seed, unique=args.unique, drift=args.drift)
+    whole = [(q, oos_intent(q) if intent == OOS else intent) for q, intent in whole]
+    # With --history the caches see the history as forwarded requests too; every figure is the live part's.
+    history, stream = whole[: args.history], whole[args.history :]
     judge = Judge()
     truth = Truth(reference_answers(args.stream), Judge() if args.stream == "chat" else None)
     always_forward = Run("always forward")
     for question, _ in stream:
         always_forward.record(question, None)
-    runs = [always_forward, exact_cache(stream, truth)]
-    vectors = embed_stream(stream, judge)
-    runs += semantic_caches(stream, truth, vectors, [round(0.80 + 0.01 * k, 2) for k in range(18)])
-    runs += [vcache_run(stream, truth, vectors, bound, args.seed) for bound in args.max_bad_local]
-    runs += gptcache_runs(stream, truth, judge, [0.85, 0.90])
+    caches = [exact_cache(whole, truth)]
+    vectors = embed_stream(whole, judge)
+    caches += semantic_caches(whole, truth, vectors, [round(0.80 + 0.01 * k, 2) for k in range(18)])
+    caches += [vcache_run(whole, truth, vectors, bound, args.seed) for bound in args.max_bad_local]
+    caches += gptcache_runs(whole, truth, judge, [0.85, 0.90])
+    runs = [always_forward, *(cache.after(len(history)) for cache in caches)]
     if not args.no_finch:
         for bound in args.max_bad_local:
             keep = args.keep / f"bound-{bound}" if args.keep else None
-            pace = {"rate": args.rate, "drain_every": args.drain_every}
+            pace = {"rate": args.rate, "drain_every": args.drain_every, "history": history}
             runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep, **pace))
         if args.no_retrieval:
             bound = args.max_bad_local[0]
             keep = args.keep / f"bound-{bound}-no-retrieval" if args.keep else None
             runs.append(finch_run(stream, truth, args.stream, args.preset, bound, args.seed, keep, retrieval=False))
     label = f"{args.stream}{' unique' if args.unique else ''}{' drift' if args.drift else ''}, {len(stream)} requests"
+    label += f" after {len(history)} imported" if history else ""
     args.out.mkdir(parents=True, exist_ok=True)
     summaries = [r.summary() for r in runs]
     report = {
