@@ -1,11 +1,10 @@
 """The ensemble: router, generator and validator, the judge, and the learning that joins them.
 
-It lives in the trainer's process (``finch.learning.trainer``) and only learns:
-``learn_from_claude``, ``learn_from_verdict`` and ``count_served`` make a local attempt, judge
-it against Claude's answer, update the three models, and feed every scored answer to the certifier
-(``finch.policy.bound``), whose certified threshold on the stacker's P(good)
-(``finch.learning.stacker``) is the operating point. What the request path needs of it goes out as a
-serving snapshot (``finch.learning.snapshot``); the server decides from that
+It lives in the trainer's process (``finch.learning.trainer``) and only learns: ``learn_from_claude``,
+``learn_from_verdict`` and ``count_served`` make a local attempt, judge it against Claude's answer,
+update the three models, and feed every scored answer to the certifier (``finch.policy.bound``),
+whose certified threshold on the stacker's P(good) is the operating point. What the request path
+needs goes out as a serving snapshot (``finch.learning.snapshot``); the server decides from that
 (``finch.learning.serving``) and never touches the ensemble.
 """
 
@@ -49,18 +48,16 @@ class Ensemble:
         self.judge = Judge(config.judge_threshold)
         self.memory = Memory(config.judge_threshold)
         self.files.load_memory(self.memory)
-        self.models = Learners(
-            self.files, self.tokenizer, config.preset, config.seed, config.max_local_tokens, config.retrieval
-        )
+        models = (config.preset, config.seed, config.max_local_tokens, config.retrieval)
+        self.models = Learners(self.files, self.tokenizer, *models)
         state = self.files.state()
         self.learned: int = state.get("learned", 0)
         self.blocked: set[str] = set(state.get("blocked", []))  # questions a user marked bad
         # Every scored answer's evidence, since the first: the bound holds for as long as finch runs.
-        lowest = self.schedule.lowest_rate
-        self.certifier = Certifier.from_state(state.get("certifier"), config.max_bad_local, floor=lowest)
+        lowest, bound = self.schedule.lowest_rate, config.max_bad_local
+        self.certifier = Certifier.from_state(state.get("certifier"), bound, floor=lowest)
         self.stacker = Stacker.from_state(state.get("stacker"))
-        # The operating point: the certified threshold on P(good), None while none is.
-        self.threshold: float | None = None  # the operating point; _republish sets it
+        self.threshold: float | None = None  # the operating point (certified, on P(good)): _republish sets it
         self.audits = Audits(state)
         # With sampling off nothing is audited, so nothing is at stake either.
         stake = config.audit_stake if any(rate > 0 for _, rate in self.schedule.sampling) else 0.0
@@ -95,6 +92,8 @@ class Ensemble:
         Otherwise the bound counts this attempt, as the request path would have made it now.
         ``max_tokens``: the request's (unknown for rows logged before it was recorded).
         """
+        key = question_key(conversation)
+        never = key in self.blocked or self.consistency.varies(key)  # forwarded before any model: not counted
         proposal = self.propose(conversation, max_tokens or self.config.max_local_tokens)
         scored = list(proposal)  # every candidate, before anything below learns from this answer
         model = [s for s in scored if s.candidate.source != Source.REPEAT]  # what the models learn from
@@ -102,9 +101,7 @@ class Ensemble:
         if self.judge.framing.observe(teacher_answer):  # agreement is measured without framing
             self.memory.reembed(self.judge.embed_answers)
             vecs = list(self.judge.embed_answers([s.candidate.text for s in model])) if model else []
-        repeat_agrees = self.consistency.observe(
-            question_key(conversation), teacher_answer, lambda a, b: self.judge.agrees(a, b)[0]
-        )
+        repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
         teacher_vec = self.judge.embed_answers([teacher_answer])[0]
         judged = [
             (s, *self.judge.agrees_embedded(s.candidate.text, teacher_answer, vec, teacher_vec))
@@ -113,7 +110,7 @@ class Ensemble:
         best = max(judged, key=lambda j: (j[0].candidate.p_good, j[0].candidate.p_validator or 0.0), default=None)
         good, divergence = (best[1], best[2]) if best is not None else (False, None)
         verdicts = {id(s): verdict for s, verdict, _ in judged}  # Scored holds lists: keyed by identity
-        audit_good = self._count(proposal, verdicts, repeat_agrees, teacher_answer, audit)
+        audit_good = self._count(proposal, verdicts, repeat_agrees, teacher_answer, audit, never)
         for s, verdict, _ in judged:
             self.stacker.observe(s.stacked, verdict)
         hood = proposal.hood
@@ -148,12 +145,16 @@ class Ensemble:
         repeat_agrees: bool | None,
         teacher_answer: str,
         audit: Decision | None,
+        never: bool = False,
     ) -> bool | None:
         """Count one request in the bound: at every threshold, the answer that would be served there,
         judged. An audit counts the attempt the request path logged, at the scores it was served at,
         with its audit chance; any other forward counts this proposal (prequential: each candidate
-        scored from earlier examples only). Returns an audit's verdict on the withheld answer."""
+        scored from earlier examples only), unless the request path ``never`` tries one for it.
+        Returns an audit's verdict on the withheld answer."""
         if audit is None or audit.attempt is None or audit.answer is None:
+            if never:
+                return None
             bad = [
                 not (repeat_agrees if s.candidate.source == Source.REPEAT else verdicts[id(s)])
                 for s in proposal.servable()
@@ -195,9 +196,8 @@ class Ensemble:
         """Have the audits since the last checkpoint shown the models serving bad answers beyond the
         bound? Then go back to the checkpoint before it: the models were measurably better then.
 
-        It protects against an update that makes the models worse. It needs 20 audits within one
-        checkpoint period (``save_every`` events), which audits of 5-10% of served answers do not
-        reach: it never acted on any stream measured (``benchmarks/guards.py``)."""
+        Against an update that makes the models worse; it never acted on any stream measured
+        (``benchmarks/guards.py``: it needs 20 audits within one checkpoint period)."""
         if not self.audits.period_beyond(self.config.max_bad_local):
             return False
         restored = self.files.roll_back(self.models.all())
@@ -225,14 +225,19 @@ class Ensemble:
 
     def begin_batch(self, conversations: Sequence[Conversation] = ()) -> None:
         """Learn the next events as one batch (a trainer with a backlog): each is scored, judged and
-        counted as it comes, as ever, and the three models take their steps for all of them at
-        ``end_batch``. So scores stay prequential, and learning k events costs about one step's
-        time instead of k."""
+        counted as it comes, and the models step for all of them at ``end_batch`` (prequential
+        scores; k events cost about one step)."""
         self.models.begin_batch(self.scorer(), conversations)
 
     def end_batch(self) -> dict[str, float | None]:
-        """The batch's steps; each model's loss on it."""
-        return self.models.end_batch()
+        return self.models.end_batch()  # the batch's steps; each model's loss on it
+
+    def count_unlearned(self, audit: Decision) -> None:
+        """An audit that could not be learned still counts, as bad: a lost verdict never leans the
+        bound toward certifying."""
+        attempt = audit.attempt
+        if attempt is not None and attempt.candidates:
+            self.certifier.observe_first(attempt.options([True] * len(attempt.candidates)), attempt.audit_chance)
 
     def count_served(self, served: Decision) -> None:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.

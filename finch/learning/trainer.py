@@ -192,6 +192,8 @@ class Trainer:
             return "claude", ensemble.learn_from_claude(event.conversation, event.answer, audit, event.max_tokens)
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
+            if decision is not None and decision.reason in AUDITED_REASONS:
+                ensemble.count_unlearned(decision)
             return None
 
 
