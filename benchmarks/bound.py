@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--stake", type=float, help="audits at stake (finch.policy.watch); 0: without them")
     parser.add_argument("--boost", type=float, nargs=2, metavar=("RATE", "ANSWERS"), help="audits after a bad one")
     parser.add_argument("--one-region", action="store_true", help="the betting test alone, beside the least evidence")
+    parser.add_argument("--finch-only", action="store_true", help="finch's sequence alone (with its audits at stake)")
     parser.add_argument("--weighted-estimate", action="store_true", help="the bets' estimate as before (see above)")
     parser.add_argument("--no-repeats", action="store_true", help="no answer scores 1.0: the handover (see above)")
     args = parser.parse_args()
@@ -245,6 +246,8 @@ def main() -> None:
     }
     if args.one_region:
         methods = {"betting, one region": methods["betting, one region"]}
+    if args.finch_only:
+        methods = {"betting, fallback (finch)": methods["betting, fallback (finch)"]}
     if args.no_repeats:
         methods = {
             "fallback, handover (finch)": lambda bad, rng: betting_sequence(bad, rng, repeats=0.0),
