@@ -127,8 +127,6 @@ def serve(
     watch = Watch(stake) if stake is not None else None
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
         point = bound.certified()
-        if watch is not None:
-            watch.follow(point)
         if point is not None and score >= point:
             p = 0.1 if i < 1000 else 0.05
             if boost is not None and boosted > 0:

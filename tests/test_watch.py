@@ -24,23 +24,19 @@ ALPHA = 0.02
 
 def test_a_new_certificate_is_audited_closely_and_less_as_it_proves_itself():
     watch = Watch(stake=50)
-    watch.follow(0.95)
-    assert watch.audit_chance(0.05) == 1.0  # its first answer: always audited
+    assert watch.audit_chance(0.05) == 1.0  # the first answer served: always audited
     for _ in range(50):
         assert not watch.observe(None)
     assert watch.audit_chance(0.05) == pytest.approx(0.5)
     for _ in range(950):
         watch.observe(False)
-    assert watch.audit_chance(0.05) == 0.05  # the schedule's rate, once the certificate is long proven
-    watch.follow(0.97)  # a stricter point: the same evidence watches it
-    assert watch.audit_chance(0.05) == 0.05
-    watch.follow(0.9)  # a looser point is a new certificate
-    assert watch.audit_chance(0.05) == 1.0
+    assert watch.audit_chance(0.05) == 0.05  # the schedule's rate, once the answers have proved themselves
+    assert watch.audit_chance(0.2) == 0.2  # never less than the schedule's
     assert Watch(stake=0).audit_chance(0.05) == 0.05  # switched off: the schedule alone
 
 
 def test_a_bad_audit_withdraws_and_the_count_starts_over():
-    watch = Watch(stake=50, point=0.95, served=500)
+    watch = Watch(stake=50, served=500)
     assert watch.observe(True) and watch.served == 0 and watch.audit_chance(0.05) == 1.0
     assert Watch.from_state(watch.to_state(), 50) == watch
 

@@ -263,7 +263,6 @@ class Ensemble:
         """The operating point from the evidence as it now stands, and the policy's state with it,
         published whole (one reference assignment: a request sees the old state or the new)."""
         self.threshold = self._operating_point()
-        self.watch.follow(self.threshold)
         schedule = self.schedule
         rate = schedule.sample_rate(self.learned)
         tripped = self.audits.over_bound(self.config.max_bad_local)

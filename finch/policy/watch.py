@@ -8,11 +8,13 @@ region's wealth can pay for hundreds of answers at a worse rate before the certi
 bad audit in 400 served answers. Two rules watch the answers served, read through finch's own coin
 (the audits), whatever the traffic does:
 
-* **Audits at stake.** The n-th answer served under a certificate is audited with chance at least
-  ``stake / (n + stake)``: every answer at first, falling as the certificate proves itself, to the
-  schedule's rate. A looser operating point is a new certificate, and starts over. A rise after n
-  clean answers is then seen within about ``n / stake`` answers' worth of audits, so the harm it
-  can do stays a fraction of the clean answers served before it. The chance is set before each
+* **Audits at stake.** The n-th answer served since finch last had reason to doubt (its first
+  certificate, or the last bad audit) is audited with chance at least ``stake / (n + stake)``: every
+  answer at first, falling to the schedule's rate as the served answers prove themselves. A rise
+  after n clean answers is then seen within about ``n / stake`` answers' worth of audits, so the
+  harm it can do stays a fraction of the clean answers served before it. (Counting anew at every
+  looser operating point cost 12 points of Banking77's last quarter, for no fewer bad answers in
+  the simulation.) The chance is set before each
   answer is seen, and audits are weighted by 1 / chance, so the tests stay valid.
 * **A bad audit withdraws the certificate.** When an answer served at the operating point is
   audited and found bad, every region at or looser than the point has its wealth cut to at most 1
@@ -36,15 +38,7 @@ STAKE = 50.0
 @dataclass
 class Watch:
     stake: float = STAKE  # 0 switches the audits at stake off
-    point: float | None = None  # the operating point watched
-    served: int = 0  # answers at the point (served or audited) since it was certified
-
-    def follow(self, point: float | None) -> None:
-        """The operating point now. A looser one is a new certificate: its answers are watched
-        closely from the first."""
-        if point is not None and (self.point is None or point < self.point):
-            self.served = 0
-        self.point = point
+    served: int = 0  # answers at the operating point (served or audited) since the last bad audit
 
     def audit_chance(self, scheduled: float) -> float:
         """The chance that the next answer at the operating point is audited."""
@@ -60,10 +54,9 @@ class Watch:
         self.served += 1
         return False
 
-    def to_state(self) -> dict[str, float | None]:
-        return {"point": self.point, "served": self.served}
+    def to_state(self) -> dict[str, int]:
+        return {"served": self.served}
 
     @classmethod
-    def from_state(cls, state: dict[str, float | None] | None, stake: float = STAKE) -> Watch:
-        state = state or {}
-        return cls(stake, state.get("point"), int(state.get("served") or 0))
+    def from_state(cls, state: dict[str, int] | None, stake: float = STAKE) -> Watch:
+        return cls(stake, int((state or {}).get("served", 0)))
