@@ -138,8 +138,8 @@ def serve(
             bound.observe(float(score), bool(b) if judged else None, p)
             if boost is not None and judged and b:
                 boosted = boost[1]
-            if watch is not None and watch.observe(bool(b) if judged else None):
-                bound.withdraw(point)  # the operating point and every region looser than it
+            if watch is not None:
+                watch.observe(bool(b) if judged else None)
         else:
             bound.observe(float(score), bool(b))
         if first is None and bound.certified() is not None:

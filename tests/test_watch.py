@@ -1,5 +1,5 @@
-"""The served answers, watched: audits that rise where a certificate is new, and a certificate that
-the first bad audit of an answer served under it withdraws (``finch.policy.watch``)."""
+"""The served answers, watched: audits that rise where a certificate is new, and again after a bad
+audit (``finch.policy.watch``)."""
 
 import sys
 from pathlib import Path
@@ -10,8 +10,6 @@ import pytest
 from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning.ensemble import Ensemble
-from finch.policy.betting import BettingTest
-from finch.policy.bound import Certifier
 from finch.policy.decide import Attempt, Candidate, Decision, Source
 from finch.policy.watch import Watch
 from finch.vocabulary import Reason, Route
@@ -35,37 +33,13 @@ def test_a_new_certificate_is_audited_closely_and_less_as_it_proves_itself():
     assert Watch(stake=0).audit_chance(0.05) == 0.05  # switched off: the schedule alone
 
 
-def test_a_bad_audit_withdraws_and_the_count_starts_over():
+def test_a_bad_audit_starts_the_count_over():
     watch = Watch(stake=50, served=500)
-    assert watch.observe(True) and watch.served == 0 and watch.audit_chance(0.05) == 1.0
+    watch.observe(None)
+    assert watch.served == 501
+    watch.observe(True)
+    assert watch.served == 0 and watch.audit_chance(0.05) == 1.0
     assert Watch.from_state(watch.to_state(), 50) == watch
-
-
-def test_withdrawing_cuts_the_point_and_looser_regions_and_they_earn_it_again():
-    bound = Certifier(ALPHA)
-    for _ in range(2000):
-        bound.observe_first([(0.995, False)])  # clean answers in every region from 0.99 down
-    assert bound.certified() == 0.7
-    bound.withdraw(0.9)
-    assert bound.certified() == 0.92  # the stricter regions keep their certificates
-    cut = [test.wealth for t, test in zip(bound.thresholds, bound.tests, strict=True) if t <= 0.9]
-    assert max(cut) <= 1.0 + 1e-9  # a wealth of at most 1: nothing won before counts
-    for _ in range(400):
-        bound.observe_first([(0.995, False)])
-    assert bound.certified() == 0.7  # earned again, from the evidence after the cut
-
-
-def test_a_withdrawn_test_never_has_more_wealth_than_the_same_test_left_alone():
-    rng = np.random.default_rng(4)
-    kept, cut = BettingTest(ALPHA), BettingTest(ALPHA)
-    for k, bad in enumerate(rng.random(3000) < 0.01):
-        p = 1.0 if k < 500 else 0.1
-        judged = k < 500 or rng.random() < p
-        for test in (kept, cut):
-            test.observe(bool(bad) if judged else None, p)
-        if k in (800, 1700):
-            cut.withdraw()
-        assert cut.log_total <= kept.log_total + 1e-9  # so Ville's bound on the one covers the other
 
 
 @pytest.mark.slow
@@ -93,7 +67,7 @@ def ask(text):
     return Conversation("", (("user", text),))
 
 
-def test_the_trainer_audits_a_new_certificate_and_a_bad_audit_withdraws_it(tmp_path):
+def test_the_trainer_audits_a_new_certificate_closely_and_again_after_a_bad_audit(tmp_path):
     config = Settings(home=tmp_path, preset="tiny", max_bad_local=0.1, cold_start=1, conservative_until=1)
     ensemble = Ensemble(config)
     capital = ask("What is the capital of France?")
@@ -116,6 +90,6 @@ def test_the_trainer_audits_a_new_certificate_and_a_bad_audit_withdraws_it(tmp_p
         capital, "The capital of France is Paris.", Decision(Route.FORWARD, Reason.SAMPLED, wrong)
     )
     assert judged.audit_good is False
-    assert ensemble.threshold is None or ensemble.threshold > point  # withdrawn by the bad audit
+    assert ensemble.standing.repeat_sample_rate == 1.0  # watched closely again
     ensemble.save()
     assert Ensemble(config).watch == ensemble.watch  # it survives a restart

@@ -169,17 +169,8 @@ class Ensemble:
             for c in attempt.candidates
         ]
         self.certifier.observe_first(attempt.options(bad), attempt.audit_chance)
-        self._watched(not audit_good)
+        self.watch.observe(not audit_good)  # a bad audit: the served answers are watched closely again
         return audit_good
-
-    def _watched(self, bad: bool | None) -> None:
-        """An answer at the operating point, audited (``bad``) or served: a bad one withdraws the
-        point's certificate (``finch.policy.watch``)."""
-        if self.watch.observe(bad) and self.threshold is not None:
-            self.certifier.withdraw(self.threshold)
-            log.warning(
-                "a bad audit of an answer served at P(good) >= %s: its certificate is withdrawn", self.threshold
-            )
 
     def propose(self, conversation: Conversation, max_tokens: int) -> Proposal:
         """The decision pipeline on the models as they stand (``Learners.propose``)."""
@@ -245,7 +236,7 @@ class Ensemble:
         attempt = served.attempt
         if attempt is not None and attempt.candidates and attempt.audit_chance > 0:
             self.certifier.observe_first(attempt.options([None] * len(attempt.candidates)), attempt.audit_chance)
-            self._watched(None)
+            self.watch.observe(None)
             self._republish()
 
     def block(self, conversation: Conversation) -> None:

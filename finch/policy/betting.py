@@ -150,13 +150,6 @@ class BettingTest:
             self.log_handover = 0.0  # a fresh test's wealth starts at 1, after any handover
             self.split = False
 
-    def withdraw(self) -> None:
-        """Cut the wealth to at most 1, both parts alike: the certificate must be earned again. The
-        new wealth is never more than the old, so the test's guarantee covers it with no delta spent."""
-        cut = min(0.0, -self.log_total)
-        self.log_wealth += cut
-        self.log_even += cut
-
     def _learn_rate(self, bad: bool | None) -> None:
         """The bets' estimate of the rate reads the judged answers alone, each counted once.
 

@@ -116,13 +116,6 @@ class Certifier:
         if self.requests == self.handover_at:
             self._hand_over()
 
-    def withdraw(self, threshold: float) -> None:
-        """A bad audit of an answer served at ``threshold``: every region at or looser than it must
-        earn its certificate again (``BettingTest.withdraw``; ``finch.policy.watch``)."""
-        for t, test in zip(self.thresholds, self.tests, strict=True):
-            if t <= threshold:
-                test.withdraw()
-
     def _hand_over(self) -> None:
         """If the repeats' region has seen nothing, it hands its share on; every other region notes
         the wealth it has now, which what it is given does not count."""

@@ -1,29 +1,25 @@
-"""The served answers, watched by finch's own coin: audits that rise where a certificate is new, and a
-certificate withdrawn by the first bad audit of an answer served under it.
+"""The served answers, watched through finch's own coin: audits that rise where a certificate is
+new, and again after a bad audit.
 
 The bound's tests (``finch.policy.bound``) certify a region on the evidence of every judged answer
 in it since it began. That holds for a rate that stays put, but after a long clean stretch a
 region's wealth can pay for hundreds of answers at a worse rate before the certificate falls
 (traffic changes, a new model upstream): at 5% audits the first sign of a rise to 5% comes one
-bad audit in 400 served answers. Two rules watch the answers served, read through finch's own coin
-(the audits), whatever the traffic does:
+bad audit in 400 served answers.
 
-* **Audits at stake.** The n-th answer served since finch last had reason to doubt (its first
-  certificate, or the last bad audit) is audited with chance at least ``stake / (n + stake)``: every
-  answer at first, falling to the schedule's rate as the served answers prove themselves. A rise
-  after n clean answers is then seen within about ``n / stake`` answers' worth of audits, so the
-  harm it can do stays a fraction of the clean answers served before it. (Counting anew at every
-  looser operating point cost 12 points of Banking77's last quarter, for no fewer bad answers in
-  the simulation.) The chance is set before each
-  answer is seen, and audits are weighted by 1 / chance, so the tests stay valid.
-* **A bad audit withdraws the certificate.** When an answer served at the operating point is
-  audited and found bad, every region at or looser than the point has its wealth cut to at most 1
-  (``Certifier.withdraw``): it must earn its certificate again from fully judged answers, and the
-  count of answers at stake starts over. Cutting a wealth spends no delta (the new wealth is never
-  more than the old, so the test's guarantee covers it).
+**Audits at stake.** The n-th answer served since finch last had reason to doubt (its first
+certificate, or the last bad audit) is audited with chance at least ``stake / (n + stake)``: every
+answer at first, falling to the schedule's rate as the served answers prove themselves. A rise
+after n clean answers is then seen within about ``n / stake`` answers' worth of audits, and each
+bad audit it brings cuts the region's wealth (``finch.policy.betting``), so the harm stays a
+fraction of the clean answers served before it. The chance is set before each answer is seen, and
+audits are weighted by 1 / chance, so the tests stay valid.
 
-Neither rule is a theorem about the harm; ``benchmarks/bound.py --rise`` and ``--drift`` measure it,
-with the cost on steady traffic (BENCHMARKS.md, "Through change").
+Not a theorem about the harm: ``benchmarks/bound.py --rise`` and ``--drift`` measure it, with the
+cost on steady traffic (BENCHMARKS.md, "Through change"). Two variants measured there were not
+kept: counting anew at every looser operating point (12 points of Banking77's last quarter), and
+withdrawing the certificate at the first bad audit (no fewer bad answers after a rise; on chat,
+where the judge calls a few rewordings bad, 8 points of the last quarter).
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Measured in benchmarks/bound.py (BENCHMARKS.md, "Through change"): after a rise from 0.2% to 5%, a
-# seventh of the bad answers served without it; on a steady 0.5% stream, 3 points of share.
+# third or less of the bad answers served without it; on a steady 0.5% stream, 1-3 points of share.
 STAKE = 50.0
 
 
@@ -45,14 +41,9 @@ class Watch:
         at_stake = self.stake / (self.served + self.stake) if self.stake > 0 else 0.0
         return max(scheduled, min(1.0, at_stake))
 
-    def observe(self, bad: bool | None) -> bool:
-        """One answer at the operating point, judged (``bad``) or served unjudged (None). Returns
-        whether the certificate must be withdrawn."""
-        if bad:
-            self.served = 0
-            return True
-        self.served += 1
-        return False
+    def observe(self, bad: bool | None) -> None:
+        """One answer at the operating point, judged (``bad``) or served unjudged (None)."""
+        self.served = 0 if bad else self.served + 1
 
     def to_state(self) -> dict[str, int]:
         return {"served": self.served}
