@@ -55,8 +55,8 @@ class Settings:
     # Strategic sampling: "below:rate" pairs; a would-be-local request is forwarded anyway with that
     # probability while fewer than `below` examples are learned ("*" for the rest).
     sampling: str = "100:0.5,500:0.2,2000:0.1,*:0.05"
-    # Audits at stake (finch.policy.watch): the n-th answer served under a new certificate is audited
-    # with chance at least audit_stake / (n + audit_stake); 0 leaves only the sampling schedule.
+    # Audits at stake (finch.policy.watch): the n-th answer served since the first certificate or the
+    # last bad audit is audited with chance at least audit_stake / (n + audit_stake); 0: sampling alone.
     audit_stake: float = 50.0
     local_budget_s: float = 2.0  # a local attempt slower than this is abandoned (forwarded)
     max_local_tokens: int = 256  # the longest local answer finch writes or serves, in its tokens
