@@ -16,10 +16,10 @@ fraction of the clean answers served before it. The chance is set before each an
 audits are weighted by 1 / chance, so the tests stay valid.
 
 Not a theorem about the harm: ``benchmarks/bound.py --rise`` and ``--drift`` measure it, with the
-cost on steady traffic (BENCHMARKS.md, "Through change"). Two variants measured there were not
-kept: counting anew at every looser operating point (12 points of Banking77's last quarter), and
-withdrawing the certificate at the first bad audit (no fewer bad answers after a rise; on chat,
-where the judge calls a few rewordings bad, 8 points of the last quarter).
+cost on steady traffic and on the learning streams (BENCHMARKS.md, "Through change"; on chat, 8
+points of the last quarter). Variants measured there and not kept: counting anew at every looser
+operating point, withdrawing the certificate at the first bad audit, and leaving Claude's repeated
+answers out of it.
 """
 
 from __future__ import annotations
