@@ -54,21 +54,23 @@ def _fit(sims: np.ndarray, correct: np.ndarray, prior: float = _PRIOR) -> tuple[
     return w, np.linalg.inv(hess)
 
 
-def _separates(sims: np.ndarray, correct: np.ndarray) -> bool:
-    """Do the observations separate perfectly: all alike, or every wrong one less similar than
-    every right one?"""
+def _boundary(sims: np.ndarray, correct: np.ndarray) -> float | None:
+    """Where observations that separate perfectly (all alike, or every wrong one less similar than
+    every right one) put the step: the least similar right one, or halfway to the most similar
+    wrong one; above 1 when none is right. None when they do not separate."""
     right, wrong = sims[correct > 0.5], sims[correct <= 0.5]
-    return len(right) == 0 or len(wrong) == 0 or float(wrong.max()) < float(right.min())
+    if len(right) == 0:
+        return math.inf
+    if len(wrong) == 0:
+        return float(right.min())
+    return (float(right.min()) + float(wrong.max())) / 2 if float(wrong.max()) < float(right.min()) else None
 
 
 def _wrong_upper_bound(sim: float, observations: list[tuple[float, bool]], plain: bool = False) -> float:
     sims = np.array([s for s, _ in observations])
     correct = np.array([float(c) for _, c in observations])
-    if plain and _separates(sims, correct):
-        right, wrong = sims[correct > 0.5], sims[correct <= 0.5]
-        if len(right) == 0:
-            return 1.0
-        t = float(right.min()) if len(wrong) == 0 else (float(right.min()) + float(wrong.max())) / 2
+    t = _boundary(sims, correct) if plain else None
+    if t is not None:
         sd_t = 0.25 / math.sqrt(len(sims))
         return min(1 - (1 - eps) * float(sim > t + z * sd_t) for eps, z in _LEVELS)
     w, cov = _fit(sims, correct, _PLAIN_PRIOR if plain else _PRIOR)

@@ -42,6 +42,7 @@ class DemoResult:
     requests: int  # live ones
     imported: int  # past exchanges imported before them
     by_quarter: list[dict[str, float]]  # of the live requests
+    local: int  # live requests answered locally
     first_local: int | None  # the live request first answered locally (1 is the first), None if none
     totals: dict[str, Any]  # the request log's, imported history included
     teacher_requests: int  # live requests the teacher answered
@@ -96,6 +97,7 @@ def run_demo(
             requests=n,
             imported=len(past),
             by_quarter=_by_quarter(routes),
+            local=routes.count("local"),
             first_local=next((k + 1 for k, route in enumerate(routes) if route == "local"), None),
             totals=totals,
             teacher_requests=teacher.requests,

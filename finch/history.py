@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,12 +257,3 @@ def parse_time(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def lines_of(exchanges: Iterable[tuple[dict[str, Any], Any, float | None]]) -> Iterator[str]:
-    """JSON Lines for (request, response, timestamp) triples: the format ``finch import`` reads."""
-    for request, response, ts in exchanges:
-        item: dict[str, Any] = {"request": request, "response": response}
-        if ts is not None:
-            item["timestamp"] = ts
-        yield json.dumps(item, ensure_ascii=False)

@@ -81,7 +81,7 @@ def stats_report(settings: Settings, days: int) -> dict[str, Any]:
 
 def describe_demo(result: DemoResult, elapsed: float) -> str:
     t = result.totals
-    local = sum(round(q["local_share"] * q["requests"]) for q in result.by_quarter)
+    local = result.local
     first = "none" if result.first_local is None else f"the {_ordinal(result.first_local)}"
     return "\n".join(
         [

@@ -226,18 +226,22 @@ class Ensemble:
     def count_unlearned(self, audit: Decision) -> None:
         """An audit that could not be learned still counts, as bad: a lost verdict never leans the
         bound toward certifying."""
-        attempt = audit.attempt
-        if attempt is not None and attempt.candidates:
-            self.certifier.observe_first(attempt.options([True] * len(attempt.candidates)), attempt.audit_chance)
+        self._count_logged(audit, True)
 
     def count_served(self, served: Decision) -> None:
         """A local answer went out unaudited: it counts, unjudged, toward the bound of its region.
         (With sampling off no served answer could have been judged, so none can count.)"""
-        attempt = served.attempt
-        if attempt is not None and attempt.candidates and attempt.audit_chance > 0:
-            self.certifier.observe_first(attempt.options([None] * len(attempt.candidates)), attempt.audit_chance)
+        if self._count_logged(served, None):
             self.watch.observe(None)
             self._republish()
+
+    def _count_logged(self, decision: Decision, bad: bool | None) -> bool:
+        """Count a logged attempt, every candidate with the verdict ``bad``, at its audit chance."""
+        attempt = decision.attempt
+        if attempt is None or not attempt.candidates or attempt.audit_chance <= 0:
+            return False
+        self.certifier.observe_first(attempt.options([bad] * len(attempt.candidates)), attempt.audit_chance)
+        return True
 
     def block(self, conversation: Conversation) -> None:
         """This question forwards from now on (a user or an audit found its local answer bad)."""

@@ -18,6 +18,7 @@ requests never wait for it, and it takes whatever CPU they leave.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import fcntl
@@ -81,27 +82,27 @@ class Trainer:
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
-        self.store.start()
-        # The rows a killed predecessor wrote past this checkpoint: their events are learned again.
-        self.store.submit(forget_learning_after(self.ensemble.position))
-        try:
+        with self._session():
             self.publish()
             while not stop.is_set():
                 if not self.step():
                     self.store.wait(stop, _REREAD_S)  # until the log may have grown
-            self.ensemble.save()
-            self.publish(force=True)
-        finally:
-            self.store.close()
 
     def catch_up(self, progress: Callable[[int], None] = lambda left: None) -> None:
-        """Learn what the log holds now, then save and publish (``finch import`` with no server
-        running). ``progress`` is told the rows left after each step."""
-        self.store.start()
-        self.store.submit(forget_learning_after(self.ensemble.position))
-        try:
+        """Learn what the log holds now (``finch import`` with no server running). ``progress`` is
+        told the rows left after each step."""
+        with self._session():
             while self.step():
                 progress(self.store.backlog(self.ensemble.position))
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """A run of learning: it starts from the checkpoint, and ends saved and published."""
+        self.store.start()
+        # The rows a killed predecessor wrote past this checkpoint: their events are learned again.
+        self.store.submit(forget_learning_after(self.ensemble.position))
+        try:
+            yield
             self.ensemble.save()
             self.publish(force=True)
         finally:
@@ -179,6 +180,7 @@ class Trainer:
     def _learn(self, event: Event) -> tuple[str, Judged] | None:
         """(kind, what was learned), or None for an answer that only counts toward the bound."""
         ensemble, decision = self.ensemble, event.decision
+        audit = decision if decision is not None and decision.reason in AUDITED_REASONS else None
         try:
             if event.table == "feedback":
                 assert event.conversation is not None and event.answer is not None
@@ -188,12 +190,11 @@ class Trainer:
                 ensemble.count_served(decision)  # served unaudited: it counts toward the bound
                 return None
             assert event.conversation is not None and event.answer is not None
-            audit = decision if decision is not None and decision.reason in AUDITED_REASONS else None
             return "claude", ensemble.learn_from_claude(event.conversation, event.answer, audit, event.max_tokens)
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
-            if decision is not None and decision.reason in AUDITED_REASONS:
-                ensemble.count_unlearned(decision)
+            if audit is not None:
+                ensemble.count_unlearned(audit)
             return None
 
 
@@ -243,7 +244,6 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="finch-parent-watch", daemon=True).start()
-    ensure_private_dir(settings.home / "models")
     with _lock_file(settings) as lock:
         while True:
             try:
@@ -258,7 +258,6 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
 def learn_waiting(settings: Settings, progress: Callable[[int], None] = lambda left: None) -> bool:
     """Learn what the log holds now, in this process, unless a trainer is already learning in this
     home (a running server's, which then learns it). Returns whether it learned."""
-    ensure_private_dir(settings.home / "models")
     with _lock_file(settings) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -270,6 +269,7 @@ def learn_waiting(settings: Settings, progress: Callable[[int], None] = lambda l
 
 def _lock_file(settings: Settings) -> IO[str]:
     """One trainer at a time learns in a home: the one holding this file's lock."""
+    ensure_private_dir(settings.home / "models")
     return (settings.home / "models" / "trainer.lock").open("a")
 
 
