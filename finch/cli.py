@@ -172,7 +172,7 @@ def forget(home: Path | None, before: Any) -> None:
     """Delete stored conversations and answers (all, or older than --before). Totals stay."""
     from finch.store.log import open_log
 
-    log = open_log(_settings(home=home).home, writer=False)
+    log = open_log(_settings(home=home), writer=False)
     deleted = log.forget(before.timestamp() if before is not None else None)
     click.echo(f"deleted {deleted} stored conversations")
 

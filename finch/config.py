@@ -28,6 +28,10 @@ class Settings:
     host: str = "127.0.0.1"  # loopback: a proxy holding API keys should not face the network by default
     port: int = 8787
     upstream_url: str = "https://api.anthropic.com"
+    # The team tier: the log in this PostgreSQL database (postgresql://user@host/db), shared by every
+    # replica and trainer that names it; unset: SQLite in the home. Not logged (it may hold a password;
+    # libpq's PGPASSWORD or ~/.pgpass keep it out of the URL).
+    database_url: str | None = field(default=None, repr=False)
     # Used only when a client sends no key of its own. Never logged, stored or shown.
     api_key: str | None = field(default=None, repr=False)
     # When set, every client must send it in the x-finch-token header.
@@ -172,6 +176,8 @@ def _build(values: dict[str, Any]) -> Settings:
         raise ConfigError(f"audit_stake must be 0 or more, got {settings.audit_stake}")
     if not 0 < settings.max_bad_local < 1:
         raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database_url must start with postgresql://")
     if not settings.upstream_url.startswith(("http://", "https://")):
         raise ConfigError(f"upstream_url must start with http:// or https://, got {settings.upstream_url!r}")
     return settings

@@ -38,8 +38,8 @@ from finch.dialects import anthropic, openai
 from finch.errors import InvalidRequest
 from finch.models.generator import generator_config
 from finch.pricing import PriceTable
-from finch.store.db import RequestRecord
 from finch.store.log import Log, open_log
+from finch.store.writer import RequestRecord
 from finch.vocabulary import Reason, Route
 
 _TIME_KEYS = ("timestamp", "ts", "created_at")
@@ -86,7 +86,7 @@ def import_files(settings: Settings, paths: Iterable[Path], since: float | None 
     report = ImportReport()
     max_chars = generator_config(settings.preset, 1).max_len * 3  # as the server reads conversations
     exchanges = read_exchanges(paths, max_chars, report)
-    log = open_log(settings.home, PriceTable(settings.prices))
+    log = open_log(settings, PriceTable(settings.prices))
     log.start()
     try:
         write(log, exchanges, report, since)

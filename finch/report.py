@@ -68,7 +68,7 @@ def stats_report(settings: Settings, days: int) -> dict[str, Any]:
     from finch.store.log import open_log
     from finch.vocabulary import explain
 
-    log = open_log(settings.home, writer=False)
+    log = open_log(settings, writer=False)
     published = read_published(settings.home)
     backlog = log.backlog(published["position"] if published is not None else {})
     return {

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from finch.config import load_settings
@@ -16,6 +19,9 @@ from finch.server.app import build_app
 from finch.server.runner import ServerThread
 from finch.teacher.corpus import Corpus
 from finch.teacher.server import Teacher, TeacherConfig, build_teacher_app
+
+# The PostgreSQL server the team tests use (`eval "$(.ci/postgres start)"` starts a throwaway one).
+DATABASE_SERVER_ENV = "FINCH_TEST_DATABASE_URL"
 
 TEST_KEY = "fake-client-key-4f9a17c2"  # grepped for in FINCH_HOME: it must never be stored
 
@@ -70,6 +76,24 @@ def start_teacher(corpus: Corpus, servers: Callable[[Any], Running]) -> Callable
 @pytest.fixture
 def teacher(start_teacher: Callable[..., Running]) -> Running:
     return start_teacher()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A new, empty database for one test, on the server FINCH_TEST_DATABASE_URL names. Without that
+    server the test fails in CI (CI=true), and is skipped elsewhere."""
+    server = os.environ.get(DATABASE_SERVER_ENV)
+    if not server:
+        why = f"{DATABASE_SERVER_ENV} is not set: eval \"$(.ci/postgres start)\" starts a throwaway PostgreSQL"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    name = f"finch_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture

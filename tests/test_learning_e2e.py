@@ -215,7 +215,8 @@ def test_bad_audits_where_finch_serves_withdraw_its_certificate(trained, teacher
     """Audits that find bad answers at the scores finch serves: the bound's evidence is spent, and
     finch forwards what it would have served until the evidence is earned again."""
     from finch.policy.decide import Attempt, Candidate
-    from finch.store.db import RequestRecord, read_rows
+    from finch.store.db import read_rows
+    from finch.store.writer import RequestRecord
 
     trained_finch, home = trained
     trained_finch.server.stop()  # what it learned, the certified bound included, saved on the way out

@@ -13,23 +13,30 @@ import pytest
 
 from finch.conversation import Conversation
 from finch.policy.decide import Attempt, Candidate
-from finch.store.db import RequestRecord
 from finch.store.log import STREAMS, Log
+from finch.store.postgres import PostgresLog
 from finch.store.rows import feedback_row, forget_learning_after, learning_row
 from finch.store.sqlite import SqliteLog
+from finch.store.writer import RequestRecord
 
-BACKENDS: dict[str, Callable[[Path], Log]] = {
-    "sqlite": lambda tmp: SqliteLog(tmp / "finch.db"),
+# Each backend, opened on a fresh place: SQLite on a file in a temporary directory, PostgreSQL on a new
+# database (the ``database_url`` fixture: in CI a missing server fails these tests, it never skips them).
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Log]] = {
+    "sqlite": lambda request, tmp: SqliteLog(tmp / "finch.db"),
+    "postgres": lambda request, tmp: PostgresLog(request.getfixturevalue("database_url")),
 }
+NEEDS = {"postgres": "database_url"}  # set up before the log, so that it is torn down after it
 CLAUDE = b'{"type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"usage":{}}'
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def open_log(request, tmp_path) -> Iterator[Callable[[], Log]]:
     opened: list[Log] = []
+    if request.param in NEEDS:
+        request.getfixturevalue(NEEDS[request.param])
 
     def make() -> Log:
-        log = BACKENDS[request.param](tmp_path)
+        log = BACKENDS[request.param](request, tmp_path)
         log.start()
         opened.append(log)
         return log
@@ -166,3 +173,41 @@ def test_what_was_committed_survives_a_reopen(open_log):
     again = open_log()
     rows, _ = again.events("requests", 0, 10)
     assert [r["request_id"] for r in rows] == ["r0"] and set(again.end()) == set(STREAMS)
+
+
+def test_a_reader_following_several_writers_reads_every_row_once(open_log):
+    """Replicas write the same log at once. A trainer that follows it from a cursor must never step
+    over a row that commits after a later one (PostgreSQL: the writers' lock; SQLite: its own)."""
+    writers, reader, stop = [open_log() for _ in range(3)], open_log(), threading.Event()
+    per_writer = 60
+
+    def write(index: int, log: Log) -> None:
+        for i in range(per_writer):
+            log.submit(forwarded(f"w{index}-{i}", f"question {index} {i}"))
+            if i % 7 == 0:
+                time.sleep(0.002)  # batches of every size, interleaved
+        log.flush()
+
+    threads = [threading.Thread(target=write, args=(i, log)) for i, log in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    seen, cursor, deadline = [], 0, time.monotonic() + 30
+    while len(seen) < per_writer * len(writers) and time.monotonic() < deadline:
+        rows, cursor = reader.events("requests", cursor, 17)
+        seen += [row["request_id"] for row in rows]
+        if not rows:
+            reader.wait(stop, 0.05)
+    for thread in threads:
+        thread.join()
+    rows, _ = reader.events("requests", cursor, 1000)
+    seen += [row["request_id"] for row in rows]
+    assert sorted(seen) == sorted(f"w{w}-{i}" for w in range(len(writers)) for i in range(per_writer))
+
+
+def test_a_reader_is_woken_by_another_writer(open_log):
+    writer, reader, stop = open_log(), open_log(), threading.Event()
+    reader.wait(stop, 0.05)  # listening
+    threading.Timer(0.2, lambda: writer.submit(forwarded("r0"))).start()
+    started = time.monotonic()
+    reader.wait(stop, 5.0)
+    assert 0.1 < time.monotonic() - started < 0.9  # woken by the write, before the once-a-second look

@@ -3,8 +3,9 @@ import time
 
 from finch.conversation import Conversation
 from finch.sse import sse_event
-from finch.store import queries
-from finch.store.db import RequestRecord, Store, connect
+from finch.store.db import Store, connect
+from finch.store.sqlite import SqliteLog
+from finch.store.writer import RequestRecord
 
 
 def messages_record(request_id: str, **fields) -> RequestRecord:
@@ -75,9 +76,9 @@ def test_writer_commits_rows_and_examples_off_the_caller(tmp_path):
     store.close()
     assert len(seen) == 50
     assert seen[0][1] == 200 and abs(seen[0][2] - (1000 * 1 + 200 * 5) / 1e6) < 1e-12
-    totals = queries.totals(tmp_path / "finch.db")
+    totals = SqliteLog(tmp_path / "finch.db", writer=False).totals()
     assert totals["requests"] == 50 and totals["output_tokens"] == 50 * 200
-    assert queries.example_count(tmp_path / "finch.db") == 50
+    assert SqliteLog(tmp_path / "finch.db", writer=False).example_count() == 50
     conn = sqlite3.connect(tmp_path / "finch.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT answer FROM examples LIMIT 1").fetchone()[0] == "answer"

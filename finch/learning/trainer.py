@@ -63,7 +63,7 @@ def snapshot_path(settings: Settings) -> Path:
 class Trainer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = open_log(settings.home)  # the learning rows are written off this thread
+        self.store = open_log(settings)  # the learning rows are written off this thread
         self.ensemble = Ensemble(settings, seed_texts=self.store.recent_texts())
         self.path = snapshot_path(settings)
         for stale in self.path.parent.glob(f".{self.path.name}.*"):  # a write cut short by a kill

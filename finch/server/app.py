@@ -38,8 +38,8 @@ from finch.server.learning import LearningLoop
 from finch.server.local import local_response
 from finch.server.pressure import Pressure
 from finch.server.relay import HOP_BY_HOP, RelayResponse
-from finch.store.db import RequestRecord
 from finch.store.log import open_log
+from finch.store.writer import RequestRecord
 from finch.upstream.client import UpstreamClient
 from finch.vocabulary import Reason, Route
 
@@ -57,7 +57,7 @@ class Proxy:
         self.learning: LearningLoop | None = None  # built at start-up: loading models takes seconds
         self.metrics = Metrics()
         self.pressure = Pressure()
-        self.store = open_log(settings.home, PriceTable(settings.prices))
+        self.store = open_log(settings, PriceTable(settings.prices))
         self.store.add_listener(self.metrics.observe)
         self.store.add_listener(_log_request)
         self.upstream = UpstreamClient(

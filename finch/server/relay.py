@@ -18,8 +18,8 @@ import httpx2
 from starlette.types import Receive, Scope, Send
 
 from finch.dialects import anthropic
-from finch.store.db import RequestRecord
 from finch.store.log import Log
+from finch.store.writer import RequestRecord
 from finch.upstream.client import UpstreamResponse
 
 # Not forwarded in either direction: they describe one hop, not the message.

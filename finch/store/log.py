@@ -9,9 +9,9 @@ interface.
 
 A reader's place in the log is a ``Position``: for each stream (``STREAMS``), the ``seq`` of the
 last row it read. Sequence numbers are the backend's own (SQLite's rowids, a database's sequence);
-callers only compare and store them. SQLite is the embedded implementation (``finch.store.sqlite``);
-``tests/test_log.py`` is the conformance suite any other must pass. ``open_log`` picks one from the
-settings.
+callers only compare and store them. SQLite is the embedded implementation (``finch.store.sqlite``),
+PostgreSQL the team one (``finch.store.postgres``); ``tests/test_log.py`` is the conformance suite
+both pass. ``open_log`` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finch.conversation import Conversation
 
 if TYPE_CHECKING:
+    from finch.config import Settings
     from finch.pricing import PriceTable
-    from finch.store.db import Listener, RequestRecord
     from finch.store.rows import Row
+    from finch.store.writer import Listener, RequestRecord
 
 # The streams the trainer learns from: Claude's answers and local answers (requests), and users'
 # verdicts on local answers (feedback).
@@ -132,9 +132,14 @@ class Log(abc.ABC):
         answer, and a local answer kept for feedback, count one each)."""
 
 
-def open_log(home: Path, prices: PriceTable | None = None, *, writer: bool = True) -> Log:
-    """finch's log for a home: SQLite, embedded (``finch.db``). ``writer=False``: read only, for a
-    command that only shows what is there (and creates nothing)."""
+def open_log(settings: Settings, prices: PriceTable | None = None, *, writer: bool = True) -> Log:
+    """finch's log, as the settings place it: PostgreSQL when ``database_url`` is set (the team tier),
+    else SQLite in the home (``finch.db``, embedded). ``writer=False``: read only, for a command that
+    only shows what is there (and creates nothing)."""
+    if settings.database_url:
+        from finch.store.postgres import PostgresLog
+
+        return PostgresLog(settings.database_url, prices, writer=writer)
     from finch.store.sqlite import SqliteLog
 
-    return SqliteLog(home / "finch.db", prices, writer=writer)
+    return SqliteLog(settings.home / "finch.db", prices, writer=writer)

@@ -9,6 +9,7 @@ look costs two stat calls, not a query.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ from typing import Any
 from finch.conversation import Conversation
 from finch.pricing import PriceTable
 from finch.store import queries
-from finch.store.db import Listener, RequestRecord, Store
-from finch.store.log import STREAMS, Log, Position
+from finch.store.db import Store
+from finch.store.log import Log, Position
 from finch.store.rows import Row
+from finch.store.writer import Listener, RequestRecord
 
 _POLL_S = 0.01  # how often a waiting reader looks at the files
 _REREAD_S = 1.0  # and returns regardless this often, whatever their stats say
@@ -30,6 +32,7 @@ class SqliteLog(Log):
     def __init__(self, path: Path, prices: PriceTable | None = None, *, writer: bool = True) -> None:
         self.path = path
         self._store = Store(path, prices) if writer else None  # opening it creates and migrates the file
+        self._reader = SqliteReader(path)
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -62,12 +65,10 @@ class SqliteLog(Log):
     # -- the trainer's source ------------------------------------------------------------------------
 
     def events(self, stream: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        return queries.learning_events(self.path, stream, after, limit)
+        return queries.learning_events(self._reader, stream, after, limit)
 
     def end(self) -> Position:
-        if not self.path.exists():  # a home that has logged nothing yet
-            return dict.fromkeys(STREAMS, 0)
-        return queries.log_end(self.path)
+        return queries.log_end(self._reader)
 
     def wait(self, stop: threading.Event, timeout: float) -> None:
         before, deadline = self._files(), time.monotonic() + min(timeout, _REREAD_S)
@@ -79,45 +80,72 @@ class SqliteLog(Log):
         return tuple(_stat(path) for path in (self.path, self.path.with_name(self.path.name + "-wal")))
 
     def recent_texts(self, limit: int = 2000) -> Iterator[str]:
-        return queries.recent_texts(self.path, limit)
+        return queries.recent_texts(self._reader, limit)
 
     # -- lookups and reports ---------------------------------------------------------------------------
 
     def stored_local_answer(self, request_id: str) -> tuple[Conversation, str] | None:
-        return queries.stored_local_answer(self.path, request_id)
+        return queries.stored_local_answer(self._reader, request_id)
 
     def request_is_logged(self, request_id: str) -> bool:
-        return queries.request_is_logged(self.path, request_id)
+        return queries.request_is_logged(self._reader, request_id)
 
     def totals(self) -> dict[str, Any]:
-        return queries.totals(self.path)
+        return queries.totals(self._reader)
 
     def by_day(self, days: int | None = 30) -> list[dict[str, Any]]:
-        return queries.by_day(self.path, days)
+        return queries.by_day(self._reader, days)
 
     def by_reason(self) -> list[dict[str, Any]]:
-        return queries.by_reason(self.path)
+        return queries.by_reason(self._reader)
 
     def example_count(self) -> int:
-        return queries.example_count(self.path)
+        return queries.example_count(self._reader)
 
     def learning_summary(self) -> dict[str, Any]:
-        return queries.learning_summary(self.path)
+        return queries.learning_summary(self._reader)
 
     def dashboard(self) -> dict[str, Any]:
-        if not self.path.exists():
-            return {"bucket_s": 60, "messages": [], "learning": [], "recent": [], "days": []}
-        bucket_s = queries.bucket_seconds(self.path)
-        return {
-            "bucket_s": bucket_s,
-            "messages": queries.messages_over_time(self.path, bucket_s),
-            "learning": queries.learning_over_time(self.path, bucket_s),
-            "recent": queries.recent_requests(self.path),
-            "days": queries.by_day(self.path, None),
-        }
+        return queries.dashboard(self._reader)
 
     def forget(self, before: float | None = None) -> int:
-        return queries.forget(self.path, before)
+        if not self.path.exists():
+            return 0
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:
+                deleted = [conn.execute(sql, params).rowcount for sql, params in queries.forget_statements(before)]
+            conn.execute("VACUUM")  # the text is gone from the file, not just unlinked
+            return deleted[0] + deleted[1]  # examples and local answers
+        finally:
+            conn.close()
+
+
+class SqliteReader(queries.Reader):
+    """Read-only connections to the file, one per read; no file yet reads as an empty log."""
+
+    seq = "rowid"
+    day_key = "CAST(ts / 86400 AS INTEGER)"
+    day_label = f"date({day_key} * 86400, 'unixepoch')"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def bucket(self) -> str:
+        return "CAST(ts / ? AS INTEGER) * ?"
+
+    def read(self, queries: list[queries.Query]) -> list[list[dict[str, Any]]]:
+        if not self.path.exists():  # a home that has logged nothing yet
+            return [[] for _ in queries]
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("BEGIN")  # one snapshot for every query
+            found = [[dict(row) for row in conn.execute(sql, params)] for sql, params in queries]
+            conn.execute("COMMIT")
+            return found
+        finally:
+            conn.close()
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

@@ -1,0 +1,277 @@
+"""The log's writer, whatever the backend: requests and learning rows, committed in small batches by
+one background thread.
+
+The request path only calls ``Writer.submit``, which puts a record on a bounded queue and returns.
+The writer thread turns records into rows (parsing usage and answer text out of the raw response),
+hands each batch to its backend's ``commit`` as portable SQL (``statements``), and tells its
+listeners (metrics) what it wrote. SQLite (``finch.store.db``) and PostgreSQL
+(``finch.store.postgres``) differ only in how they commit.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from finch import dialects
+from finch.conversation import Conversation
+from finch.policy.decide import Attempt
+from finch.pricing import PriceTable
+from finch.sse import ResponseSummary, decode_body
+from finch.store.rows import ForgetLearningAfter, Learned, Row, Verdict
+from finch.vocabulary import Route
+
+log = logging.getLogger(__name__)
+
+_QUEUE_SIZE = 10_000  # about a minute of heavy traffic; beyond that, logging must not hold requests
+_BATCH = 200
+_LINGER = 0.05  # seconds a row may wait before it is committed
+
+
+@dataclass
+class RequestRecord:
+    """What the request path knows about one request; the writer derives the rest."""
+
+    id: str
+    ts: float
+    method: str
+    path: str
+    route: str
+    reason: str
+    status: int
+    model: str | None = None
+    stream: bool = False
+    latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    attempts: int = 0
+    error_type: str | None = None
+    upstream_request_id: str | None = None
+    is_sse: bool = False
+    content_encoding: str | None = None
+    chunks: list[bytes] = field(default_factory=list, repr=False)  # the response as relayed
+    conversation: Conversation | None = field(default=None, repr=False)  # set when eligible
+    max_tokens: int | None = None  # the request's, when eligible
+    attempt: Attempt | None = field(default=None, repr=False)  # the local attempt, when the models were asked
+    local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
+    local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
+
+
+@dataclass(frozen=True)
+class Summarized:
+    """A request record with what the writer parsed out of its response."""
+
+    record: RequestRecord
+    summary: ResponseSummary
+    cost: float  # dollars spent for a forward, dollars saved for a local answer
+
+
+Listener = Callable[[RequestRecord, ResponseSummary, float], None]
+Entry = Summarized | Row
+Statement = tuple[str, tuple[Any, ...]]
+
+
+class Writer(abc.ABC):
+    def __init__(self, prices: PriceTable | None = None) -> None:
+        self.prices = prices or PriceTable()
+        self.dropped = 0
+        self._listeners: list[Listener] = []
+        self._queue: queue.Queue[RequestRecord | Row | None] = queue.Queue(maxsize=_QUEUE_SIZE)
+        self._thread: threading.Thread | None = None
+
+    @abc.abstractmethod
+    def commit(self, entries: list[Entry]) -> None:
+        """Write ``entries`` in one transaction, all or none (raises if none)."""
+
+    @abc.abstractmethod
+    def close_backend(self) -> None:
+        """Release the backend's connections (after the thread has stopped)."""
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="finch-store-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, record: RequestRecord | Row) -> None:
+        """Never blocks: when the writer is far behind, the record is dropped and counted."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted record is committed (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.close_backend()
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            # Linger briefly so a busy server commits many rows at once and this thread wakes
+            # (and takes the GIL from the event loop) far less often.
+            deadline = time.monotonic() + _LINGER
+            while len(batch) < _BATCH and batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            stop = None in batch
+            self._write([r for r in batch if r is not None])
+            for _ in batch:
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, records: list[RequestRecord | Row]) -> None:
+        entries = [self._summarize(r) if isinstance(r, RequestRecord) else r for r in records]
+        try:
+            self.commit(entries)
+            written = entries
+        except Exception:  # one bad record must cost only itself: write the batch one by one
+            written = []
+            for entry in entries:
+                try:
+                    self.commit([entry])
+                    written.append(entry)
+                except Exception:
+                    log.exception("could not write a request record")
+        for entry in written:
+            if isinstance(entry, Summarized):
+                for listener in self._listeners:
+                    try:
+                        listener(entry.record, entry.summary, entry.cost)
+                    except Exception:
+                        log.exception("store listener failed")
+
+    def _summarize(self, record: RequestRecord) -> Summarized:
+        if record.route == Route.LOCAL and record.local_usage is not None:
+            # What the upstream would have charged: for a local answer, the cost column means "saved".
+            summary = ResponseSummary(input_tokens=record.local_usage[0], output_tokens=record.local_usage[1])
+            summary.text = record.local_answer
+            return Summarized(record, summary, self.prices.cost(record.model or "", *record.local_usage))
+        dialect = dialects.for_path(record.path)
+        if not record.chunks or dialect is None:
+            return Summarized(record, ResponseSummary(error_type=record.error_type), 0.0)
+        body = decode_body(record.chunks, record.content_encoding)
+        summary = dialect.summarize(body, record.is_sse)
+        summary.error_type = summary.error_type or record.error_type
+        cost = 0.0
+        if record.route == Route.FORWARD and record.model:
+            cost = self.prices.cost(
+                record.model,
+                summary.input_tokens,
+                summary.output_tokens,
+                summary.cache_creation_input_tokens,
+                summary.cache_read_input_tokens,
+            )
+        return Summarized(record, summary, cost)
+
+
+# -- the statements: SQL both backends speak, with ? for parameters ----------------------------------
+
+_REQUEST_COLUMNS = (
+    "id, ts, method, path, model, stream, route, reason, status, latency_ms, ttfb_ms, attempts, input_tokens,"
+    " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, saved_usd, error_type,"
+    " upstream_request_id, p_router, p_validator, p_good, decision"
+)
+# A request id is written once: an import's content-hash id that raced another import's is skipped.
+_INSERT_REQUEST = (
+    f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES ({', '.join('?' * 24)}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def statements(entry: Entry) -> Iterator[Statement]:
+    if isinstance(entry, Summarized):
+        yield from _request_statements(entry)
+    elif isinstance(entry, Learned):
+        columns = ", ".join(entry.values)
+        yield f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(entry.values))})", tuple(
+            entry.values.values()
+        )
+    elif isinstance(entry, Verdict):
+        verdict = (entry.request_id, entry.ts, int(entry.good))
+        yield "INSERT INTO feedback (request_id, ts, good) VALUES (?, ?, ?)", verdict
+    elif isinstance(entry, ForgetLearningAfter):
+        yield (
+            "DELETE FROM learning WHERE (kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?)",
+            (entry.position.get("requests", 0), entry.position.get("feedback", 0)),
+        )
+    else:
+        raise TypeError(f"not a row the log writes: {entry!r}")
+
+
+def _request_statements(entry: Summarized) -> Iterator[Statement]:
+    record, summary = entry.record, entry.summary
+    yield _INSERT_REQUEST, _request_row(entry)
+    if record.conversation is not None and summary.text and record.status == 200:
+        yield (
+            "INSERT INTO examples (request_id, ts, model, conversation, answer, max_tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            (record.id, record.ts, record.model, record.conversation.to_json(), summary.text, record.max_tokens),
+        )
+    if record.route == Route.LOCAL and record.conversation is not None and record.local_answer is not None:
+        yield (
+            "INSERT INTO local_answers (request_id, ts, conversation, answer) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (request_id) DO NOTHING",
+            (record.id, record.ts, record.conversation.to_json(), record.local_answer),
+        )
+
+
+def _request_row(entry: Summarized) -> tuple[Any, ...]:
+    record, summary, cost = entry.record, entry.summary, entry.cost
+    attempt = record.attempt
+    chosen = attempt.choice if attempt is not None else None
+    return (
+        record.id,
+        record.ts,
+        record.method,
+        record.path,
+        record.model,
+        int(record.stream),
+        record.route,
+        record.reason,
+        record.status,
+        record.latency_ms,
+        record.ttfb_ms,
+        record.attempts,
+        summary.input_tokens,
+        summary.output_tokens,
+        summary.cache_creation_input_tokens,
+        summary.cache_read_input_tokens,
+        cost if record.route != Route.LOCAL else 0.0,
+        cost if record.route == Route.LOCAL else 0.0,
+        summary.error_type,
+        record.upstream_request_id,
+        attempt.p_router if attempt is not None else None,
+        chosen.p_validator if chosen is not None else None,
+        chosen.p_good if chosen is not None else None,
+        _decision_json(record),
+    )
+
+
+def _decision_json(record: RequestRecord) -> str | None:
+    """A would-be-local answer's attempt (served, or withheld for an audit), for the trainer to count
+    (``queries.learning_events``)."""
+    attempt = record.attempt
+    if attempt is None or attempt.choice is None or record.local_answer is None:
+        return None
+    return json.dumps(attempt.to_json(), ensure_ascii=False)
