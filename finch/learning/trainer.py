@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import fcntl
 import itertools
 import logging
 import os
@@ -30,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
@@ -39,8 +38,8 @@ from finch.learning import snapshot, status
 from finch.learning.cores import FreeCores
 from finch.learning.ensemble import Ensemble
 from finch.learning.events import Event, Judged
+from finch.learning.lease import trainer_lease
 from finch.policy.decide import AUDITED_REASONS
-from finch.store.db import ensure_private_dir
 from finch.store.log import open_log
 from finch.store.rows import forget_learning_after, learning_row
 
@@ -229,7 +228,7 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
     """``finch train``: learn until SIGTERM or SIGINT, then save and publish once more. Started by
     a server (``parent``), it dies with it.
 
-    One trainer at a time learns in a home: a second waits for the first's lock."""
+    One trainer at a time learns from a log: a second waits for the first's lease (``finch.learning.lease``)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -244,33 +243,21 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="finch-parent-watch", daemon=True).start()
-    with _lock_file(settings) as lock:
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if stop.wait(0.1):
-                    return
-        Trainer(settings).run(stop)  # the lock goes with the process, however it ends
+    with trainer_lease(settings) as take:
+        while not take():
+            if stop.wait(0.1):
+                return
+        Trainer(settings).run(stop)  # the lease goes with the process, however it ends
 
 
 def learn_waiting(settings: Settings, progress: Callable[[int], None] = lambda left: None) -> bool:
     """Learn what the log holds now, in this process, unless a trainer is already learning in this
     home (a running server's, which then learns it). Returns whether it learned."""
-    with _lock_file(settings) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with trainer_lease(settings) as take:
+        if not take():
             return False
         Trainer(settings).catch_up(progress)
         return True
-
-
-def _lock_file(settings: Settings) -> IO[str]:
-    """One trainer at a time learns in a home: the one holding this file's lock."""
-    ensure_private_dir(settings.home / "models")
-    return (settings.home / "models" / "trainer.lock").open("a")
 
 
 def _die_with_parent() -> None:

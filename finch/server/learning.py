@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives before the log is written
 _WATCH_S = 0.01  # how often the watcher looks for a new snapshot (one stat call)
+_VERDICTS_GAP_S = 0.05  # users' verdicts are read from the log at most about this often
 # The request path's models run on one thread. With two, a decision that follows an idle moment (as
 # most do: requests come with gaps) often waits for the second thread to wake at every matrix
 # product: measured on 2 cores with 0.3 s between decisions, 75% of them took 18-19 ms instead of
@@ -84,6 +85,7 @@ class LearningLoop:
         self._attempting = False
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._verdicts: threading.Thread | None = None
         self.load_new_snapshot()  # what the last run learned serves from the first request
 
     @property
@@ -98,13 +100,16 @@ class LearningLoop:
             self.trainer.start()
         self._watcher = threading.Thread(target=self._watch, name="finch-snapshot-watcher", daemon=True)
         self._watcher.start()
+        self._verdicts = threading.Thread(target=self._follow_verdicts, name="finch-verdicts", daemon=True)
+        self._verdicts.start()
 
     def stop(self) -> None:
         self._stopping.set()
         self._local_thread.shutdown(wait=True)
         self.trainer.stop()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
+        for thread in (self._watcher, self._verdicts):
+            if thread is not None:
+                thread.join(timeout=5)
 
     # -- the request path ------------------------------------------------------------------------
 
@@ -165,6 +170,24 @@ class LearningLoop:
                 self.load_new_snapshot()
             except Exception:  # a bad snapshot must not stop the next one from loading
                 log.exception("could not load the serving snapshot")
+                self._stopping.wait(1.0)
+
+    def _follow_verdicts(self) -> None:
+        """Users' "bad answer" marks, read from the log whichever replica took them: every replica
+        stops serving that question at once, without waiting for the trainer's next snapshot."""
+        serving = self.serving
+        cursor = serving.position.get("feedback", 0) if serving is not None else 0
+        while not self._stopping.is_set():
+            try:
+                rows, cursor = self.store.events("feedback", cursor, 256)
+                for row in rows:
+                    if not row["good"]:
+                        self._blocked_since.add(question_key(Conversation.from_json(row["conversation"])))
+                if not rows:
+                    self.store.wait(self._stopping, 1.0)
+                    self._stopping.wait(_VERDICTS_GAP_S)
+            except Exception:  # the log is away: look again later
+                log.exception("could not read users' verdicts from the log")
                 self._stopping.wait(1.0)
 
     def load_new_snapshot(self) -> bool:

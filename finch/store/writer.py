@@ -204,8 +204,9 @@ def statements(entry: Entry) -> Iterator[Statement]:
         yield from _request_statements(entry)
     elif isinstance(entry, Learned):
         columns = ", ".join(entry.values)
-        yield f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(entry.values))})", tuple(
-            entry.values.values()
+        yield (
+            f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(entry.values))})",
+            tuple(entry.values.values()),
         )
     elif isinstance(entry, Verdict):
         verdict = (entry.request_id, entry.ts, int(entry.good))
