@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The namespace of everything learned when principals are not told apart (isolation "none"), and of
+# every row logged before namespaces existed; and the namespace of a request whose principal could not
+# be resolved: logged, forwarded, never learned from.
+DEFAULT_NAMESPACE = "default"
+UNRESOLVED = ""
+
 
 class Route(StrEnum):
     FORWARD = "forward"  # Claude answered (or the upstream did, for any other path)
@@ -26,6 +32,7 @@ class Reason(StrEnum):
     UNCERTIFIED = "uncertified"
     ROUTER_FORWARD = "router_forward"
     LOCAL_TIMEOUT = "local_timeout"
+    UNRESOLVED_PRINCIPAL = "unresolved_principal"
     LOCAL_TOO_LONG = "local_too_long"
     VALIDATOR_REJECT = "validator_reject"
     SAMPLED = "sampled"

@@ -58,11 +58,11 @@ def forwarded(request_id: str, question: str = "capital of France?", max_tokens:
     )  # fmt: skip
 
 
-def served(request_id: str, answer: str = "Paris.") -> RequestRecord:
+def served(request_id: str, answer: str = "Paris.", **fields) -> RequestRecord:
     attempt = Attempt((Candidate(answer, "recalled", 0.99),), 0.9, chosen=0, audit_chance=0.05)
     return RequestRecord(
         request_id, time.time(), "POST", "/v1/messages", "local", "local", 200, model="claude-haiku-4-5",
-        conversation=ask("capital of France?"), attempt=attempt, local_answer=answer, local_usage=(5, 2),
+        conversation=ask("capital of France?"), attempt=attempt, local_answer=answer, local_usage=(5, 2), **fields,
     )  # fmt: skip
 
 
@@ -211,3 +211,25 @@ def test_a_reader_is_woken_by_another_writer(open_log):
     started = time.monotonic()
     reader.wait(stop, 5.0)
     assert 0.1 < time.monotonic() - started < 0.9  # woken by the write, before the once-a-second look
+
+
+def test_a_namespace_reads_its_own_rows_and_nobody_elses(open_log):
+    log = open_log()
+    log.submit(forwarded("a0", "capital of France?", namespace="team-a"))
+    log.submit(forwarded("b0", "capital of France?", namespace="team-b"))
+    log.submit(forwarded("nobody", "capital of France?", namespace=""))  # unresolved: logged, never learned
+    log.submit(served("a1", namespace="team-a"))
+    log.flush()
+    log.submit(feedback_row("a1", False, "team-a"))
+    log.flush()
+    assert log.namespaces() == ["team-a", "team-b"]
+    rows, _ = log.events("requests", 0, 10, "team-a")
+    assert [r["request_id"] for r in rows] == ["a0", "a1"] and {r["namespace"] for r in rows} == {"team-a"}
+    assert [r["request_id"] for r in log.events("requests", 0, 10, "team-b")[0]] == ["b0"]
+    assert [r["request_id"] for r in log.events("requests", 0, 10, None)[0]] == ["a0", "b0", "nobody", "a1"]
+    assert [r["request_id"] for r in log.events("feedback", 0, 10, "team-a")[0]] == ["a1"]
+    assert log.events("feedback", 0, 10, "team-b")[0] == []
+    assert log.stored_local_answer("a1", "team-a") is not None and log.stored_local_answer("a1", "team-b") is None
+    assert log.request_is_logged("b0", "team-b") and not log.request_is_logged("b0", "team-a")
+    assert log.end("team-b")["requests"] < log.end("team-a")["requests"] == log.end(None)["requests"]
+    assert log.backlog({}, "team-b") == 1  # b0's own end, not the log's

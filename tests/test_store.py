@@ -26,6 +26,7 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
         "0005_decision.sql",
         "0006_learning_seq.sql",
         "0007_max_tokens.sql",
+        "0008_namespace.sql",
     ]
     conn.close()
 

@@ -2,8 +2,10 @@
 interface.
 
     write     submit(record)                  a request, a learning row, a verdict; never blocks
-    read      events(stream, after, limit)    the trainer's source, in the order it was written
-              end(), backlog(position)        how far each stream is written; what is left to read
+    read      events(stream, after, limit,    the trainer's source, in the order it was written:
+                     namespace)               one namespace's rows (or every namespace's)
+              end(namespace), backlog(...)    how far each stream is written; what is left to read
+              namespaces()                    the namespaces with something to learn
               wait(stop, timeout)             until something may have been written
     show      totals(), by_day(), ...         what `finch stats` and the dashboard read
 
@@ -22,6 +24,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from finch.conversation import Conversation
+from finch.store import queries
+from finch.vocabulary import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
     from finch.config import Settings
@@ -64,66 +68,77 @@ class Log(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    # -- the trainer's source -----------------------------------------------------------------------
+    # -- reading: the same SQL on every backend, through its reader ---------------------------------
 
-    @abc.abstractmethod
-    def events(self, stream: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """The rows of ``stream`` written after ``after`` that there is something to learn from,
-        oldest first, at most ``limit``; and the seq read up to (past rows with nothing to learn).
+    reader: queries.Reader
+
+    def events(
+        self, stream: str, after: int, limit: int, namespace: str | None = DEFAULT_NAMESPACE
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The rows of ``stream`` in ``namespace`` (None: every namespace's) written after ``after``
+        that there is something to learn from, oldest first, at most ``limit``; and the seq read up
+        to (past rows with nothing to learn).
 
         A request row: seq, request_id, route, reason, decision (the logged attempt, JSON),
-        conversation, answer (Claude's) and max_tokens. A feedback row: seq, request_id, good, and
-        the conversation and answer it judges."""
+        conversation, answer (Claude's), max_tokens and namespace. A feedback row: seq, request_id,
+        good, the conversation and answer it judges, and namespace."""
+        return queries.learning_events(self.reader, stream, after, limit, namespace)
 
-    @abc.abstractmethod
-    def end(self) -> Position:
-        """How far each stream has been written."""
+    def end(self, namespace: str | None = DEFAULT_NAMESPACE) -> Position:
+        """How far each stream has been written, in ``namespace`` (None: in all)."""
+        return queries.log_end(self.reader, namespace)
 
-    def backlog(self, position: Position) -> int:
-        """Rows written past ``position``: the trainer's backlog, counted over every request."""
-        end = self.end()
-        return sum(max(0, end[stream] - position.get(stream, 0)) for stream in STREAMS)
+    def backlog(self, position: Position, namespace: str = DEFAULT_NAMESPACE) -> int:
+        """Rows of ``namespace`` written past ``position``: the trainer's backlog, counted over every
+        request."""
+        return queries.backlog(self.reader, position, namespace)
 
     @abc.abstractmethod
     def wait(self, stop: threading.Event, timeout: float) -> None:
         """Return when something may have been written, when ``stop`` is set, or after ``timeout``."""
 
-    @abc.abstractmethod
-    def recent_texts(self, limit: int = 2000) -> Iterator[str]:
+    def namespaces(self) -> list[str]:
+        """The namespaces with something to learn, oldest first."""
+        return queries.namespaces(self.reader)
+
+    def recent_texts(self, limit: int = 2000, namespace: str = DEFAULT_NAMESPACE) -> Iterator[str]:
         """The turns and Claude's answers of the newest training examples (to build a tokenizer)."""
+        return queries.recent_texts(self.reader, namespace, limit)
 
     # -- what the server looks up ---------------------------------------------------------------------
 
-    @abc.abstractmethod
-    def stored_local_answer(self, request_id: str) -> tuple[Conversation, str] | None: ...
+    def stored_local_answer(
+        self, request_id: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> tuple[Conversation, str] | None:
+        return queries.stored_local_answer(self.reader, request_id, namespace)
 
-    @abc.abstractmethod
-    def request_is_logged(self, request_id: str) -> bool: ...
+    def request_is_logged(self, request_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        return queries.request_is_logged(self.reader, request_id, namespace)
 
     # -- what people read -----------------------------------------------------------------------------
 
-    @abc.abstractmethod
-    def totals(self) -> dict[str, Any]: ...
+    def totals(self) -> dict[str, Any]:
+        return queries.totals(self.reader)
 
-    @abc.abstractmethod
     def by_day(self, days: int | None = 30) -> list[dict[str, Any]]:
         """Per UTC day, newest first; every day when ``days`` is None."""
+        return queries.by_day(self.reader, days)
 
-    @abc.abstractmethod
-    def by_reason(self) -> list[dict[str, Any]]: ...
+    def by_reason(self) -> list[dict[str, Any]]:
+        return queries.by_reason(self.reader)
 
-    @abc.abstractmethod
     def example_count(self) -> int:
         """Conversations kept with their answer (Claude's, or finch's own when served locally)."""
+        return queries.example_count(self.reader)
 
-    @abc.abstractmethod
     def learning_summary(self) -> dict[str, Any]:
         """What the trainer has learned, and what the audits say of the answers finch serves."""
+        return queries.learning_summary(self.reader)
 
-    @abc.abstractmethod
     def dashboard(self) -> dict[str, Any]:
         """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
         day (``finch.server.dashboard`` shapes them)."""
+        return queries.dashboard(self.reader)
 
     @abc.abstractmethod
     def forget(self, before: float | None = None) -> int:

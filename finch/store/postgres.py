@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
@@ -27,10 +26,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from finch.conversation import Conversation
 from finch.pricing import PriceTable
 from finch.store import queries
-from finch.store.log import Log, Position
+from finch.store.log import Log
 from finch.store.rows import Row
 from finch.store.writer import Entry, Listener, RequestRecord, Writer, statements
 
@@ -59,7 +57,7 @@ class PostgresLog(Log):
         if writer:
             migrate(self._pool)
         self._writer = PostgresWriter(self._pool, prices) if writer else None
-        self._reader = PostgresReader(self._pool)
+        self.reader = PostgresReader(self._pool)
         self._listener: psycopg.Connection | None = None
 
     # -- writing -------------------------------------------------------------------------------------
@@ -93,13 +91,7 @@ class PostgresLog(Log):
             raise RuntimeError("this log was opened read-only")
         return self._writer
 
-    # -- the trainer's source ------------------------------------------------------------------------
-
-    def events(self, stream: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        return queries.learning_events(self._reader, stream, after, limit)
-
-    def end(self) -> Position:
-        return queries.log_end(self._reader)
+    # -- reading ---------------------------------------------------------------------------------------
 
     def wait(self, stop: threading.Event, timeout: float) -> None:
         deadline = time.monotonic() + min(timeout, _REREAD_S)
@@ -122,35 +114,6 @@ class PostgresLog(Log):
         if self._listener is not None:
             self._listener.close()
         self._listener = None
-
-    def recent_texts(self, limit: int = 2000) -> Iterator[str]:
-        return queries.recent_texts(self._reader, limit)
-
-    # -- lookups and reports ---------------------------------------------------------------------------
-
-    def stored_local_answer(self, request_id: str) -> tuple[Conversation, str] | None:
-        return queries.stored_local_answer(self._reader, request_id)
-
-    def request_is_logged(self, request_id: str) -> bool:
-        return queries.request_is_logged(self._reader, request_id)
-
-    def totals(self) -> dict[str, Any]:
-        return queries.totals(self._reader)
-
-    def by_day(self, days: int | None = 30) -> list[dict[str, Any]]:
-        return queries.by_day(self._reader, days)
-
-    def by_reason(self) -> list[dict[str, Any]]:
-        return queries.by_reason(self._reader)
-
-    def example_count(self) -> int:
-        return queries.example_count(self._reader)
-
-    def learning_summary(self) -> dict[str, Any]:
-        return queries.learning_summary(self._reader)
-
-    def dashboard(self) -> dict[str, Any]:
-        return queries.dashboard(self._reader)
 
     def forget(self, before: float | None = None) -> int:
         with self._pool.connection() as conn:

@@ -98,60 +98,96 @@ def learning_summary(r: Reader) -> dict[str, Any]:
     return {**row, "bad_local_estimate": estimate, "bad_local_interval": [low, high]}
 
 
-def stored_local_answer(r: Reader, request_id: str) -> tuple[Conversation, str] | None:
-    """The conversation and the answer finch served locally for a request, if it is in the log."""
-    rows = r.rows("SELECT conversation, answer FROM local_answers WHERE request_id = ?", (request_id,))
+def stored_local_answer(r: Reader, request_id: str, namespace: str) -> tuple[Conversation, str] | None:
+    """The conversation and the answer finch served locally for a request of ``namespace``, if it is
+    in the log."""
+    rows = r.rows(
+        "SELECT a.conversation, a.answer FROM local_answers a JOIN requests q ON q.id = a.request_id"
+        " WHERE a.request_id = ? AND q.namespace = ?",
+        (request_id, namespace),
+    )
     return (Conversation.from_json(rows[0]["conversation"]), rows[0]["answer"]) if rows else None
 
 
-def request_is_logged(r: Reader, request_id: str) -> bool:
-    return bool(r.rows("SELECT 1 AS found FROM requests WHERE id = ?", (request_id,)))
+def request_is_logged(r: Reader, request_id: str, namespace: str) -> bool:
+    return bool(r.rows("SELECT 1 AS found FROM requests WHERE id = ? AND namespace = ?", (request_id, namespace)))
 
 
-def recent_texts(r: Reader, limit: int = 2000) -> Iterator[str]:
-    """The turns and answers of the most recent training examples."""
-    for row in r.rows("SELECT conversation, answer FROM examples ORDER BY ts DESC LIMIT ?", (limit,)):
+def recent_texts(r: Reader, namespace: str, limit: int = 2000) -> Iterator[str]:
+    """The turns and answers of the most recent training examples of ``namespace``."""
+    rows = r.rows(
+        "SELECT e.conversation, e.answer FROM examples e JOIN requests q ON q.id = e.request_id"
+        " WHERE q.namespace = ? ORDER BY e.ts DESC LIMIT ?",
+        (namespace, limit),
+    )
+    for row in rows:
         yield from (t for _, t in Conversation.from_json(row["conversation"]).turns)
         yield row["answer"]
+
+
+def namespaces(r: Reader) -> list[str]:
+    """The namespaces with something to learn, oldest first."""
+    return [row["name"] for row in r.rows("SELECT name FROM namespaces ORDER BY first_ts, name")]
 
 
 # -- the trainer's source: the log, read in the order it was written --------------------------------
 
 # What the trainer learns from, per stream: Claude's answers to eligible requests, local answers
-# served or withheld for an audit (their decision), and users' verdicts on local answers.
+# served or withheld for an audit (their decision), and users' verdicts on local answers. {only} is
+# one namespace's rows, or every namespace's.
 _EVENTS = {
     "requests": (
         "SELECT r.{seq} AS seq, r.id AS request_id, r.route, r.reason, r.decision, e.conversation, e.answer,"
-        " e.max_tokens"
+        " e.max_tokens, r.namespace"
         " FROM requests r LEFT JOIN examples e ON e.request_id = r.id AND r.route = 'forward'"
-        " WHERE r.{seq} > ? AND r.status = 200"
+        " WHERE r.{seq} > ? AND r.status = 200{only}"
         " AND (e.request_id IS NOT NULL OR (r.route = 'local' AND r.decision IS NOT NULL))"
         " ORDER BY r.{seq} LIMIT ?"
     ),
     "feedback": (
-        "SELECT f.{seq} AS seq, f.request_id, f.good, l.conversation, l.answer"
+        "SELECT f.{seq} AS seq, f.request_id, f.good, l.conversation, l.answer, f.namespace"
         " FROM feedback f JOIN local_answers l ON l.request_id = f.request_id"
-        " WHERE f.{seq} > ? ORDER BY f.{seq} LIMIT ?"
+        " WHERE f.{seq} > ?{only} ORDER BY f.{seq} LIMIT ?"
     ),
 }
+_ALIAS = {"requests": "r", "feedback": "f"}
 
 
-def log_end(r: Reader) -> dict[str, int]:
-    """How far each stream has been written (its newest seq)."""
-    ends = r.read([(f"SELECT COALESCE(MAX({r.seq}), 0) AS seq FROM {stream}", ()) for stream in _EVENTS])
+def _end(r: Reader, stream: str, namespace: str | None) -> Query:
+    only = "" if namespace is None else " WHERE namespace = ?"
+    return f"SELECT COALESCE(MAX({r.seq}), 0) AS seq FROM {stream}{only}", (() if namespace is None else (namespace,))
+
+
+def log_end(r: Reader, namespace: str | None) -> dict[str, int]:
+    """How far each stream has been written (its newest seq), in ``namespace`` or in all (None)."""
+    ends = r.read([_end(r, stream, namespace) for stream in _EVENTS])
     return {stream: int(found[0]["seq"]) if found else 0 for stream, found in zip(_EVENTS, ends, strict=True)}
 
 
-def learning_events(r: Reader, stream: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The rows of ``stream`` written after seq ``after`` that there is something to learn from,
-    oldest first, at most ``limit``; and the seq read up to (past rows with nothing to learn)."""
-    # Both from one snapshot: the end, and the rows up to it.
-    ends, rows = r.read(
+def backlog(r: Reader, position: dict[str, int], namespace: str) -> int:
+    """Rows of ``namespace`` past ``position``, in every stream."""
+    counts = r.read(
         [
-            (f"SELECT COALESCE(MAX({r.seq}), 0) AS seq FROM {stream}", ()),
-            (_EVENTS[stream].format(seq=r.seq), (after, limit)),
+            (
+                f"SELECT COUNT(*) AS n FROM {stream} WHERE namespace = ? AND {r.seq} > ?",
+                (namespace, position.get(stream, 0)),
+            )
+            for stream in _EVENTS
         ]
     )
+    return sum(int(found[0]["n"]) for found in counts if found)
+
+
+def learning_events(
+    r: Reader, stream: str, after: int, limit: int, namespace: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``stream`` in ``namespace`` (None: in every namespace) written after seq ``after``
+    that there is something to learn from, oldest first, at most ``limit``; and the seq read up to
+    (past rows with nothing to learn)."""
+    only = "" if namespace is None else f" AND {_ALIAS[stream]}.namespace = ?"
+    where = (after,) if namespace is None else (after, namespace)
+    # Both from one snapshot: the end, and the rows up to it.
+    ends, rows = r.read([_end(r, stream, namespace), (_EVENTS[stream].format(seq=r.seq, only=only), (*where, limit))])
     end = int(ends[0]["seq"]) if ends else 0
     return rows, (rows[-1]["seq"] if len(rows) == limit else end)
 

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from finch.vocabulary import DEFAULT_NAMESPACE
+
 LEARNING_COLUMNS = frozenset(
     {
         "ts",
@@ -27,6 +29,7 @@ LEARNING_COLUMNS = frozenset(
         "seconds",
         "attempt",
         "seq",
+        "namespace",
     }
 )
 
@@ -44,15 +47,17 @@ class Verdict:
 
     request_id: str
     good: bool
+    namespace: str = DEFAULT_NAMESPACE
     ts: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
 class ForgetLearningAfter:
-    """The learning events after ``position`` (a checkpoint's place in the log: each stream's last
-    seq) are gone: the trainer that restarts from that checkpoint learns them again."""
+    """The learning events of ``namespace`` after ``position`` (a checkpoint's place in the log: each
+    stream's last seq) are gone: the trainer that restarts from that checkpoint learns them again."""
 
     position: dict[str, int]
+    namespace: str = DEFAULT_NAMESPACE
 
 
 Row = Learned | Verdict | ForgetLearningAfter
@@ -65,9 +70,9 @@ def learning_row(**values: Any) -> Learned:
     return Learned(values)
 
 
-def feedback_row(request_id: str, good: bool) -> Verdict:
-    return Verdict(request_id, good)
+def feedback_row(request_id: str, good: bool, namespace: str = DEFAULT_NAMESPACE) -> Verdict:
+    return Verdict(request_id, good, namespace)
 
 
-def forget_learning_after(position: dict[str, int]) -> ForgetLearningAfter:
-    return ForgetLearningAfter(dict(position))
+def forget_learning_after(position: dict[str, int], namespace: str = DEFAULT_NAMESPACE) -> ForgetLearningAfter:
+    return ForgetLearningAfter(dict(position), namespace)

@@ -12,15 +12,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from finch.conversation import Conversation
 from finch.pricing import PriceTable
 from finch.store import queries
 from finch.store.db import Store
-from finch.store.log import Log, Position
+from finch.store.log import Log
 from finch.store.rows import Row
 from finch.store.writer import Listener, RequestRecord
 
@@ -32,7 +30,7 @@ class SqliteLog(Log):
     def __init__(self, path: Path, prices: PriceTable | None = None, *, writer: bool = True) -> None:
         self.path = path
         self._store = Store(path, prices) if writer else None  # opening it creates and migrates the file
-        self._reader = SqliteReader(path)
+        self.reader = SqliteReader(path)
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -62,13 +60,7 @@ class SqliteLog(Log):
             raise RuntimeError("this log was opened read-only")
         return self._store
 
-    # -- the trainer's source ------------------------------------------------------------------------
-
-    def events(self, stream: str, after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        return queries.learning_events(self._reader, stream, after, limit)
-
-    def end(self) -> Position:
-        return queries.log_end(self._reader)
+    # -- reading ---------------------------------------------------------------------------------------
 
     def wait(self, stop: threading.Event, timeout: float) -> None:
         before, deadline = self._files(), time.monotonic() + min(timeout, _REREAD_S)
@@ -78,35 +70,6 @@ class SqliteLog(Log):
 
     def _files(self) -> tuple[tuple[int, int] | None, ...]:
         return tuple(_stat(path) for path in (self.path, self.path.with_name(self.path.name + "-wal")))
-
-    def recent_texts(self, limit: int = 2000) -> Iterator[str]:
-        return queries.recent_texts(self._reader, limit)
-
-    # -- lookups and reports ---------------------------------------------------------------------------
-
-    def stored_local_answer(self, request_id: str) -> tuple[Conversation, str] | None:
-        return queries.stored_local_answer(self._reader, request_id)
-
-    def request_is_logged(self, request_id: str) -> bool:
-        return queries.request_is_logged(self._reader, request_id)
-
-    def totals(self) -> dict[str, Any]:
-        return queries.totals(self._reader)
-
-    def by_day(self, days: int | None = 30) -> list[dict[str, Any]]:
-        return queries.by_day(self._reader, days)
-
-    def by_reason(self) -> list[dict[str, Any]]:
-        return queries.by_reason(self._reader)
-
-    def example_count(self) -> int:
-        return queries.example_count(self._reader)
-
-    def learning_summary(self) -> dict[str, Any]:
-        return queries.learning_summary(self._reader)
-
-    def dashboard(self) -> dict[str, Any]:
-        return queries.dashboard(self._reader)
 
     def forget(self, before: float | None = None) -> int:
         if not self.path.exists():

@@ -26,7 +26,7 @@ from finch.policy.decide import Attempt
 from finch.pricing import PriceTable
 from finch.sse import ResponseSummary, decode_body
 from finch.store.rows import ForgetLearningAfter, Learned, Row, Verdict
-from finch.vocabulary import Route
+from finch.vocabulary import DEFAULT_NAMESPACE, UNRESOLVED, Route
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class RequestRecord:
     attempt: Attempt | None = field(default=None, repr=False)  # the local attempt, when the models were asked
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
+    namespace: str = DEFAULT_NAMESPACE  # whose it is (finch.server.principals); UNRESOLVED: nobody's
 
 
 @dataclass(frozen=True)
@@ -191,11 +192,11 @@ class Writer(abc.ABC):
 _REQUEST_COLUMNS = (
     "id, ts, method, path, model, stream, route, reason, status, latency_ms, ttfb_ms, attempts, input_tokens,"
     " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, saved_usd, error_type,"
-    " upstream_request_id, p_router, p_validator, p_good, decision"
+    " upstream_request_id, p_router, p_validator, p_good, decision, namespace"
 )
 # A request id is written once: an import's content-hash id that raced another import's is skipped.
 _INSERT_REQUEST = (
-    f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES ({', '.join('?' * 24)}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -209,12 +210,13 @@ def statements(entry: Entry) -> Iterator[Statement]:
             tuple(entry.values.values()),
         )
     elif isinstance(entry, Verdict):
-        verdict = (entry.request_id, entry.ts, int(entry.good))
-        yield "INSERT INTO feedback (request_id, ts, good) VALUES (?, ?, ?)", verdict
+        verdict = (entry.request_id, entry.ts, int(entry.good), entry.namespace)
+        yield "INSERT INTO feedback (request_id, ts, good, namespace) VALUES (?, ?, ?, ?)", verdict
     elif isinstance(entry, ForgetLearningAfter):
         yield (
-            "DELETE FROM learning WHERE (kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?)",
-            (entry.position.get("requests", 0), entry.position.get("feedback", 0)),
+            "DELETE FROM learning WHERE namespace = ?"
+            " AND ((kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?))",
+            (entry.namespace, entry.position.get("requests", 0), entry.position.get("feedback", 0)),
         )
     else:
         raise TypeError(f"not a row the log writes: {entry!r}")
@@ -223,6 +225,14 @@ def statements(entry: Entry) -> Iterator[Statement]:
 def _request_statements(entry: Summarized) -> Iterator[Statement]:
     record, summary = entry.record, entry.summary
     yield _INSERT_REQUEST, _request_row(entry)
+    if record.conversation is not None and record.namespace != UNRESOLVED:  # a namespace with something to learn
+        yield (
+            "INSERT INTO namespaces (name, first_ts) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (
+                record.namespace,
+                record.ts,
+            ),
+        )
     if record.conversation is not None and summary.text and record.status == 200:
         yield (
             "INSERT INTO examples (request_id, ts, model, conversation, answer, max_tokens)"
@@ -266,6 +276,7 @@ def _request_row(entry: Summarized) -> tuple[Any, ...]:
         chosen.p_validator if chosen is not None else None,
         chosen.p_good if chosen is not None else None,
         _decision_json(record),
+        record.namespace,
     )
 
 
