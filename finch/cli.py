@@ -15,6 +15,7 @@ import click
 
 from finch.config import TRAINER_SETTINGS_ENV, Settings, env_name, load_settings
 from finch.errors import ConfigError
+from finch.keys_command import keys
 from finch.report import describe_demo, describe_learning, format_table, stats_report
 from finch.teacher.command import teacher
 
@@ -182,13 +183,17 @@ def forget(home: Path | None, before: Any) -> None:
 @_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
 @click.option("--since", help="Only exchanges at or after this time (ISO 8601, e.g. 2026-11-01).")
 @click.option("--no-learn", is_flag=True, help="Only write the log; the trainer learns it when finch next runs.")
-def import_history(files: tuple[Path, ...], home: Path | None, since: str | None, no_learn: bool) -> None:
+@click.option("--namespace", default="default", show_default=True, help="The namespace the history teaches.")
+def import_history(
+    files: tuple[Path, ...], home: Path | None, since: str | None, no_learn: bool, namespace: str
+) -> None:
     """Learn from past requests and Claude's answers (JSON Lines: request, response, timestamp).
 
     Each exchange is logged as a forwarded request and learned as live traffic is. A line that
     cannot be read is reported with its line number; the rest are imported. Importing a file twice
     adds nothing."""
     from finch import history
+    from finch.keys import check_namespace
     from finch.learning.trainer import learn_waiting
 
     settings = _settings(home=home)
@@ -196,7 +201,7 @@ def import_history(files: tuple[Path, ...], home: Path | None, since: str | None
         cutoff = history.parse_time(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(f"not an ISO 8601 time: {since!r}", param_hint="--since") from exc
-    report = history.import_files(settings, files, cutoff)
+    report = history.import_files(settings, files, cutoff, check_namespace(namespace))
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
     click.echo(str(report))
@@ -274,3 +279,4 @@ def _is_loopback(host: str) -> bool:
 
 
 main.add_command(teacher)
+main.add_command(keys)

@@ -32,6 +32,11 @@ class Settings:
     # replica and trainer that names it; unset: SQLite in the home. Not logged (it may hold a password;
     # libpq's PGPASSWORD or ~/.pgpass keep it out of the URL).
     database_url: str | None = field(default=None, repr=False)
+    # Whose learning a request joins (finch.server.principals). "credential": its principal's
+    # namespace (a token from `finch keys create`, else the upstream key it sends); a request with
+    # neither is forwarded and never answered locally. "none": everything in one namespace, for one
+    # person's finch. "auto": "credential" in the team tier (database_url set), else "none".
+    isolation: str = "auto"
     # Used only when a client sends no key of its own. Never logged, stored or shown.
     api_key: str | None = field(default=None, repr=False)
     # When set, every client must send it in the x-finch-token header.
@@ -74,6 +79,13 @@ class Settings:
     # (under a process manager, in a cgroup of its own); serving goes on from its snapshots.
     start_trainer: bool = True
     seed: int = 0
+
+    @property
+    def isolation_mode(self) -> str:
+        """``isolation`` with "auto" decided: "credential" or "none"."""
+        if self.isolation == "auto":
+            return "credential" if self.database_url else "none"
+        return self.isolation
 
     @property
     def db_path(self) -> Path:
@@ -176,6 +188,8 @@ def _build(values: dict[str, Any]) -> Settings:
         raise ConfigError(f"audit_stake must be 0 or more, got {settings.audit_stake}")
     if not 0 < settings.max_bad_local < 1:
         raise ConfigError(f"max_bad_local must be between 0 and 1, got {settings.max_bad_local}")
+    if settings.isolation not in ("auto", "credential", "none"):
+        raise ConfigError(f"isolation must be auto, credential or none, got {settings.isolation!r}")
     if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database_url must start with postgresql://")
     if not settings.upstream_url.startswith(("http://", "https://")):

@@ -21,6 +21,7 @@ file and line number, and every other line is imported; one finch would not answ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -40,7 +41,7 @@ from finch.models.generator import generator_config
 from finch.pricing import PriceTable
 from finch.store.log import Log, open_log
 from finch.store.writer import RequestRecord
-from finch.vocabulary import Reason, Route
+from finch.vocabulary import DEFAULT_NAMESPACE, Reason, Route
 
 _TIME_KEYS = ("timestamp", "ts", "created_at")
 _FLUSH_EVERY = 500  # records submitted between waits for the writer (its queue drops when full)
@@ -80,16 +81,18 @@ class ImportReport:
         )
 
 
-def import_files(settings: Settings, paths: Iterable[Path], since: float | None = None) -> ImportReport:
-    """Read the files and log every exchange not logged yet (``finch import``; learning is the
-    trainer's, ``finch.learning.trainer.learn_waiting``)."""
+def import_files(
+    settings: Settings, paths: Iterable[Path], since: float | None = None, namespace: str = DEFAULT_NAMESPACE
+) -> ImportReport:
+    """Read the files and log every exchange not logged yet, in ``namespace`` (``finch import``;
+    learning is the trainer's, ``finch.learning.trainer.learn_waiting``)."""
     report = ImportReport()
     max_chars = generator_config(settings.preset, 1).max_len * 3  # as the server reads conversations
     exchanges = read_exchanges(paths, max_chars, report)
     log = open_log(settings, PriceTable(settings.prices))
     log.start()
     try:
-        write(log, exchanges, report, since)
+        write(log, exchanges, report, since, namespace)
     finally:
         log.close()
     return report
@@ -118,16 +121,24 @@ def read_exchanges(paths: Iterable[Path], max_chars: int, report: ImportReport) 
     return [exchange for _, _, exchange in sorted(exchanges, key=lambda e: e[:2])]
 
 
-def write(log: Log, exchanges: Iterable[Exchange], report: ImportReport, since: float | None = None) -> None:
-    """Log the exchanges not already logged; wait until they are committed."""
+def write(
+    log: Log,
+    exchanges: Iterable[Exchange],
+    report: ImportReport,
+    since: float | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> None:
+    """Log the exchanges not already logged in ``namespace``; wait until they are committed."""
     report.since = since is not None
     pending = 0
     for exchange in exchanges:
         record = exchange.record
+        if namespace != DEFAULT_NAMESPACE:  # the same history imported in two namespaces is two rows
+            record = dataclasses.replace(record, id=f"{record.id}.{namespace}", namespace=namespace)
         if since is not None and record.ts < since:
             report.older += 1
             continue
-        if log.request_is_logged(record.id):
+        if log.request_is_logged(record.id, namespace):
             report.already += 1
             continue
         log.submit(record)

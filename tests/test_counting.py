@@ -9,6 +9,7 @@ from finch.learning.ensemble import Ensemble
 from finch.learning.events import Event
 from finch.learning.trainer import Trainer
 from finch.policy.decide import Attempt, Candidate, Decision, Source
+from finch.store.log import open_log
 from finch.vocabulary import Reason, Route
 
 
@@ -38,7 +39,7 @@ def test_questions_the_request_path_never_tries_are_not_counted(tmp_path):
 
 
 def test_an_audit_that_cannot_be_learned_counts_as_bad(tmp_path, monkeypatch):
-    trainer = Trainer(settings(tmp_path))
+    trainer = Trainer(settings(tmp_path), open_log(settings(tmp_path)))
     ensemble = trainer.ensemble
 
     def broken(*args, **kwargs):

@@ -79,16 +79,22 @@ def published_generation(home):
     return served["generation"] if served else 0
 
 
-def wait_for_the_trainer(port, before, timeout=120):
+def wait_for_the_trainer(port, before, learned_before, timeout=120):
     """Until this run's trainer has started (it loads torch and the models), learned what the last
-    run left, and published: the snapshot the server started from is the last run's."""
+    run left, published, and learned something more under load: the snapshot the server started
+    from is the last run's, and a trainer's first lesson waits for the judge's model to load."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         learning = httpx.get(f"http://127.0.0.1:{port}/finch/stats", timeout=5).json()["learning"]
-        if (learning["snapshot_generation"] or 0) > before:
+        if (learning["snapshot_generation"] or 0) > before and learning["learned"] > learned_before:
             return
         time.sleep(0.1)
-    pytest.fail("the trainer did not publish")
+    pytest.fail("the trainer did not publish what it learned")
+
+
+def published_learned(home):
+    published = status.read_published(home)
+    return published["status"]["learned"] if published else 0
 
 
 def committed_rows(db):
@@ -107,12 +113,12 @@ def test_sigkill_at_random_moments_loses_nothing_committed(teacher, home):
     db = home / "finch.db"
     kills_with_checkpoints = 0
     for _ in range(ROUNDS):
-        generation = published_generation(home)
+        generation, learned = published_generation(home), published_learned(home)
         proc = start_finch(home, teacher.url, port)
-        wait_for_the_trainer(port, generation)  # then kill at a random moment of its learning, not of its start
         stop = threading.Event()
         client = threading.Thread(target=load, args=(f"http://127.0.0.1:{port}", stop))
         client.start()
+        wait_for_the_trainer(port, generation, learned)  # then kill at a random moment of its learning
         time.sleep(rng.uniform(0.5, 3.0))  # under load, with the trainer learning and saving every 2 events
         before = committed_rows(db)
         proc.send_signal(signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""What the learning loop keeps under ``FINCH_HOME/models``, and how it is read back.
+"""What the learning loop keeps under ``FINCH_HOME/models`` (a namespace's: under its own home, see
+``namespace_settings``), and how it is read back.
 
     router/, validator/, generator/   checkpoints of each model (``finch.models.checkpoint``)
     memory.safetensors                the retrieval memory: questions, Claude's answers, embeddings
@@ -12,11 +13,14 @@ newer ones, which audits found serving bad answers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from finch.config import Settings
+from finch.keys import check_namespace
 from finch.learning.consistency import Consistency
 from finch.learning.memory import N_FEATURES, N_ROUTER_FEATURES, Memory
 from finch.models import checkpoint
@@ -24,10 +28,20 @@ from finch.models.encoder import encoder_config
 from finch.models.generator import generator_config
 from finch.models.learners import Generator, Router, Validator, load_learner
 from finch.models.tokenizer import FinchTokenizer, atomic_write_text
+from finch.vocabulary import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
 Learner = Router | Validator | Generator
+
+
+def namespace_settings(settings: Settings, namespace: str) -> Settings:
+    """The settings a namespace learns and serves under: the same, in its own home. The default
+    namespace's home is finch's own (``FINCH_HOME/models``, as before namespaces); another's is
+    ``FINCH_HOME/namespaces/NAME``, so nothing learned in one is ever read for another."""
+    if namespace == DEFAULT_NAMESPACE:
+        return settings
+    return dataclasses.replace(settings, home=settings.home / "namespaces" / check_namespace(namespace))
 
 
 class ModelHome:

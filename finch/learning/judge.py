@@ -20,6 +20,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +34,9 @@ DEFAULT_THRESHOLD = Settings.judge_threshold
 # embeddings say (``_swapped_words``).
 _MAX_SWAPPED = 3
 _WORD = re.compile(r"[a-z0-9]+(?:['.,][a-z0-9]+)*")
+
+_LOADED: dict[tuple[str, torch.dtype], tuple[Any, Any, threading.Lock]] = {}
+_LOADED_LOCK = threading.Lock()
 
 
 class Judge:
@@ -63,10 +67,15 @@ class Judge:
             hf_logging.disable_progress_bar()
 
             model_dir = self._model_dir or _packaged_model_dir()
-            self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            model = AutoModel.from_pretrained(str(model_dir)).to(self.dtype)
-            model.eval()
-            self._model = model
+            # One copy per process, however many judges (a trainer keeps one per namespace).
+            with _LOADED_LOCK:
+                found = _LOADED.get((str(model_dir), self.dtype))
+                if found is None:
+                    model = AutoModel.from_pretrained(str(model_dir)).to(self.dtype)
+                    model.eval()
+                    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+                    found = _LOADED[(str(model_dir), self.dtype)] = (tokenizer, model, threading.Lock())
+            self._tokenizer, self._model, self._tokenize_lock = found
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:

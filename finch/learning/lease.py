@@ -1,49 +1,75 @@
-"""The trainer's lease: one trainer at a time learns from a log, and a killed one's lease passes on.
+"""The trainers' leases: one trainer at a time learns a namespace, and a killed one's leases pass on.
 
-Embedded, the lease is an exclusive lock on ``FINCH_HOME/models/trainer.lock``; in the team tier it
-is a PostgreSQL session advisory lock, held on a connection of its own. Either way the operating
-system or the database releases it when its holder dies, however it dies, and the next trainer that
-asks takes it.
+Embedded, a namespace's lease is an exclusive lock on its ``models/trainer.lock``; in the team tier
+it is a PostgreSQL session advisory lock, all of one trainer's on one connection of its own. Either
+way the operating system or the database releases them when their holder dies, however it dies, and
+the next trainer that asks takes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from finch.config import Settings
+from finch.learning.home import namespace_settings
 from finch.store.db import ensure_private_dir
+from finch.vocabulary import DEFAULT_NAMESPACE
 
-# The advisory lock key of the team tier's trainer lease ("finch" and 3; the log's own locks are 1 and 2).
-_TRAINER_LOCK = 0x66696E63_68000003
+# The first key of the team tier's trainer leases ("finc"); the second is the namespace's hash.
+_LEASE_CLASS = 0x66696E63
+
+
+class Leases:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._held: set[str] = set()
+        self._files: dict[str, IO[str]] = {}
+        self._conn: Any = None
+        if settings.database_url:
+            import psycopg
+
+            self._conn = psycopg.connect(settings.database_url, autocommit=True)
+
+    def take(self, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Take ``namespace``'s lease if it is free; whether this process holds it."""
+        if namespace in self._held:
+            return True
+        if self._conn is not None:
+            query = "SELECT pg_try_advisory_lock(%s, hashtext(%s))"
+            taken = bool(self._conn.execute(query, (_LEASE_CLASS, namespace)).fetchone()[0])
+        else:
+            taken = self._lock_file(namespace)
+        if taken:
+            self._held.add(namespace)
+        return taken
+
+    def _lock_file(self, namespace: str) -> bool:
+        models = namespace_settings(self.settings, namespace).home / "models"
+        ensure_private_dir(models)
+        lock = self._files.get(namespace) or (models / "trainer.lock").open("a")
+        self._files[namespace] = lock
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        """Give every lease back."""
+        for lock in self._files.values():
+            lock.close()
+        if self._conn is not None:
+            self._conn.close()  # the database frees the connection's locks
+        self._files, self._held, self._conn = {}, set(), None
 
 
 @contextlib.contextmanager
-def trainer_lease(settings: Settings) -> Iterator[Callable[[], bool]]:
-    """Yields ``take``: takes the lease if it is free and says whether this process holds it. The
-    lease is held until the block ends (or the process dies)."""
-    if settings.database_url:
-        import psycopg
-
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            held = False
-
-            def take_advisory() -> bool:
-                nonlocal held
-                held = held or bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (_TRAINER_LOCK,)).fetchone()[0])
-                return held
-
-            yield take_advisory  # closing the connection releases the lock
-        return
-    ensure_private_dir(settings.home / "models")
-    with (settings.home / "models" / "trainer.lock").open("a") as lock:
-
-        def take_file() -> bool:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
-        yield take_file
+def leases(settings: Settings) -> Iterator[Leases]:
+    held = Leases(settings)
+    try:
+        yield held
+    finally:
+        held.close()

@@ -38,10 +38,10 @@ from finch.learning import snapshot, status
 from finch.learning.cores import FreeCores
 from finch.learning.ensemble import Ensemble
 from finch.learning.events import Event, Judged
-from finch.learning.lease import trainer_lease
 from finch.policy.decide import AUDITED_REASONS
-from finch.store.log import open_log
+from finch.store.log import Log
 from finch.store.rows import forget_learning_after, learning_row
+from finch.vocabulary import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,13 @@ def snapshot_path(settings: Settings) -> Path:
 
 
 class Trainer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Log, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """``settings``: the namespace's (``finch.learning.home.namespace_settings``); ``store``: the
+        log, started, whose learning rows are written off this thread."""
         self.settings = settings
-        self.store = open_log(settings)  # the learning rows are written off this thread
-        self.ensemble = Ensemble(settings, seed_texts=self.store.recent_texts())
+        self.store = store
+        self.namespace = namespace
+        self.ensemble = Ensemble(settings, seed_texts=self.store.recent_texts(namespace=namespace))
         self.path = snapshot_path(settings)
         for stale in self.path.parent.glob(f".{self.path.name}.*"):  # a write cut short by a kill
             stale.unlink(missing_ok=True)
@@ -79,33 +82,24 @@ class Trainer:
         self._cores = FreeCores()
         self._batch_limit = 4  # grows as fast as events prove cheap
 
-    def run(self, stop: threading.Event) -> None:
-        self._stop = stop
-        with self._session():
-            self.publish()
-            while not stop.is_set():
-                if not self.step():
-                    self.store.wait(stop, _REREAD_S)  # until the log may have grown
-
     def catch_up(self, progress: Callable[[int], None] = lambda left: None) -> None:
         """Learn what the log holds now (``finch import`` with no server running). ``progress`` is
         told the rows left after each step."""
-        with self._session():
+        with self.session(threading.Event()):
             while self.step():
-                progress(self.store.backlog(self.ensemble.position))
+                progress(self.store.backlog(self.ensemble.position, self.namespace))
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[None]:
-        """A run of learning: it starts from the checkpoint, and ends saved and published."""
-        self.store.start()
+    def session(self, stop: threading.Event) -> Iterator[None]:
+        """A run of learning: it starts from the checkpoint, and ends saved and published. ``stop``
+        cuts a batch short."""
+        self._stop = stop
         # The rows a killed predecessor wrote past this checkpoint: their events are learned again.
-        self.store.submit(forget_learning_after(self.ensemble.position))
-        try:
-            yield
-            self.ensemble.save()
-            self.publish(force=True)
-        finally:
-            self.store.close()
+        self.store.submit(forget_learning_after(self.ensemble.position, self.namespace))
+        self.publish()
+        yield
+        self.ensemble.save()
+        self.publish(force=True)
 
     def step(self) -> int:
         """Learn what is waiting in the log, up to ``_MAX_BATCH`` events or about ``_BATCH_S`` of
@@ -137,7 +131,7 @@ class Trainer:
             self._batch_limit = max(1, min(_MAX_BATCH, int(_BATCH_S / max(per_event, 1e-3))))
         threshold = self.ensemble.threshold
         for event, kind, judged, seconds in learned:
-            self.store.submit(_row(event, kind, judged, threshold, seconds))
+            self.store.submit(_row(event, kind, judged, threshold, seconds, self.namespace))
         self._unsaved += len(learned)
         if self._unsaved >= self.settings.save_every:
             self.ensemble.save()
@@ -170,7 +164,7 @@ class Trainer:
         position = self.ensemble.position
         for table, make in (("requests", Event.from_request), ("feedback", Event.from_feedback)):
             while True:
-                rows, reached = self.store.events(table, position.get(table, 0), _BATCH)
+                rows, reached = self.store.events(table, position.get(table, 0), _BATCH, self.namespace)
                 yield from (make(row) for row in rows)
                 position[table] = max(position.get(table, 0), reached)
                 if len(rows) < _BATCH:
@@ -202,8 +196,9 @@ def _with_losses(judged: Judged, losses: dict[str, float | None]) -> Judged:
     return dataclasses.replace(judged, losses={k: v for k, v in losses.items() if k in judged.losses})
 
 
-def _row(event: Event, kind: str, judged: Judged, threshold: float | None, seconds: float) -> Any:
+def _row(event: Event, kind: str, judged: Judged, threshold: float | None, seconds: float, namespace: str) -> Any:
     return learning_row(
+        namespace=namespace,
         ts=time.time(),
         request_id=event.request_id,
         kind=kind,
@@ -228,7 +223,8 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
     """``finch train``: learn until SIGTERM or SIGINT, then save and publish once more. Started by
     a server (``parent``), it dies with it.
 
-    One trainer at a time learns from a log: a second waits for the first's lease (``finch.learning.lease``)."""
+    One trainer at a time learns a namespace: a second waits for the first's lease
+    (``finch.learning.lease``), and learns the namespaces nobody holds (``finch.learning.namespaces``)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -243,21 +239,17 @@ def run_until_signalled(settings: Settings, parent: int | None = None) -> None:
                     stop.set()
 
         threading.Thread(target=watch_parent, name="finch-parent-watch", daemon=True).start()
-    with trainer_lease(settings) as take:
-        while not take():
-            if stop.wait(0.1):
-                return
-        Trainer(settings).run(stop)  # the lease goes with the process, however it ends
+    from finch.learning.namespaces import learn_every_namespace
+
+    learn_every_namespace(settings, stop)  # the leases go with the process, however it ends
 
 
 def learn_waiting(settings: Settings, progress: Callable[[int], None] = lambda left: None) -> bool:
-    """Learn what the log holds now, in this process, unless a trainer is already learning in this
-    home (a running server's, which then learns it). Returns whether it learned."""
-    with trainer_lease(settings) as take:
-        if not take():
-            return False
-        Trainer(settings).catch_up(progress)
-        return True
+    """Learn what the log holds now, in this process, in each namespace no other trainer is learning
+    (a running server's trainer, which then learns it). Returns whether it learned any."""
+    from finch.learning.namespaces import catch_up_every_namespace
+
+    return catch_up_every_namespace(settings, progress)
 
 
 def _die_with_parent() -> None:

@@ -95,14 +95,14 @@ class Admin:
         """POST {"request_id": "req_finch_...", "good": false}: a verdict on an answer."""
         learning = self.proxy.learning
         try:
-            check_client_token(request, self.proxy.settings.client_token)
+            namespace = self.proxy.principals.namespace(request)  # a verdict counts only in its own namespace
             body = parse_json_object(await request.body())
             request_id, good = body.get("request_id"), body.get("good")
             if not isinstance(request_id, str) or not isinstance(good, bool):
                 raise InvalidRequest('expected {"request_id": "<x-finch-request-id>", "good": true|false}')
             if learning is None:
                 raise InvalidRequest("learning is switched off (learning = false)")
-            result = await run_in_threadpool(learning.feedback, request_id, good)
+            result = await run_in_threadpool(learning.feedback, request_id, good, namespace)
             if result is None:
                 raise NotFound(f"no request {request_id!r} in the log")
         except ApiError as exc:

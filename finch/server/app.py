@@ -33,15 +33,16 @@ from finch.errors import ApiError, ClientGone, RequestTooLarge
 from finch.metrics import Metrics
 from finch.policy.decide import AUDITED_REASONS
 from finch.pricing import PriceTable, estimate_tokens
-from finch.server.admin import JSON, build_admin, check_client_token, internal_error
+from finch.server.admin import JSON, build_admin, internal_error
 from finch.server.learning import LearningLoop
 from finch.server.local import local_response
 from finch.server.pressure import Pressure
+from finch.server.principals import Principals
 from finch.server.relay import HOP_BY_HOP, RelayResponse
 from finch.store.log import open_log
 from finch.store.writer import RequestRecord
 from finch.upstream.client import UpstreamClient
-from finch.vocabulary import Reason, Route
+from finch.vocabulary import UNRESOLVED, Reason, Route
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Proxy:
         self.learning: LearningLoop | None = None  # built at start-up: loading models takes seconds
         self.metrics = Metrics()
         self.pressure = Pressure()
+        self.principals = Principals(settings)
         self.store = open_log(settings, PriceTable(settings.prices))
         self.store.add_listener(self.metrics.observe)
         self.store.add_listener(_log_request)
@@ -101,7 +103,7 @@ class Proxy:
             status=0,
         )
         try:
-            check_client_token(request, self.settings.client_token)
+            record.namespace = self.principals.namespace(request)  # before anything is looked up
             body = await self._read_body(request)
             if dialect is not None:
                 parsed = dialect.parse(body)
@@ -129,8 +131,14 @@ class Proxy:
         if self.learning is None:
             record.reason = Reason.LEARNING_OFF
             return None
+        if record.namespace == UNRESOLVED:  # nobody's: nothing of anyone's may answer it
+            record.reason = Reason.UNRESOLVED_PRINCIPAL
+            return None
+        if not self.store.available:  # an answer the log cannot count must not be served
+            record.reason = Reason.LOG_UNAVAILABLE
+            return None
         assert record.conversation is not None
-        decision = await self.learning.decide(record.conversation, parsed.max_tokens)
+        decision = await self.learning.decide(record.conversation, parsed.max_tokens, record.namespace)
         record.reason, record.attempt = decision.reason, decision.attempt
         if decision.route != Route.LOCAL:
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
@@ -141,7 +149,7 @@ class Proxy:
         response = local_response(dialect, parsed, decision.answer, usage, record.id)
         record.route, record.status, record.local_answer, record.local_usage = Route.LOCAL, 200, decision.answer, usage
         record.latency_ms = record.ttfb_ms = (time.perf_counter() - started) * 1000
-        self.learning.served(record.id, record.conversation, decision.answer)
+        self.learning.served(record.id, record.conversation, decision.answer, record.namespace)
         self.store.submit(record)
         return response
 

@@ -1,6 +1,11 @@
 """The learning loop as the server sees it: decide from the trainer's latest serving snapshot, take
 users' verdicts, and keep the trainer's process running.
 
+Each namespace (``finch.server.principals``) is a ``Tenant`` here: its own snapshot, tokenizer,
+judge's framing and users' marks. Nothing of one is consulted for another. Tenants are made on a
+namespace's first request and their snapshots loaded off the request path; at most
+``_MAX_TENANTS`` stay loaded, the least recently asked going first.
+
 The trainer learns in its own process (``finch.learning.trainer``, supervised by
 ``finch.server.supervisor``) from the request log the server writes. It publishes a serving
 snapshot whenever it has learned; a watcher thread here notices the new file and builds a
@@ -14,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import random
 import threading
 import time
@@ -26,27 +30,27 @@ import torch
 
 from finch.config import Settings
 from finch.conversation import Conversation
-from finch.learning import snapshot
 from finch.learning.consistency import question_key
-from finch.learning.judge import Judge
+from finch.learning.home import namespace_settings
 from finch.learning.serving import Serving
 from finch.learning.status import learning_status
-from finch.learning.trainer import snapshot_path
 from finch.metrics import Metrics
 from finch.models.generator import generator_config
 from finch.models.tokenizer import load_or_build
 from finch.policy.decide import Decision
 from finch.server.pressure import Pressure
 from finch.server.supervisor import TrainerProcess
+from finch.server.tenants import Tenant
 from finch.store.log import Log
 from finch.store.rows import feedback_row
-from finch.vocabulary import Reason, Route
+from finch.vocabulary import DEFAULT_NAMESPACE, Reason, Route
 
 log = logging.getLogger(__name__)
 
 _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives before the log is written
 _WATCH_S = 0.01  # how often the watcher looks for a new snapshot (one stat call)
 _VERDICTS_GAP_S = 0.05  # users' verdicts are read from the log at most about this often
+_MAX_TENANTS = 256  # namespaces kept loaded in one server
 # The request path's models run on one thread. With two, a decision that follows an idle moment (as
 # most do: requests come with gaps) often waits for the second thread to wake at every matrix
 # product: measured on 2 cores with 0.3 s between decisions, 75% of them took 18-19 ms instead of
@@ -62,18 +66,18 @@ class LearningLoop:
         self.store = store
         self.metrics = metrics
         self.pressure = pressure
-        # Built here, before the trainer starts, so that the two processes never build it at once.
-        # (The log's texts are read only if the tokenizer must be built: recent_texts is a generator.)
-        self.tokenizer = load_or_build(settings.home / "tokenizer.json", store.recent_texts())
-        self.judge = Judge(settings.judge_threshold)
-        # People ask the same things again: a repeated question skips its embedding on the request path.
-        self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
         self.trainer = TrainerProcess(settings)
-        self.path = snapshot_path(settings)
-        self.serving: Serving | None = None
-        self._loaded: tuple[int, int, int] | None = None  # (inode, mtime, size) of the snapshot file loaded
-        self._blocked_since: set[str] = set()  # questions users reported since the snapshot being served
-        self._recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()
+        self._tenants: OrderedDict[str, Tenant] = OrderedDict()
+        self._tenants_lock = threading.Lock()
+        # The default namespace's tokenizer is built here, before the trainer starts, so that the two
+        # processes never build it at once. (The log's texts are read only if it must be built.)
+        default = DEFAULT_NAMESPACE
+        tokenizer = load_or_build(settings.home / "tokenizer.json", store.recent_texts(namespace=default))
+        self._tenants[default] = Tenant(default, settings, tokenizer)
+        self.judge = self._tenants[default].judge  # the default namespace's; every tenant's shares its model
+        # People ask the same things again: a repeated question skips its embedding on the request path.
+        # (A question's embedding is the model's alone, the same in every namespace.)
+        self._question_vec = functools.lru_cache(maxsize=4096)(lambda text: self.judge.embed([text])[0])
         self._rng = random.Random(settings.seed)
         self._rng_lock = threading.Lock()
         self._local_thread = ThreadPoolExecutor(
@@ -86,13 +90,30 @@ class LearningLoop:
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._verdicts: threading.Thread | None = None
-        self.load_new_snapshot()  # what the last run learned serves from the first request
+        self._verdicts_from = store.end(None)["feedback"]  # a tenant reads its own earlier marks on loading
+        self.load_new_snapshot(self._tenants[default])  # what the last run learned serves from the first request
+
+    @property
+    def serving(self) -> Serving | None:
+        """The default namespace's serving snapshot."""
+        return self._tenants[DEFAULT_NAMESPACE].serving
 
     @property
     def max_chars(self) -> int:
         """Conversations longer than this (about the generator's context) are never answered locally."""
-        serving = self.serving
-        return serving.max_chars if serving is not None else generator_config(self.settings.preset, 1).max_len * 3
+        return generator_config(self.settings.preset, 1).max_len * 3
+
+    def tenant(self, namespace: str) -> Tenant:
+        """The namespace's tenant, made (empty: its snapshot loads off the request path) on first ask."""
+        with self._tenants_lock:
+            found = self._tenants.get(namespace)
+            if found is None:
+                found = self._tenants[namespace] = Tenant(namespace, namespace_settings(self.settings, namespace))
+                while len(self._tenants) > _MAX_TENANTS:
+                    oldest = next(n for n in self._tenants if n != DEFAULT_NAMESPACE)
+                    del self._tenants[oldest]
+            self._tenants.move_to_end(namespace)
+            return found
 
     def start(self) -> None:
         self.judge.embed(["warm up"])  # load the embedding model now, not on a request
@@ -113,12 +134,13 @@ class LearningLoop:
 
     # -- the request path ------------------------------------------------------------------------
 
-    async def decide(self, conversation: Conversation, max_tokens: int) -> Decision:
+    async def decide(self, conversation: Conversation, max_tokens: int, namespace: str = DEFAULT_NAMESPACE) -> Decision:
         """One local attempt at a time, on finch's one local-answer thread: under load, a request
         that would wait for the models is forwarded at once instead (``local_busy``), so the forward
         path never queues behind them. (One thread, not the server's pool of them: each thread that
         runs the models keeps its own allocator arena, and resident memory grew with every one.)"""
-        serving = self.serving
+        tenant = self.tenant(namespace)
+        serving = tenant.serving
         if serving is None or serving.standing.phase == "cold_start":
             return Decision(Route.FORWARD, Reason.COLD_START)  # known without the models: no trip to their thread
         if self._attempting:  # only the event loop's thread reads or writes this flag
@@ -128,61 +150,74 @@ class LearningLoop:
         self._attempting = True
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._local_thread, self.decide_now, conversation, max_tokens, serving)
+            decide = functools.partial(self.decide_now, conversation, max_tokens, serving, namespace)
+            return await loop.run_in_executor(self._local_thread, decide)
         finally:
             self._attempting = False
 
-    def decide_now(self, conversation: Conversation, max_tokens: int, serving: Serving | None = None) -> Decision:
-        """The decision on this thread, from the current snapshot (or ``serving``)."""
-        serving = serving or self.serving
+    def decide_now(
+        self,
+        conversation: Conversation,
+        max_tokens: int,
+        serving: Serving | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Decision:
+        """The decision on this thread, from the namespace's current snapshot (or ``serving``)."""
+        tenant = self.tenant(namespace)
+        serving = serving or tenant.serving
         if serving is None:
             return Decision(Route.FORWARD, Reason.COLD_START)
-        return serving.decide(conversation, max_tokens, self._draw, self._blocked_since)
+        return serving.decide(conversation, max_tokens, self._draw, tenant.blocked_since)
 
     def _draw(self) -> float:
         with self._rng_lock:
             return self._rng.random()
 
-    def served(self, request_id: str, conversation: Conversation, answer: str) -> None:
-        self._recent[request_id] = (conversation, answer)
-        while len(self._recent) > _RECENT_LOCAL:
-            self._recent.popitem(last=False)
+    def served(
+        self, request_id: str, conversation: Conversation, answer: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
+        recent = self.tenant(namespace).recent
+        recent[request_id] = (conversation, answer)
+        while len(recent) > _RECENT_LOCAL:
+            recent.popitem(last=False)
 
-    def feedback(self, request_id: str, good: bool) -> dict[str, Any] | None:
-        """A user's verdict on an answer. None when finch never saw that request."""
+    def feedback(self, request_id: str, good: bool, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any] | None:
+        """A user's verdict on an answer of their namespace. None when finch never saw that request
+        there."""
         self.store.flush(timeout=2.0)  # the request's own row may still be on the writer's queue
-        found = self._recent.get(request_id) or self.store.stored_local_answer(request_id)
-        known = found is not None or self.store.request_is_logged(request_id)
+        tenant = self.tenant(namespace)
+        found = tenant.recent.get(request_id) or self.store.stored_local_answer(request_id, namespace)
+        known = found is not None or self.store.request_is_logged(request_id, namespace)
         if not known:
             return None
-        self.store.submit(feedback_row(request_id, good))  # the trainer learns it from the log
+        self.store.submit(feedback_row(request_id, good, namespace))  # the trainer learns it from the log
         if found is None:  # a forwarded answer: recorded, but there is no local attempt to learn from
             return {"request_id": request_id, "learned": False}
         if not good:
-            self._blocked_since.add(question_key(found[0]))  # at once: the very next ask forwards
+            tenant.blocked_since.add(question_key(found[0]))  # at once: the very next ask forwards
         return {"request_id": request_id, "learned": True}
 
     # -- snapshots -------------------------------------------------------------------------------
 
     def _watch(self) -> None:
         while not self._stopping.wait(_WATCH_S):
-            try:
-                self.load_new_snapshot()
-            except Exception:  # a bad snapshot must not stop the next one from loading
-                log.exception("could not load the serving snapshot")
-                self._stopping.wait(1.0)
+            with self._tenants_lock:
+                tenants = list(self._tenants.values())
+            for tenant in tenants:
+                try:
+                    self.load_new_snapshot(tenant)
+                except Exception:  # a bad snapshot must not stop the next one from loading
+                    log.exception("could not load the serving snapshot of namespace %r", tenant.namespace)
+                    self._stopping.wait(1.0)
 
     def _follow_verdicts(self) -> None:
         """Users' "bad answer" marks, read from the log whichever replica took them: every replica
         stops serving that question at once, without waiting for the trainer's next snapshot."""
-        serving = self.serving
-        cursor = serving.position.get("feedback", 0) if serving is not None else 0
+        cursor = self._verdicts_from
         while not self._stopping.is_set():
             try:
-                rows, cursor = self.store.events("feedback", cursor, 256)
-                for row in rows:
-                    if not row["good"]:
-                        self._blocked_since.add(question_key(Conversation.from_json(row["conversation"])))
+                rows, cursor = self.store.events("feedback", cursor, 256, namespace=None)
+                self._mark(rows)
                 if not rows:
                     self.store.wait(self._stopping, 1.0)
                     self._stopping.wait(_VERDICTS_GAP_S)
@@ -190,36 +225,36 @@ class LearningLoop:
                 log.exception("could not read users' verdicts from the log")
                 self._stopping.wait(1.0)
 
-    def load_new_snapshot(self) -> bool:
-        """Swap in the snapshot file when it has changed since the last load. True when it did."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+    def _mark(self, verdicts: list[dict[str, Any]]) -> None:
+        for row in verdicts:
+            tenant = self._tenants.get(row["namespace"])  # one not loaded reads its marks when it loads
+            if tenant is not None and not row["good"]:
+                tenant.blocked_since.add(question_key(Conversation.from_json(row["conversation"])))
+
+    def load_new_snapshot(self, tenant: Tenant | None = None) -> bool:
+        """Swap in the tenant's snapshot file (the default's) when it has changed since the last
+        load. True when it did."""
+        tenant = tenant or self._tenants[DEFAULT_NAMESPACE]
+        first = tenant.serving is None
+        if not tenant.load_new_snapshot(self._question_vec):
             return False
-        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if identity == self._loaded:
-            return False
-        found = snapshot.read(self.path)
-        self._loaded = identity
-        if found is None:
-            return False
-        serving = Serving(found, self.settings, self.tokenizer, self._question_vec, self.judge.embed_answers)
-        self.judge.framing.known = serving.framing  # one reference each: a request sees old or new
-        self.serving = serving
-        self._blocked_since -= serving.blocked  # the trainer has learned those verdicts
+        if first and tenant.serving is not None:  # the marks made since it, before this server followed them
+            after = tenant.serving.position.get("feedback", 0)
+            self._mark(self.store.events("feedback", after, 100_000, namespace=tenant.namespace)[0])
         return True
 
-    def drain(self, timeout: float = 600.0) -> bool:
-        """Wait until everything logged so far is learned and being served from (tests, demos,
-        benchmarks). A client may have its answer a moment before the server has logged it, so
-        this first waits for the requests in flight."""
+    def drain(self, timeout: float = 600.0, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Wait until everything logged so far in ``namespace`` is learned and being served from
+        (tests, demos, benchmarks). A client may have its answer a moment before the server has
+        logged it, so this first waits for the requests in flight."""
         deadline = time.monotonic() + timeout
         while self.pressure is not None and self.pressure.in_flight and time.monotonic() < deadline:
             time.sleep(0.005)
         self.store.flush()
-        end = self.store.end()
+        end = self.store.end(namespace)
+        tenant = self.tenant(namespace)
         while time.monotonic() < deadline:
-            serving = self.serving
+            serving = tenant.serving
             if serving is not None and all(serving.position.get(t, 0) >= seq for t, seq in end.items()):
                 return True
             time.sleep(0.01)
@@ -227,11 +262,11 @@ class LearningLoop:
 
     # -- what people see -------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        serving = self.serving
+    def status(self, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+        serving = self.tenant(namespace).serving
         published = serving.published if serving is not None else None
         position = serving.position if serving is not None else {}
-        status = learning_status(published, self.settings.max_bad_local, self.store.backlog(position))
+        status = learning_status(published, self.settings.max_bad_local, self.store.backlog(position, namespace))
         status["trainer_restarts"] = self.trainer.restarts
         status["trainer_pid"] = self.trainer.pid
         return status

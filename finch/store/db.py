@@ -10,7 +10,8 @@ from typing import Any
 
 from finch.pricing import PriceTable
 from finch.store.migrations import migrate
-from finch.store.writer import Entry, Writer, statements
+from finch.store.statements import statements
+from finch.store.writer import Entry, Writer
 
 
 def ensure_private_dir(path: Path) -> None:

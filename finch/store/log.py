@@ -57,6 +57,12 @@ class Log(abc.ABC):
     @abc.abstractmethod
     def dropped(self) -> int: ...
 
+    @property
+    def available(self) -> bool:
+        """Whether the log can be written now. While it cannot, nothing is answered locally: an
+        answer the log cannot count must not be served."""
+        return True
+
     @abc.abstractmethod
     def add_listener(self, listener: Listener) -> None:
         """Called with each request once it is committed (metrics)."""

@@ -24,13 +24,14 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from finch.pricing import PriceTable
 from finch.store import queries
 from finch.store.log import Log
 from finch.store.rows import Row
-from finch.store.writer import Entry, Listener, RequestRecord, Writer, statements
+from finch.store.statements import statements
+from finch.store.writer import Entry, Listener, RequestRecord, Unavailable, Writer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class PostgresLog(Log):
         self._writer = PostgresWriter(self._pool, prices) if writer else None
         self.reader = PostgresReader(self._pool)
         self._listener: psycopg.Connection | None = None
+        self._reachable = True
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -71,6 +73,13 @@ class PostgresLog(Log):
     @property
     def dropped(self) -> int:
         return self._writer.dropped if self._writer is not None else 0
+
+    @property
+    def available(self) -> bool:
+        """The writer's last commit went through, and the listening connection (when one waits) is up:
+        a database that shuts down closes it, which a waiting reader sees within a tenth of a second."""
+        writing = self._writer.available if self._writer is not None else True
+        return writing and self._reachable
 
     def add_listener(self, listener: Listener) -> None:
         self._writing().add_listener(listener)
@@ -98,9 +107,12 @@ class PostgresLog(Log):
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             try:
                 listener = self._listening()
-                if any(True for _ in listener.notifies(timeout=min(left, 0.1), stop_after=1)):
+                heard = any(True for _ in listener.notifies(timeout=min(left, 0.1), stop_after=1))
+                self._reachable = True
+                if heard:
                     return
             except psycopg.Error:  # the database is away: look again after a while
+                self._reachable = False
                 self._drop_listener()
                 stop.wait(min(left, 0.1))
 
@@ -131,13 +143,16 @@ class PostgresWriter(Writer):
         self._pool = pool
 
     def commit(self, entries: list[Entry]) -> None:
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-            with conn.cursor() as cursor:
-                for entry in entries:
-                    for sql, params in statements(entry):
-                        cursor.execute(_pg(sql), params)
-            conn.execute(f"NOTIFY {_CHANNEL}")
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+                with conn.cursor() as cursor:
+                    for entry in entries:
+                        for sql, params in statements(entry):
+                            cursor.execute(_pg(sql), params)
+                conn.execute(f"NOTIFY {_CHANNEL}")
+        except (psycopg.OperationalError, PoolTimeout) as exc:  # the database is away, not the rows wrong
+            raise Unavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
     def close_backend(self) -> None:
         """The pool is the log's, closed with it."""

@@ -3,7 +3,7 @@ one background thread.
 
 The request path only calls ``Writer.submit``, which puts a record on a bounded queue and returns.
 The writer thread turns records into rows (parsing usage and answer text out of the raw response),
-hands each batch to its backend's ``commit`` as portable SQL (``statements``), and tells its
+hands each batch to its backend's ``commit`` (as SQL both speak: ``finch.store.statements``), and tells its
 listeners (metrics) what it wrote. SQLite (``finch.store.db``) and PostgreSQL
 (``finch.store.postgres``) differ only in how they commit.
 """
@@ -11,28 +11,31 @@ listeners (metrics) what it wrote. SQLite (``finch.store.db``) and PostgreSQL
 from __future__ import annotations
 
 import abc
-import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from finch import dialects
 from finch.conversation import Conversation
 from finch.policy.decide import Attempt
 from finch.pricing import PriceTable
 from finch.sse import ResponseSummary, decode_body
-from finch.store.rows import ForgetLearningAfter, Learned, Row, Verdict
-from finch.vocabulary import DEFAULT_NAMESPACE, UNRESOLVED, Route
+from finch.store.rows import Row
+from finch.vocabulary import DEFAULT_NAMESPACE, Route
 
 log = logging.getLogger(__name__)
 
 _QUEUE_SIZE = 10_000  # about a minute of heavy traffic; beyond that, logging must not hold requests
 _BATCH = 200
 _LINGER = 0.05  # seconds a row may wait before it is committed
+_RETRY_S = (0.1, 5.0)  # the first and the longest wait before a batch is tried again on a backend away
+
+
+class Unavailable(Exception):
+    """The backend cannot be reached now: the batch is kept and tried again."""
 
 
 @dataclass
@@ -75,7 +78,6 @@ class Summarized:
 
 Listener = Callable[[RequestRecord, ResponseSummary, float], None]
 Entry = Summarized | Row
-Statement = tuple[str, tuple[Any, ...]]
 
 
 class Writer(abc.ABC):
@@ -85,10 +87,14 @@ class Writer(abc.ABC):
         self._listeners: list[Listener] = []
         self._queue: queue.Queue[RequestRecord | Row | None] = queue.Queue(maxsize=_QUEUE_SIZE)
         self._thread: threading.Thread | None = None
+        # False while the backend cannot be reached: the server answers nothing locally then, since an
+        # answer the log cannot count must not be served.
+        self.available = True
 
     @abc.abstractmethod
     def commit(self, entries: list[Entry]) -> None:
-        """Write ``entries`` in one transaction, all or none (raises if none)."""
+        """Write ``entries`` in one transaction, all or none (raises if none; ``Unavailable`` when the
+        backend cannot be reached)."""
 
     @abc.abstractmethod
     def close_backend(self) -> None:
@@ -144,17 +150,21 @@ class Writer(abc.ABC):
 
     def _write(self, records: list[RequestRecord | Row]) -> None:
         entries = [self._summarize(r) if isinstance(r, RequestRecord) else r for r in records]
-        try:
-            self.commit(entries)
-            written = entries
-        except Exception:  # one bad record must cost only itself: write the batch one by one
-            written = []
-            for entry in entries:
-                try:
-                    self.commit([entry])
-                    written.append(entry)
-                except Exception:
-                    log.exception("could not write a request record")
+        wait = _RETRY_S[0]
+        while True:  # a backend away keeps the batch (and the queue fills behind it) until it is back
+            try:
+                self.commit(entries)
+                written, self.available = entries, True
+                break
+            except Unavailable as exc:
+                if self.available:
+                    log.warning("the log cannot be written (%s): nothing is answered locally until it can", exc)
+                self.available = False
+                time.sleep(wait)
+                wait = min(2 * wait, _RETRY_S[1])
+            except Exception:
+                written = self._write_one_by_one(entries)
+                break
         for entry in written:
             if isinstance(entry, Summarized):
                 for listener in self._listeners:
@@ -162,6 +172,17 @@ class Writer(abc.ABC):
                         listener(entry.record, entry.summary, entry.cost)
                     except Exception:
                         log.exception("store listener failed")
+
+    def _write_one_by_one(self, entries: list[Entry]) -> list[Entry]:
+        """One bad record must cost only itself: the batch again, record by record."""
+        written = []
+        for entry in entries:
+            try:
+                self.commit([entry])
+                written.append(entry)
+            except Exception:
+                log.exception("could not write a request record")
+        return written
 
     def _summarize(self, record: RequestRecord) -> Summarized:
         if record.route == Route.LOCAL and record.local_usage is not None:
@@ -185,105 +206,3 @@ class Writer(abc.ABC):
                 summary.cache_read_input_tokens,
             )
         return Summarized(record, summary, cost)
-
-
-# -- the statements: SQL both backends speak, with ? for parameters ----------------------------------
-
-_REQUEST_COLUMNS = (
-    "id, ts, method, path, model, stream, route, reason, status, latency_ms, ttfb_ms, attempts, input_tokens,"
-    " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, saved_usd, error_type,"
-    " upstream_request_id, p_router, p_validator, p_good, decision, namespace"
-)
-# A request id is written once: an import's content-hash id that raced another import's is skipped.
-_INSERT_REQUEST = (
-    f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES ({', '.join('?' * 25)}) ON CONFLICT (id) DO NOTHING"
-)
-
-
-def statements(entry: Entry) -> Iterator[Statement]:
-    if isinstance(entry, Summarized):
-        yield from _request_statements(entry)
-    elif isinstance(entry, Learned):
-        columns = ", ".join(entry.values)
-        yield (
-            f"INSERT INTO learning ({columns}) VALUES ({', '.join('?' * len(entry.values))})",
-            tuple(entry.values.values()),
-        )
-    elif isinstance(entry, Verdict):
-        verdict = (entry.request_id, entry.ts, int(entry.good), entry.namespace)
-        yield "INSERT INTO feedback (request_id, ts, good, namespace) VALUES (?, ?, ?, ?)", verdict
-    elif isinstance(entry, ForgetLearningAfter):
-        yield (
-            "DELETE FROM learning WHERE namespace = ?"
-            " AND ((kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?))",
-            (entry.namespace, entry.position.get("requests", 0), entry.position.get("feedback", 0)),
-        )
-    else:
-        raise TypeError(f"not a row the log writes: {entry!r}")
-
-
-def _request_statements(entry: Summarized) -> Iterator[Statement]:
-    record, summary = entry.record, entry.summary
-    yield _INSERT_REQUEST, _request_row(entry)
-    if record.conversation is not None and record.namespace != UNRESOLVED:  # a namespace with something to learn
-        yield (
-            "INSERT INTO namespaces (name, first_ts) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            (
-                record.namespace,
-                record.ts,
-            ),
-        )
-    if record.conversation is not None and summary.text and record.status == 200:
-        yield (
-            "INSERT INTO examples (request_id, ts, model, conversation, answer, max_tokens)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
-            (record.id, record.ts, record.model, record.conversation.to_json(), summary.text, record.max_tokens),
-        )
-    if record.route == Route.LOCAL and record.conversation is not None and record.local_answer is not None:
-        yield (
-            "INSERT INTO local_answers (request_id, ts, conversation, answer) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (request_id) DO NOTHING",
-            (record.id, record.ts, record.conversation.to_json(), record.local_answer),
-        )
-
-
-def _request_row(entry: Summarized) -> tuple[Any, ...]:
-    record, summary, cost = entry.record, entry.summary, entry.cost
-    attempt = record.attempt
-    chosen = attempt.choice if attempt is not None else None
-    return (
-        record.id,
-        record.ts,
-        record.method,
-        record.path,
-        record.model,
-        int(record.stream),
-        record.route,
-        record.reason,
-        record.status,
-        record.latency_ms,
-        record.ttfb_ms,
-        record.attempts,
-        summary.input_tokens,
-        summary.output_tokens,
-        summary.cache_creation_input_tokens,
-        summary.cache_read_input_tokens,
-        cost if record.route != Route.LOCAL else 0.0,
-        cost if record.route == Route.LOCAL else 0.0,
-        summary.error_type,
-        record.upstream_request_id,
-        attempt.p_router if attempt is not None else None,
-        chosen.p_validator if chosen is not None else None,
-        chosen.p_good if chosen is not None else None,
-        _decision_json(record),
-        record.namespace,
-    )
-
-
-def _decision_json(record: RequestRecord) -> str | None:
-    """A would-be-local answer's attempt (served, or withheld for an audit), for the trainer to count
-    (``queries.learning_events``)."""
-    attempt = record.attempt
-    if attempt is None or attempt.choice is None or record.local_answer is None:
-        return None
-    return json.dumps(attempt.to_json(), ensure_ascii=False)

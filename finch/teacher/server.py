@@ -56,6 +56,9 @@ class TeacherConfig:
     retry_after: float = 1.0  # seconds advertised on injected 429s
     hang_seconds: float = 30.0  # how long an injected hang lasts before the answer comes anyway
     rates: dict[str, float] = field(default_factory=dict)  # random faults: {"429": 0.01, "drop": 0.01}
+    # End each answer with who asked, "[for <the API key's last 8 characters>]": a marker the
+    # isolation tests look for in answers served to anyone else.
+    mark_caller: bool = False
     seed: int = 0
 
 
@@ -98,6 +101,9 @@ class Teacher:
         answer = self.corpus.answer(question)
         if self.config.reword:
             answer = reword(answer, self.rng)
+        if self.config.mark_caller:
+            caller = request.headers.get("x-api-key") or request.headers.get("authorization", "").partition(" ")[2]
+            answer = f"{answer} [for {caller[-8:]}]"
         pieces = PIECE.findall(answer)[:max_tokens]
         stop_reason = "end_turn" if len(pieces) == len(PIECE.findall(answer)) else "max_tokens"
         input_tokens = count_tokens(json.dumps(payload.get("messages", "")) + str(payload.get("system", "")))

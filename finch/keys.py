@@ -1,0 +1,146 @@
+"""Who may share what finch learns: the keys an administrator issues or places in namespaces.
+
+    FINCH_HOME/keys.json     one entry per key: its id, namespace, kind, digest, when made and revoked
+    FINCH_HOME/secret.key    the server secret under which upstream keys are identified (HMAC)
+
+Two kinds of entry:
+
+- ``token``: a client token finch issued (``finch keys create --namespace NAME``). The client sends
+  it as ``x-finch-token``; finch keeps only its SHA-256 (a token is 32 random bytes: a plain hash of
+  it cannot be guessed back).
+- ``upstream``: an upstream API key placed in a namespace (``finch keys add-upstream``), so that
+  two keys, or a key and its rotation, share what they teach. Kept as its HMAC under the secret,
+  the same digest that names a key's own namespace when nobody placed it.
+
+No key is ever stored or shown whole, except a new token, printed once when it is made. In the team
+tier every replica reads the same home, so the file and the secret are shared; a replica rereads
+the file when it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from finch.errors import ConfigError
+
+TOKEN_PREFIX = "fk_"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    namespace: str
+    kind: str  # token | upstream
+    digest: str
+    created: float
+    revoked: float | None = None
+
+
+def check_namespace(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(f"a namespace is 1-63 of a-z, 0-9, '_', '.', '-' (starting with a letter or digit): {name!r}")
+    return name
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Keys:
+    def __init__(self, home: Path) -> None:
+        self.path = home / "keys.json"
+        self.secret_path = home / "secret.key"
+        self._secret: bytes | None = None
+        self._loaded: tuple[int, int] | None = None
+        self._entries: list[Key] = []
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def entries(self) -> list[Key]:
+        """Every key, revoked ones too; reread when the file has changed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._entries, self._loaded = [], None
+            return []
+        if (st.st_mtime_ns, st.st_size) != self._loaded:
+            self._entries = [Key(**entry) for entry in json.loads(self.path.read_text())]
+            self._loaded = (st.st_mtime_ns, st.st_size)
+        return self._entries
+
+    def namespace_of_token(self, token: str) -> str | None:
+        """The namespace of a live token finch issued; None for any other string."""
+        digest = token_digest(token)
+        found = next((k for k in self.entries() if k.kind == "token" and hmac.compare_digest(k.digest, digest)), None)
+        return found.namespace if found is not None and found.revoked is None else None
+
+    def namespace_of_upstream(self, api_key: str) -> str:
+        """The namespace an administrator placed this upstream key in, else the key's own."""
+        digest = self.upstream_digest(api_key)
+        placed = next(
+            (k for k in self.entries() if k.kind == "upstream" and k.digest == digest and not k.revoked), None
+        )
+        return placed.namespace if placed is not None else "key-" + digest[:20]
+
+    def upstream_digest(self, api_key: str) -> str:
+        return hmac.new(self.secret(), api_key.encode(), hashlib.sha256).hexdigest()
+
+    def secret(self) -> bytes:
+        """The server secret, made once (by whichever process asks first) and then only read."""
+        if self._secret is None:
+            self.secret_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.secret_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except FileExistsError:
+                pass
+            for _ in range(50):  # another process may be writing it this moment
+                text = self.secret_path.read_text().strip()
+                if len(text) == 64:
+                    break
+                time.sleep(0.01)
+            self._secret = bytes.fromhex(text)
+        return self._secret
+
+    # -- what an administrator does ------------------------------------------------------------------
+
+    def create_token(self, namespace: str) -> tuple[Key, str]:
+        """A new client token for ``namespace``: its entry, and the token itself (shown once)."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = Key(secrets.token_hex(4), check_namespace(namespace), "token", token_digest(token), time.time())
+        self._write([*self.entries(), key])
+        return key, token
+
+    def add_upstream(self, namespace: str, api_key: str) -> Key:
+        key = Key(
+            secrets.token_hex(4), check_namespace(namespace), "upstream", self.upstream_digest(api_key), time.time()
+        )
+        self._write([*self.entries(), key])
+        return key
+
+    def revoke(self, key_id: str) -> Key:
+        entries = self.entries()
+        found = next((k for k in entries if k.id == key_id), None)
+        if found is None:
+            raise ConfigError(f"no key with id {key_id!r} (finch keys list shows them)")
+        revoked = Key(**{**asdict(found), "revoked": found.revoked or time.time()})
+        self._write([revoked if k.id == key_id else k for k in entries])
+        return revoked
+
+    def _write(self, entries: list[Key]) -> None:
+        from finch.models.tokenizer import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps([asdict(k) for k in entries], indent=1))
+        self._loaded = None
