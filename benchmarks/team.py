@@ -77,8 +77,11 @@ class Cluster:
         script = str(ROOT / ".ci" / "postgres")
         return subprocess.run([script, command], env=self.env, check=True, capture_output=True, text=True).stdout
 
+    def start(self) -> None:
+        self.server = self.run("start").strip().split("=", 1)[1]
+
     def database(self, name: str) -> str:
-        server = self.run("start").strip().split("=", 1)[1]
+        server = self.server
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
         return server.rsplit("/", 1)[0] + "/" + name
@@ -134,8 +137,9 @@ def propagation(url: str, questions: int, tmp: Path) -> dict:
     teacher = ServerThread(build_teacher_app(Teacher(Corpus(qa)))).start()
     home = tmp / "shared-home"
     settings = {"home": str(home), "upstream_url": teacher.url, "database_url": url, "isolation": "none", **LEARN}
-    replicas = [ServerThread(build_app(load_settings(settings, environ={}))).start() for _ in range(2)]
-    loops = [r.app.state.proxy.learning for r in replicas]
+    apps = [build_app(load_settings(settings, environ={})) for _ in range(2)]
+    replicas = [ServerThread(app).start() for app in apps]
+    loops = [app.state.proxy.learning for app in apps]
     clients = [anthropic.Anthropic(base_url=r.url, api_key="bench-key-team-0001", max_retries=0) for r in replicas]
     published: dict[int, float] = {}
     seen: list[dict[int, float]] = [{}, {}]
@@ -243,6 +247,7 @@ def main() -> None:
     args = parser.parse_args()
     cluster = Cluster()
     try:
+        cluster.start()
         with tempfile.TemporaryDirectory() as tmp:
             report = {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
