@@ -41,6 +41,9 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     # When set, every client must send it in the x-finch-token header.
     client_token: str | None = field(default=None, repr=False)
+    # When set, a caller sending it as x-finch-token sees every namespace on /finch/stats and the
+    # dashboard (others see their own).
+    admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 32 * 1024 * 1024  # the Messages API's own request limit
     max_retries: int = 2  # retried only before the first byte reaches the client
     connect_timeout: float = 5.0  # a dead upstream should fail fast
@@ -103,7 +106,7 @@ class Settings:
 
 
 _ENV_ALIASES = {"api_key": ("FINCH_API_KEY", "ANTHROPIC_API_KEY")}
-SECRET_FIELDS = {"api_key", "client_token"}
+SECRET_FIELDS = {"api_key", "client_token", "admin_token"}
 
 
 def env_name(name: str) -> str:

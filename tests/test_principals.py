@@ -85,3 +85,23 @@ def test_isolation_is_credential_in_the_team_tier_and_none_embedded():
     assert load_settings({}, {}).isolation_mode == "none"
     assert load_settings({"database_url": "postgresql://db/finch"}, {}).isolation_mode == "credential"
     assert load_settings({"database_url": "postgresql://db/finch", "isolation": "none"}, {}).isolation_mode == "none"
+
+
+def test_stats_and_the_dashboard_show_the_callers_namespace_and_the_admin_token_all(start_finch, teacher, home):
+    finch = start_finch(teacher.url, isolation="credential", admin_token="fake-admin-token-7")
+    for api_key, times in (("fake-key-gina-7", 2), ("fake-key-hank-8", 3)):
+        client = anthropic.Anthropic(base_url=finch.url, api_key=api_key, max_retries=0)
+        for _ in range(times):
+            client.messages.create(**MESSAGE)
+    flush(finch)
+
+    def seen(headers: dict[str, str]) -> tuple[int, int]:
+        stats = httpx.get(finch.url + "/finch/stats", headers=headers)
+        board = httpx.get(finch.url + "/finch/dashboard.json", headers=headers)
+        assert stats.status_code == board.status_code == 200, stats.text
+        return stats.json()["totals"]["requests"], len(board.json()["recent"])
+
+    assert seen({"x-api-key": "fake-key-gina-7"}) == (2, 2)
+    assert seen({"authorization": "Bearer fake-key-hank-8"}) == (3, 3)
+    assert seen({"x-finch-token": "fake-admin-token-7"}) == (5, 5)
+    assert httpx.get(finch.url + "/finch/stats").status_code == 401  # nobody's

@@ -7,12 +7,13 @@
     GET  /finch/          the dashboard (a static page), and /finch/dashboard.json, what it shows
 
 With a client token set, every route that reads or changes finch's state asks for it
-(``x-finch-token``); /healthz, /metrics and the dashboard's empty page do not.
+(``x-finch-token``); /healthz, /metrics and the dashboard's empty page do not. /finch/stats and the
+dashboard show the caller's namespace (``finch.server.principals``): every namespace to the admin
+token, or to anyone when everything is one namespace.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -24,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from finch.dialects.common import parse_json_object
-from finch.errors import ApiError, InvalidRequest, NotFound, Unauthorized, error_body
+from finch.errors import ApiError, InvalidRequest, NotFound, error_body
 from finch.server import dashboard
+from finch.vocabulary import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
     from finch.server.app import Proxy
@@ -35,25 +37,16 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-def check_client_token(request: Request, expected: str | None) -> None:
-    if expected is None:
-        return
-    given = request.headers.get("x-finch-token", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("missing or wrong x-finch-token header")
-
-
 class Admin:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
 
-    def _refused(self, request: Request) -> Response | None:
-        """The 401 for a request without the client token, when one is set."""
+    def _scope(self, request: Request) -> str | None | Response:
+        """The namespace the caller may see (None: every one), or the 401 that refuses it."""
         try:
-            check_client_token(request, self.proxy.settings.client_token)
+            return self.proxy.principals.scope(request)
         except ApiError as exc:
             return Response(exc.body(), status_code=exc.status, media_type=JSON)
-        return None
 
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
@@ -70,23 +63,25 @@ class Admin:
         return Response(dashboard.page(), media_type="text/html; charset=utf-8")
 
     async def dashboard_data(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
+        if isinstance(scope := self._scope(request), Response):
+            return scope
         loop, log = self.proxy.learning, self.proxy.store
-        body = await run_in_threadpool(lambda: dashboard.report(log, loop.status() if loop is not None else None))
+        status = (lambda: loop.status(scope or DEFAULT_NAMESPACE)) if loop is not None else (lambda: None)
+        body = await run_in_threadpool(lambda: dashboard.report(log, status(), scope))
         return Response(json.dumps(body), media_type=JSON, headers={"cache-control": "no-store"})
 
     async def stats(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
+        if isinstance(scope := self._scope(request), Response):
+            return scope
         proxy, log = self.proxy, self.proxy.store
         body = await run_in_threadpool(
             lambda: {
-                "totals": log.totals(),
-                "by_reason": log.by_reason(),
-                "examples": log.example_count(),
+                "namespace": scope,  # null: every namespace's
+                "totals": log.totals(scope),
+                "by_reason": log.by_reason(scope),
+                "examples": log.example_count(scope),
                 "log_dropped": proxy.store.dropped,
-                "learning": proxy.learning.status() if proxy.learning is not None else None,
+                "learning": proxy.learning.status(scope or DEFAULT_NAMESPACE) if proxy.learning is not None else None,
             }
         )
         return Response(json.dumps(body), media_type=JSON)

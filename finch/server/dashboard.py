@@ -21,17 +21,18 @@ def page() -> bytes:
     return resources.files("finch.server").joinpath("dashboard.html").read_bytes()
 
 
-def report(log: Log, learning: dict[str, Any] | None) -> dict[str, Any]:
-    """Everything the page shows, in one response."""
-    data = log.dashboard()
+def report(log: Log, learning: dict[str, Any] | None, namespace: str | None = None) -> dict[str, Any]:
+    """Everything the page shows, in one response: of one namespace, or (None) of all."""
+    data = log.dashboard(namespace)
     for row in data["recent"]:
         row["why"] = explain(row["reason"])
     days = data["days"]  # every day: the totals are their sums, one scan of the log fewer
+    totals = {key: sum(day[key] for day in days) for key in days[0] if key != "day"} if days else None
     return {
         "bucket_s": data["bucket_s"],
         "series": _series(data["messages"], data["learning"]),
         "by_day": days[:30][::-1],
-        "totals": {key: sum(day[key] for day in days) for key in days[0] if key != "day"} if days else log.totals(),
+        "totals": totals or log.totals(namespace),
         "recent": data["recent"],
         "learning": learning,
     }

@@ -26,6 +26,7 @@ class Principals:
     def __init__(self, settings: Settings) -> None:
         self.isolation = settings.isolation_mode
         self.client_token = settings.client_token
+        self.admin_token = settings.admin_token
         self.keys = Keys(settings.home)
 
     def namespace(self, request: Request) -> str:
@@ -42,6 +43,20 @@ class Principals:
             return DEFAULT_NAMESPACE
         api_key = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization", ""))
         return self.keys.namespace_of_upstream(api_key) if api_key else UNRESOLVED
+
+    def scope(self, request: Request) -> str | None:
+        """What a caller of finch's own pages (/finch/stats, the dashboard) may see: every namespace
+        (None) for the admin token, or for anyone when everything is one namespace; else its own.
+        Raises Unauthorized for a wrong token, or for nobody's request when principals are told apart."""
+        token = request.headers.get("x-finch-token", "")
+        if self.admin_token is not None and hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return None
+        namespace = self.namespace(request)
+        if self.isolation == "none" and not token.startswith(TOKEN_PREFIX):
+            return None
+        if namespace == UNRESOLVED:
+            raise Unauthorized("send your API key or a finch token to see your namespace (the admin token sees all)")
+        return namespace
 
 
 def _bearer(value: str) -> str:

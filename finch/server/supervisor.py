@@ -20,7 +20,7 @@ from finch.config import TRAINER_SETTINGS_ENV, Settings
 
 log = logging.getLogger(__name__)
 
-_SECRET_ENV = ("FINCH_API_KEY", "ANTHROPIC_API_KEY", "FINCH_CLIENT_TOKEN")
+_SECRET_ENV = ("FINCH_API_KEY", "ANTHROPIC_API_KEY", "FINCH_CLIENT_TOKEN", "FINCH_ADMIN_TOKEN")
 
 
 class TrainerProcess:

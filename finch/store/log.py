@@ -123,28 +123,30 @@ class Log(abc.ABC):
 
     # -- what people read -----------------------------------------------------------------------------
 
-    def totals(self) -> dict[str, Any]:
-        return queries.totals(self.reader)
+    # Each in one namespace, or (None) in all of them.
 
-    def by_day(self, days: int | None = 30) -> list[dict[str, Any]]:
+    def totals(self, namespace: str | None = None) -> dict[str, Any]:
+        return queries.totals(self.reader, namespace)
+
+    def by_day(self, days: int | None = 30, namespace: str | None = None) -> list[dict[str, Any]]:
         """Per UTC day, newest first; every day when ``days`` is None."""
-        return queries.by_day(self.reader, days)
+        return queries.by_day(self.reader, days, namespace)
 
-    def by_reason(self) -> list[dict[str, Any]]:
-        return queries.by_reason(self.reader)
+    def by_reason(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return queries.by_reason(self.reader, namespace)
 
-    def example_count(self) -> int:
+    def example_count(self, namespace: str | None = None) -> int:
         """Conversations kept with their answer (Claude's, or finch's own when served locally)."""
-        return queries.example_count(self.reader)
+        return queries.example_count(self.reader, namespace)
 
-    def learning_summary(self) -> dict[str, Any]:
+    def learning_summary(self, namespace: str | None = None) -> dict[str, Any]:
         """What the trainer has learned, and what the audits say of the answers finch serves."""
-        return queries.learning_summary(self.reader)
+        return queries.learning_summary(self.reader, namespace)
 
-    def dashboard(self) -> dict[str, Any]:
+    def dashboard(self, namespace: str | None = None) -> dict[str, Any]:
         """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
         day (``finch.server.dashboard`` shapes them)."""
-        return queries.dashboard(self.reader)
+        return queries.dashboard(self.reader, namespace)
 
     @abc.abstractmethod
     def forget(self, before: float | None = None) -> int:

@@ -52,29 +52,41 @@ _SUMMARY_COLUMNS = f"""
 """
 
 
-def totals(r: Reader) -> dict[str, Any]:
-    found = r.rows(f"SELECT {_SUMMARY_COLUMNS} FROM requests")
+# What people read takes ``namespace``: one namespace's rows, or (None) every namespace's.
+def _only(namespace: str | None, column: str = "namespace", word: str = "WHERE") -> Query:
+    return ("", ()) if namespace is None else (f" {word} {column} = ?", (namespace,))
+
+
+def totals(r: Reader, namespace: str | None = None) -> dict[str, Any]:
+    where, params = _only(namespace)
+    found = r.rows(f"SELECT {_SUMMARY_COLUMNS} FROM requests{where}", params)
     return found[0] if found else _empty()
 
 
-def by_day(r: Reader, days: int | None = 30) -> list[dict[str, Any]]:
+def by_day(r: Reader, days: int | None = 30, namespace: str | None = None) -> list[dict[str, Any]]:
     """Per UTC day, newest first; every day when ``days`` is None. (Grouped on whole days of unix
     time, which costs a third of grouping on a date on a large log.)"""
+    where, params = _only(namespace)
     limit = "" if days is None else " LIMIT ?"
     return r.rows(
-        f"SELECT {r.day_label} AS day, {_SUMMARY_COLUMNS} FROM requests GROUP BY {r.day_key} ORDER BY day DESC{limit}",
-        () if days is None else (days,),
+        f"SELECT {r.day_label} AS day, {_SUMMARY_COLUMNS} FROM requests{where}"
+        f" GROUP BY {r.day_key} ORDER BY day DESC{limit}",
+        params if days is None else (*params, days),
     )
 
 
-def by_reason(r: Reader) -> list[dict[str, Any]]:
+def by_reason(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
+    where, params = _only(namespace)
     return r.rows(
-        "SELECT route, reason, COUNT(*) AS requests FROM requests GROUP BY route, reason ORDER BY requests DESC"
+        f"SELECT route, reason, COUNT(*) AS requests FROM requests{where}"
+        " GROUP BY route, reason ORDER BY requests DESC",
+        params,
     )
 
 
-def example_count(r: Reader) -> int:
-    found = r.rows("SELECT COUNT(*) AS n FROM examples")
+def example_count(r: Reader, namespace: str | None = None) -> int:
+    where, params = _only(namespace, "q.namespace")
+    found = r.rows(f"SELECT COUNT(*) AS n FROM examples e JOIN requests q ON q.id = e.request_id{where}", params)
     return int(found[0]["n"]) if found else 0
 
 
@@ -83,14 +95,16 @@ def _empty() -> dict[str, Any]:
     return {**dict.fromkeys(keys, 0), "cost_usd": 0.0, "saved_usd": 0.0}
 
 
-def learning_summary(r: Reader) -> dict[str, Any]:
+def learning_summary(r: Reader, namespace: str | None = None) -> dict[str, Any]:
     """What the trainer has learned and what the audits say of the answers finch serves."""
     from finch.policy.bound import audit_interval
 
+    where, params = _only(namespace)
     found = r.rows(
         f"SELECT {_LEARNED} AS learned, COALESCE(SUM(audit), 0) AS audits,"
         f" {_AUDITS_BAD} AS audits_bad,"
-        " (SELECT threshold FROM learning ORDER BY id DESC LIMIT 1) AS threshold FROM learning",
+        f" (SELECT threshold FROM learning{where} ORDER BY id DESC LIMIT 1) AS threshold FROM learning{where}",
+        params * 2,
     )
     row = found[0] if found else {"learned": 0, "audits": 0, "audits_bad": 0, "threshold": None}
     low, high = audit_interval(row["audits_bad"], row["audits"])
@@ -210,57 +224,61 @@ _BUCKETS = 60  # points on the dashboard's time axis, whatever the log's span
 _NICE_BUCKETS_S = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 
 
-def dashboard(r: Reader) -> dict[str, Any]:
+def dashboard(r: Reader, namespace: str | None = None) -> dict[str, Any]:
     """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
     day (``finch.server.dashboard`` shapes them)."""
-    found = r.rows("SELECT MIN(ts) AS first, MAX(ts) AS last FROM requests")
+    where, params = _only(namespace)
+    found = r.rows(f"SELECT MIN(ts) AS first, MAX(ts) AS last FROM requests{where}", params)
     if not found:
         return {"bucket_s": 60, "messages": [], "learning": [], "recent": [], "days": []}
     span = (found[0]["last"] or 0.0) - (found[0]["first"] or 0.0)
     bucket_s = next((b for b in _NICE_BUCKETS_S if span / b <= _BUCKETS), _NICE_BUCKETS_S[-1])
     return {
         "bucket_s": bucket_s,
-        "messages": messages_over_time(r, bucket_s),
-        "learning": learning_over_time(r, bucket_s),
-        "recent": recent_requests(r),
-        "days": by_day(r, None),
+        "messages": messages_over_time(r, bucket_s, namespace),
+        "learning": learning_over_time(r, bucket_s, namespace),
+        "recent": recent_requests(r, namespace=namespace),
+        "days": by_day(r, None, namespace),
     }
 
 
-def messages_over_time(r: Reader, bucket_s: int) -> list[dict[str, Any]]:
+def messages_over_time(r: Reader, bucket_s: int, namespace: str | None = None) -> list[dict[str, Any]]:
     """Requests finch could learn from (a path some dialect speaks) per time bucket, by route, with dollars."""
     paths = tuple(DIALECTS)
+    also, params = _only(namespace, word="AND")
     return r.rows(
         f"SELECT {r.bucket()} AS t, COUNT(*) AS requests,"
         f" {_FORWARDED} AS forwarded, {_LOCAL} AS local,"
         " SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
-        f" FROM requests WHERE path IN ({', '.join('?' * len(paths))}) AND route != 'reject'"
+        f" FROM requests WHERE path IN ({', '.join('?' * len(paths))}) AND route != 'reject'{also}"
         " GROUP BY t ORDER BY t",
-        (bucket_s, bucket_s, *paths),
+        (bucket_s, bucket_s, *paths, *params),
     )
 
 
-def learning_over_time(r: Reader, bucket_s: int) -> list[dict[str, Any]]:
+def learning_over_time(r: Reader, bucket_s: int, namespace: str | None = None) -> list[dict[str, Any]]:
     """Per time bucket: audits and bad audits, and the operating point at the bucket's end."""
+    where, params = _only(namespace)
     return r.rows(
         "SELECT b.t, b.audits, b.audits_bad, l.threshold FROM ("
         f" SELECT {r.bucket()} AS t, SUM(audit) AS audits,"
         f" {_AUDITS_BAD} AS audits_bad, MAX(id) AS last"
-        " FROM learning GROUP BY t) b JOIN learning l ON l.id = b.last ORDER BY b.t",
-        (bucket_s, bucket_s),
+        f" FROM learning{where} GROUP BY t) b JOIN learning l ON l.id = b.last ORDER BY b.t",
+        (bucket_s, bucket_s, *params),
     )
 
 
-def recent_requests(r: Reader, limit: int = 50) -> list[dict[str, Any]]:
+def recent_requests(r: Reader, limit: int = 50, namespace: str | None = None) -> list[dict[str, Any]]:
     """The newest requests, a local answer's question and answer with it."""
+    where, params = _only(namespace)
     rows = r.rows(
         "SELECT r.id, r.ts, r.model, r.route, r.reason, r.status, r.latency_ms, r.input_tokens,"
         " r.output_tokens, r.cost_usd, r.saved_usd, a.conversation, a.answer, f.good AS feedback"
-        " FROM (SELECT * FROM requests ORDER BY ts DESC LIMIT ?) r"
+        f" FROM (SELECT * FROM requests{where} ORDER BY ts DESC LIMIT ?) r"
         " LEFT JOIN local_answers a ON a.request_id = r.id"
         " LEFT JOIN (SELECT request_id, MIN(good) AS good FROM feedback GROUP BY request_id) f"
         " ON f.request_id = r.id ORDER BY r.ts DESC",
-        (limit,),
+        (*params, limit),
     )
     for row in rows:
         conversation = row.pop("conversation")
