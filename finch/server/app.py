@@ -111,7 +111,11 @@ class Proxy:
                 max_chars = self.learning.max_chars if self.learning is not None else None
                 record.conversation, record.reason = dialect.conversation(parsed.body, max_chars)
                 record.max_tokens = parsed.max_tokens
-                if record.conversation is not None:
+                opted_out = _opted_out(request)
+                if record.conversation is not None and opted_out:  # forwarded; kept and learned unless said
+                    record.reason = Reason.OPTED_OUT
+                    record.conversation = None if "learning" in opted_out else record.conversation
+                elif record.conversation is not None:
                     local = await self._try_local(record, dialect, parsed, started)
                     if local is not None:
                         return local
@@ -186,6 +190,13 @@ class Proxy:
         if not has_auth and self.settings.api_key:
             headers.append((b"x-api-key", self.settings.api_key.encode()))
         return headers
+
+
+def _opted_out(request: Request) -> set[str]:
+    """``x-finch-opt-out: local`` (never answered locally) or ``local, learning`` (nor kept or
+    learned from): a client's choice for one request."""
+    said = {word.strip().lower() for word in request.headers.get("x-finch-opt-out", "").split(",")}
+    return {"local", *said} & {"local", "learning"} if said - {""} else set()
 
 
 def _log_request(record: RequestRecord, summary: object, cost: float) -> None:
