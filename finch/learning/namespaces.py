@@ -25,8 +25,9 @@ from finch.vocabulary import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
-_LOOK_S = 1.0  # how often a trainer looks for namespaces it does not learn yet
-_REREAD_S = 1.0  # an idle trainer reads the log at least this often, whatever the log says
+# How often a trainer looks for namespaces it does not learn yet; and an idle one reads the log at
+# least this often, whatever the log says.
+_LOOK_S = 1.0
 
 
 def learn_every_namespace(settings: Settings, stop: threading.Event) -> None:
@@ -45,7 +46,7 @@ def learn_every_namespace(settings: Settings, stop: threading.Event) -> None:
                         trainers[namespace] = trainer
                     looked = time.monotonic()
                 if not sum(trainer.step() for trainer in list(trainers.values())):
-                    store.wait(stop, min(_REREAD_S, _LOOK_S))  # until the log may have grown
+                    store.wait(stop, _LOOK_S)  # until the log may have grown
     finally:
         store.close()
 

@@ -45,7 +45,6 @@ from finch.vocabulary import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)
 
-_REREAD_S = 1.0  # an idle trainer reads the log at least this often, whatever the log says
 _PUBLISH_EVERY_S = 1.0  # at most, while a backlog remains (a snapshot costs a write here and a load there)
 _BATCH = 256  # rows read from the log at a time
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -195,8 +195,8 @@ class Proxy:
 def _opted_out(request: Request) -> set[str]:
     """``x-finch-opt-out: local`` (never answered locally) or ``local, learning`` (nor kept or
     learned from): a client's choice for one request."""
-    said = {word.strip().lower() for word in request.headers.get("x-finch-opt-out", "").split(",")}
-    return {"local", *said} & {"local", "learning"} if said - {""} else set()
+    said = {word.strip().lower() for word in request.headers.get("x-finch-opt-out", "").split(",")} - {""}
+    return {"local"} | (said & {"learning"}) if said else set()
 
 
 def _log_request(record: RequestRecord, summary: object, cost: float) -> None:

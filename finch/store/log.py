@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from finch.config import Settings
     from finch.pricing import PriceTable
     from finch.store.rows import Row
-    from finch.store.writer import Listener, RequestRecord
+    from finch.store.writer import Listener, RequestRecord, Writer
 
 # The streams the trainer learns from: Claude's answers and local answers (requests), and users'
 # verdicts on local answers (feedback).
@@ -42,37 +42,46 @@ Position = dict[str, int]
 class Log(abc.ABC):
     """The request log, as the server writes it and the trainer and people read it."""
 
-    # -- writing: queued, committed off the caller's thread -------------------------------------------
+    # -- writing: queued, committed off the caller's thread, by the backend's writer -----------------
 
-    @abc.abstractmethod
+    writer: Writer | None  # None: opened read-only
+
     def start(self) -> None:
         """Start the writer (a reader that never writes need not)."""
+        self._writing().start()
 
-    @abc.abstractmethod
     def submit(self, record: RequestRecord | Row) -> None:
         """Queue a record; never blocks. A record the writer is too far behind to take is dropped
         and counted (``dropped``)."""
+        self._writing().submit(record)
 
     @property
-    @abc.abstractmethod
-    def dropped(self) -> int: ...
+    def dropped(self) -> int:
+        return self.writer.dropped if self.writer is not None else 0
 
     @property
     def available(self) -> bool:
         """Whether the log can be written now. While it cannot, nothing is answered locally: an
         answer the log cannot count must not be served."""
-        return True
+        return self.writer.available if self.writer is not None else True
 
-    @abc.abstractmethod
     def add_listener(self, listener: Listener) -> None:
         """Called with each request once it is committed (metrics)."""
+        self._writing().add_listener(listener)
 
-    @abc.abstractmethod
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every record submitted so far is committed."""
+        if self.writer is not None:
+            self.writer.flush(timeout)
 
-    @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _writing(self) -> Writer:
+        if self.writer is None:
+            raise RuntimeError("this log was opened read-only")
+        return self.writer
 
     # -- reading: the same SQL on every backend, through its reader ---------------------------------
 

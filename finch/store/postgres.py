@@ -29,9 +29,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from finch.pricing import PriceTable
 from finch.store import queries
 from finch.store.log import Log
-from finch.store.rows import Row
 from finch.store.statements import statements
-from finch.store.writer import Entry, Listener, RequestRecord, Unavailable, Writer
+from finch.store.writer import Entry, Unavailable, Writer
 
 log = logging.getLogger(__name__)
 
@@ -57,48 +56,22 @@ class PostgresLog(Log):
         )  # fmt: skip
         if writer:
             migrate(self._pool)
-        self._writer = PostgresWriter(self._pool, prices) if writer else None
+        self.writer = PostgresWriter(self._pool, prices) if writer else None
         self.reader = PostgresReader(self._pool)
         self._listener: psycopg.Connection | None = None
         self._reachable = True
-
-    # -- writing -------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._writing().start()
-
-    def submit(self, record: RequestRecord | Row) -> None:
-        self._writing().submit(record)
-
-    @property
-    def dropped(self) -> int:
-        return self._writer.dropped if self._writer is not None else 0
 
     @property
     def available(self) -> bool:
         """The writer's last commit went through, and the listening connection (when one waits) is up:
         a database that shuts down closes it, which a waiting reader sees within a tenth of a second."""
-        writing = self._writer.available if self._writer is not None else True
-        return writing and self._reachable
-
-    def add_listener(self, listener: Listener) -> None:
-        self._writing().add_listener(listener)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        if self._writer is not None:
-            self._writer.flush(timeout)
+        return super().available and self._reachable
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        super().close()
         if self._listener is not None:
             self._listener.close()
         self._pool.close()
-
-    def _writing(self) -> PostgresWriter:
-        if self._writer is None:
-            raise RuntimeError("this log was opened read-only")
-        return self._writer
 
     # -- reading ---------------------------------------------------------------------------------------
 

@@ -19,8 +19,6 @@ from finch.pricing import PriceTable
 from finch.store import queries
 from finch.store.db import Store
 from finch.store.log import Log
-from finch.store.rows import Row
-from finch.store.writer import Listener, RequestRecord
 
 _POLL_S = 0.01  # how often a waiting reader looks at the files
 _REREAD_S = 1.0  # and returns regardless this often, whatever their stats say
@@ -29,36 +27,8 @@ _REREAD_S = 1.0  # and returns regardless this often, whatever their stats say
 class SqliteLog(Log):
     def __init__(self, path: Path, prices: PriceTable | None = None, *, writer: bool = True) -> None:
         self.path = path
-        self._store = Store(path, prices) if writer else None  # opening it creates and migrates the file
+        self.writer = Store(path, prices) if writer else None  # opening it creates and migrates the file
         self.reader = SqliteReader(path)
-
-    # -- writing -------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._writer().start()
-
-    def submit(self, record: RequestRecord | Row) -> None:
-        self._writer().submit(record)
-
-    @property
-    def dropped(self) -> int:
-        return self._store.dropped if self._store is not None else 0
-
-    def add_listener(self, listener: Listener) -> None:
-        self._writer().add_listener(listener)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        if self._store is not None:
-            self._store.flush(timeout)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-    def _writer(self) -> Store:
-        if self._store is None:
-            raise RuntimeError("this log was opened read-only")
-        return self._store
 
     # -- reading ---------------------------------------------------------------------------------------
 
