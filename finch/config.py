@@ -44,6 +44,10 @@ class Settings:
     # When set, a caller sending it as x-finch-token sees every namespace on /finch/stats and the
     # dashboard (others see their own).
     admin_token: str | None = field(default=None, repr=False)
+    # Inside a namespace whose requests name their end users (x-finch-end-user, metadata.user_id):
+    # an answer Claude gave one end user is served to another only after Claude gave it, in words
+    # the judge finds equal, to this many distinct end users (finch.policy.privacy).
+    share_after_users: int = 3
     max_body_bytes: int = 32 * 1024 * 1024  # the Messages API's own request limit
     max_retries: int = 2  # retried only before the first byte reaches the client
     connect_timeout: float = 5.0  # a dead upstream should fail fast
@@ -180,7 +184,8 @@ def _build(values: dict[str, Any]) -> Settings:
     if settings.preset not in ("tiny", "small", "base"):
         raise ConfigError(f"preset must be tiny, small or base, got {settings.preset!r}")
     parse_sampling(settings.sampling)
-    for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections", "max_local_tokens"):
+    positive = ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections", "max_local_tokens")
+    for name in (*positive, "share_after_users"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
     if not 0 <= settings.trainer_nice <= 19:

@@ -12,6 +12,11 @@ Two kinds of entry:
   two keys, or a key and its rotation, share what they teach. Kept as its HMAC under the secret,
   the same digest that names a key's own namespace when nobody placed it.
 
+An entry may also say how its requests are treated: ``end_users`` (a product's backend that sends
+many end users' questions: a request that does not name its end user is never answered locally,
+``finch.policy.privacy``) and ``opt_out`` ("local", or "local" and "learning": every request of the
+key is forwarded, and with "learning" nothing of it is kept).
+
 No key is ever stored or shown whole, except a new token, printed once when it is made. In the team
 tier every replica reads the same home, so the file and the secret are shared; a replica rereads
 the file when it changes.
@@ -26,8 +31,9 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from finch.errors import ConfigError
 
@@ -43,12 +49,26 @@ class Key:
     digest: str
     created: float
     revoked: float | None = None
+    end_users: bool = False  # its requests must name their end user to be answered locally
+    opt_out: tuple[str, ...] = ()  # "local", "learning": what an administrator opted it out of
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> Key:
+        return cls(**{**entry, "opt_out": tuple(entry.get("opt_out", ()))})
 
 
 def check_namespace(name: str) -> str:
     if not _NAME.match(name):
         raise ConfigError(f"a namespace is 1-63 of a-z, 0-9, '_', '.', '-' (starting with a letter or digit): {name!r}")
     return name
+
+
+def check_opt_out(words: tuple[str, ...]) -> tuple[str, ...]:
+    """Opting out of learning keeps nothing of a request, so it opts out of local answers too."""
+    unknown = set(words) - {"local", "learning"}
+    if unknown:
+        raise ConfigError(f"opt-out is 'local' or 'learning', not {sorted(unknown)}")
+    return ("local", "learning") if "learning" in words else ("local",) if words else ()
 
 
 def token_digest(token: str) -> str:
@@ -73,26 +93,39 @@ class Keys:
             self._entries, self._loaded = [], None
             return []
         if (st.st_mtime_ns, st.st_size) != self._loaded:
-            self._entries = [Key(**entry) for entry in json.loads(self.path.read_text())]
+            self._entries = [Key.from_json(entry) for entry in json.loads(self.path.read_text())]
             self._loaded = (st.st_mtime_ns, st.st_size)
         return self._entries
 
-    def namespace_of_token(self, token: str) -> str | None:
-        """The namespace of a live token finch issued; None for any other string."""
+    def token(self, token: str) -> Key | None:
+        """The entry of a live token finch issued; None for any other string."""
         digest = token_digest(token)
         found = next((k for k in self.entries() if k.kind == "token" and hmac.compare_digest(k.digest, digest)), None)
-        return found.namespace if found is not None and found.revoked is None else None
+        return found if found is not None and found.revoked is None else None
 
-    def namespace_of_upstream(self, api_key: str) -> str:
-        """The namespace an administrator placed this upstream key in, else the key's own."""
+    def namespace_of_token(self, token: str) -> str | None:
+        found = self.token(token)
+        return found.namespace if found is not None else None
+
+    def upstream(self, api_key: str) -> Key:
+        """The live entry that placed this upstream key in a namespace, else an unsaved one naming the
+        key's own namespace."""
         digest = self.upstream_digest(api_key)
         placed = next(
             (k for k in self.entries() if k.kind == "upstream" and k.digest == digest and not k.revoked), None
         )
-        return placed.namespace if placed is not None else "key-" + digest[:20]
+        return placed or Key("", "key-" + digest[:20], "upstream", digest, 0.0)
+
+    def namespace_of_upstream(self, api_key: str) -> str:
+        """The namespace an administrator placed this upstream key in, else the key's own."""
+        return self.upstream(api_key).namespace
 
     def upstream_digest(self, api_key: str) -> str:
         return hmac.new(self.secret(), api_key.encode(), hashlib.sha256).hexdigest()
+
+    def end_user_digest(self, namespace: str, end_user: str) -> str:
+        """How an end user is kept: their id's HMAC under the secret, within their namespace."""
+        return hmac.new(self.secret(), f"{namespace}\0{end_user}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def secret(self) -> bytes:
         """The server secret, made once (by whichever process asks first) and then only read."""
@@ -116,26 +149,29 @@ class Keys:
 
     # -- what an administrator does ------------------------------------------------------------------
 
-    def create_token(self, namespace: str) -> tuple[Key, str]:
+    def create_token(self, namespace: str, end_users: bool = False, opt_out: tuple[str, ...] = ()) -> tuple[Key, str]:
         """A new client token for ``namespace``: its entry, and the token itself (shown once)."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        key = Key(secrets.token_hex(4), check_namespace(namespace), "token", token_digest(token), time.time())
+        key = self._new(namespace, "token", token_digest(token), end_users, opt_out)
         self._write([*self.entries(), key])
         return key, token
 
-    def add_upstream(self, namespace: str, api_key: str) -> Key:
-        key = Key(
-            secrets.token_hex(4), check_namespace(namespace), "upstream", self.upstream_digest(api_key), time.time()
-        )
+    def add_upstream(self, namespace: str, api_key: str, end_users: bool = False, opt_out: tuple[str, ...] = ()) -> Key:
+        key = self._new(namespace, "upstream", self.upstream_digest(api_key), end_users, opt_out)
         self._write([*self.entries(), key])
         return key
+
+    @staticmethod
+    def _new(namespace: str, kind: str, digest: str, end_users: bool, opt_out: tuple[str, ...]) -> Key:
+        namespace, opt_out = check_namespace(namespace), check_opt_out(opt_out)
+        return Key(secrets.token_hex(4), namespace, kind, digest, time.time(), None, end_users, opt_out)
 
     def revoke(self, key_id: str) -> Key:
         entries = self.entries()
         found = next((k for k in entries if k.id == key_id), None)
         if found is None:
             raise ConfigError(f"no key with id {key_id!r} (finch keys list shows them)")
-        revoked = Key(**{**asdict(found), "revoked": found.revoked or time.time()})
+        revoked = replace(found, revoked=found.revoked or time.time())
         self._write([revoked if k.id == key_id else k for k in entries])
         return revoked
 

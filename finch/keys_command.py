@@ -26,6 +26,18 @@ def _keys(home: Path | None) -> Keys:
         raise click.ClickException(str(exc)) from exc
 
 
+_END_USERS = click.option(
+    "--end-users", is_flag=True,
+    help="Its requests carry many end users' questions: one that does not name its end user "
+    "(x-finch-end-user, or the body's metadata.user_id / user) is never answered locally, and an "
+    "answer reaches another end user only once share_after_users of them were given it.",
+)  # fmt: skip
+_OPT_OUT = click.option(
+    "--opt-out", type=click.Choice(["local", "learning"]), multiple=True,
+    help="Forward every request of it (local), and keep nothing of them either (learning).",
+)  # fmt: skip
+
+
 @click.group()
 def keys() -> None:
     """Who shares what finch learns: each namespace learns alone, and a token or key joins one."""
@@ -34,10 +46,12 @@ def keys() -> None:
 @keys.command()
 @_HOME
 @click.option("--namespace", required=True, help="The namespace the token's requests learn and are answered in.")
-def create(home: Path | None, namespace: str) -> None:
+@_END_USERS
+@_OPT_OUT
+def create(home: Path | None, namespace: str, end_users: bool, opt_out: tuple[str, ...]) -> None:
     """Issue a client token for a namespace. It is printed once; clients send it as x-finch-token."""
     try:
-        key, token = _keys(home).create_token(namespace)
+        key, token = _keys(home).create_token(namespace, end_users, opt_out)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"token {key.id} for namespace {key.namespace} (shown this once; finch keeps only its hash):")
@@ -47,7 +61,9 @@ def create(home: Path | None, namespace: str) -> None:
 @keys.command("add-upstream")
 @_HOME
 @click.option("--namespace", required=True, help="The namespace this upstream key's requests join.")
-def add_upstream(home: Path | None, namespace: str) -> None:
+@_END_USERS
+@_OPT_OUT
+def add_upstream(home: Path | None, namespace: str, end_users: bool, opt_out: tuple[str, ...]) -> None:
     """Place an upstream API key (read from standard input, never echoed or stored) in a namespace,
     beside other keys of the same team or a key it replaces."""
     prompt = sys.stdin.isatty()
@@ -55,7 +71,7 @@ def add_upstream(home: Path | None, namespace: str) -> None:
     if not api_key:
         raise click.ClickException("no API key on standard input")
     try:
-        key = _keys(home).add_upstream(namespace, api_key)
+        key = _keys(home).add_upstream(namespace, api_key, end_users, opt_out)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"upstream key {key.id} placed in namespace {key.namespace}")
@@ -90,4 +106,6 @@ def _line(key: Key) -> str:
     revoked = (
         f"  revoked {datetime.datetime.fromtimestamp(key.revoked, datetime.UTC):%Y-%m-%d %H:%M}" if key.revoked else ""
     )
-    return f"{key.id}  {key.namespace:<24} {key.kind:<9} made {made}{revoked}"
+    opted = f"  opted out of {'+'.join(key.opt_out)}" if key.opt_out else ""
+    marks = ("  end users" if key.end_users else "") + opted
+    return f"{key.id}  {key.namespace:<24} {key.kind:<9} made {made}{revoked}{marks}"

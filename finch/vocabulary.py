@@ -35,6 +35,8 @@ class Reason(StrEnum):
     UNRESOLVED_PRINCIPAL = "unresolved_principal"
     LOG_UNAVAILABLE = "log_unavailable"
     OPTED_OUT = "opted_out"
+    END_USER_MISSING = "end_user_missing"
+    NOT_SHARED = "not_shared"
     LOCAL_TOO_LONG = "local_too_long"
     VALIDATOR_REJECT = "validator_reject"
     SAMPLED = "sampled"
@@ -57,7 +59,9 @@ EXPLAINED: dict[str, str] = {
     Reason.LOCAL_TIMEOUT: "the local attempt took longer than local_budget_s",
     Reason.UNRESOLVED_PRINCIPAL: "no credential named whose request it was, so nothing learned may answer it",
     Reason.LOG_UNAVAILABLE: "the log could not be written, and an answer it cannot count is not served",
-    Reason.OPTED_OUT: "the client asked for Claude's answer (x-finch-opt-out)",
+    Reason.OPTED_OUT: "the client or its key asked for Claude's answer (x-finch-opt-out, finch keys --opt-out)",
+    Reason.END_USER_MISSING: "its key serves many end users, and the request did not say whose it was",
+    Reason.NOT_SHARED: "the answers finch had were given to other end users, too few of them to share",
     Reason.LOCAL_TOO_LONG: "no local answer fit in the request's max_tokens",
     Reason.VALIDATOR_REJECT: "the local answer scored under the certified operating point",
     Reason.SAMPLED: "an audit: finch had an answer, and asked Claude to check it",

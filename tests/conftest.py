@@ -84,7 +84,7 @@ def database_url() -> Iterator[str]:
     server the test fails in CI (CI=true), and is skipped elsewhere."""
     server = os.environ.get(DATABASE_SERVER_ENV)
     if not server:
-        why = f"{DATABASE_SERVER_ENV} is not set: eval \"$(.ci/postgres start)\" starts a throwaway PostgreSQL"
+        why = f'{DATABASE_SERVER_ENV} is not set: eval "$(.ci/postgres start)" starts a throwaway PostgreSQL'
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)

@@ -6,7 +6,13 @@ marker of the API key that asked ("[for <its last 8 characters>]"). Six principa
 of them through a token finch issued); two share a namespace an administrator placed both keys in,
 and their keys end alike, so their answers are the same words. The test passes only if no answer
 ever carries the marker of a principal outside the asker's namespace, and if the two that share do
-get, locally, answers one of them taught."""
+get, locally, answers one of them taught.
+
+Then the same inside one shared key: a product's backend asks for eight end users, naming each
+(metadata.user_id). The teacher marks the answers to three questions with the end user they were for
+("[for end user <id>]"), as "What is my balance?" would be. No end user may ever see another's
+marker, and an answer that at least share_after_users end users were given alike does reach an end
+user who never asked it."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import random
 import re
 
 import anthropic
+import psycopg
 import pytest
 
 from finch.config import load_settings
@@ -102,3 +109,65 @@ def test_a_fuzzed_stream_of_eight_principals_crosses_nothing_and_shares_what_was
             shared_on_first_ask += 1  # it never asked this: the other key of its namespace taught it
         asked_before.add((principal.api_key, question))
     assert shared_on_first_ask > 0, "the two principals placed in one namespace never shared an answer"
+
+
+PERSONAL = frozenset(q for q, _ in TRAIN[4:])  # three questions whose answers are each end user's own
+END_USERS = [f"user-{i}" for i in range(8)]
+END_USER_MARKER = re.compile(r"\[for end user ([^\]]*)\]")
+
+
+@pytest.fixture
+def shop(database_url, tmp_path):
+    """Two replicas; one upstream key, marked as serving many end users."""
+    teacher = Teacher(Corpus(TRAIN), TeacherConfig(personal=PERSONAL))
+    upstream = ServerThread(build_teacher_app(teacher)).start()
+    home = tmp_path / "shared-home"
+    Keys(home).add_upstream("shop", "fake-key-shop-backend", end_users=True)
+    settings = {"home": str(home), "upstream_url": upstream.url, "database_url": database_url, **SETTINGS}
+    apps = [build_app(load_settings(settings, environ={})) for _ in range(2)]
+    servers = [ServerThread(app).start() for app in apps]
+    yield list(zip(servers, apps, strict=True))
+    for server in (*servers, upstream):
+        server.stop()
+
+
+def test_end_users_inside_one_key_see_no_answer_fewer_than_k_of_them_were_given(shop, database_url):
+    replicas = shop
+    rng = random.Random(1)
+
+    def ask(user: str, question: str) -> str:
+        server, _ = rng.choice(replicas)
+        client = anthropic.Anthropic(base_url=server.url, api_key="fake-key-shop-backend", max_retries=0)
+        raw = client.messages.with_raw_response.create(
+            model=MODEL, max_tokens=100, messages=[{"role": "user", "content": question}], metadata={"user_id": user}
+        )
+        text = raw.parse().content[0].text
+        assert set(END_USER_MARKER.findall(text)) <= {user}, f"{user} was answered {text!r}"
+        return raw.headers["x-finch-source"]
+
+    # Three end users learn the common questions, and the first of them the personal ones too, until
+    # the common ones are answered locally.
+    common = [q for q, _ in TRAIN if q not in PERSONAL]
+    for _ in range(40):
+        routes = [ask(user, q) for user in END_USERS[:3] for q in rng.sample(common, len(common))]
+        routes += [ask(END_USERS[0], q) for q in PERSONAL]
+        for _, app in replicas:
+            assert app.state.proxy.learning.drain(120, "shop")
+        if all(route == "local" for route in routes):
+            break
+    else:
+        pytest.fail("the shared key's namespace never answered locally")
+    # Then every end user, at random, through either replica.
+    asked_before: set[tuple[str, str]] = set()
+    shared_on_first_ask = 0
+    questions = [q for q, _ in TRAIN]
+    for _ in range(120):
+        user, question = rng.choice(END_USERS), rng.choice(questions)
+        source = ask(user, question)
+        if question not in PERSONAL and (user, question) not in asked_before and source == "local":
+            shared_on_first_ask += 1  # three other end users were given it alike
+        asked_before.add((user, question))
+    assert shared_on_first_ask > 0, "no end user was ever answered what the others were given alike"
+    with psycopg.connect(database_url) as db:
+        withheld = db.execute("SELECT COUNT(*) FROM requests WHERE reason = 'not_shared'").fetchone()[0]
+    assert withheld > 0, "an end user's own answer was never even offered to another: the test shows nothing"

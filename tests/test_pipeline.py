@@ -20,6 +20,7 @@ from tests.datasets import banking77
 
 THRESHOLDS = (0.3, 0.6, 0.9, 0.97, 1.0)
 MAX_TOKENS = (6, 40, 256)  # 6: most written answers run to the limit and are cut short
+END_USERS = ("", "ada", "bo", "cy")  # "": a request that names no end user
 
 
 @dataclass
@@ -28,22 +29,26 @@ class Replayed:
     compared: int = 0  # requests whose candidates the models were asked for on both sides
     written: int = 0  # of them, requests where the request path went on to a written answer
     served: int = 0  # of them, requests where the request path had an answer that passed
+    withheld: int = 0  # of them, requests with a candidate that was another end user's alone
     mismatches: int = 0
 
 
-def stream(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
+def stream(n: int, seed: int = 0) -> list[tuple[str, str, int, str]]:
     """Banking77 questions from six intents, each answered by its intent's one answer in varied
     framing, as Claude would (so the judge learns framing on the way): paraphrases and exact
-    repeats, with several max_tokens."""
+    repeats, with several max_tokens, for several end users. Two intents' answers name the end user
+    asking, so they are theirs alone (``finch.policy.privacy``)."""
     by_intent = banking77("train")
     intents = sorted(by_intent)[:6]
     rng = random.Random(seed)
-    pool = [(u, f"For {intent.replace('_', ' ')}: open the app and follow the steps shown.") for intent in intents
-            for u in by_intent[intent][:8]]  # fmt: skip
+    pool = [(u, f"For {intent.replace('_', ' ')}: open the app and follow the steps shown{{}}.", i < 2)
+            for i, intent in enumerate(intents) for u in by_intent[intent][:8]]  # fmt: skip
     requests = []
     for _ in range(n):
-        question, answer = rng.choice(pool)
-        requests.append((question, reword(answer, rng), rng.choice(MAX_TOKENS)))
+        question, answer, personal = rng.choice(pool)
+        user = rng.choice(END_USERS)
+        answer = answer.format(f", {user or 'you'}" if personal else "")
+        requests.append((question, reword(answer, rng), rng.choice(MAX_TOKENS), user))
     return requests
 
 
@@ -52,11 +57,11 @@ def served_at(attempt: Attempt, threshold: float) -> str | None:
     return None if chosen is None else attempt.candidates[chosen].text
 
 
-def replay(ensemble: Ensemble, tmp_path, requests: list[tuple[str, str, int]]) -> Replayed:
+def replay(ensemble: Ensemble, tmp_path, requests: list[tuple[str, str, int, str]]) -> Replayed:
     """Each request is decided by the request path from a snapshot of the trainer's state, then
     proposed by the trainer from that same state, compared, and learned."""
     judge, path, seen = ensemble.judge, tmp_path / "serving.safetensors", Replayed()
-    for i, (question, answer, max_tokens) in enumerate(requests):
+    for i, (question, answer, max_tokens, user) in enumerate(requests):
         conversation = Conversation("", (("user", question),))
         snapshot.write(path, snapshot.capture(ensemble, i + 1))
         serving = Serving(
@@ -68,11 +73,12 @@ def replay(ensemble: Ensemble, tmp_path, requests: list[tuple[str, str, int]]) -
         )
         threshold = THRESHOLDS[i % len(THRESHOLDS)]
         serving.standing = Standing("learned", threshold, 0.0, False, 0.0)  # every attempt made, none audited
-        decision = serving.decide(conversation, max_tokens, lambda: 1.0)
+        decision = serving.decide(conversation, max_tokens, lambda: 1.0, end_user=user)
         seen.requests += 1
         if decision.attempt is not None:
-            proposal = ensemble.propose(conversation, max_tokens)
+            proposal = ensemble.propose(conversation, max_tokens, user)
             list(proposal)  # the trainer takes every candidate
+            seen.withheld += bool(proposal.withheld)
             trainer, request = proposal.attempt(), decision.attempt
             # The request path stops at the first candidate that passes; short of that it tried them all.
             stopped = served_at(request, threshold) is not None
@@ -86,14 +92,14 @@ def replay(ensemble: Ensemble, tmp_path, requests: list[tuple[str, str, int]]) -
             seen.written += any(c.source == "written" for c in request.candidates)
             seen.served += served_at(request, threshold) is not None
             seen.mismatches += not agree
-        ensemble.learn_from_claude(conversation, answer, max_tokens=max_tokens)
+        ensemble.learn_from_claude(conversation, answer, max_tokens=max_tokens, end_user=user)
     return seen
 
 
 @pytest.fixture
 def ensemble(tmp_path) -> Ensemble:
     settings = Settings(home=tmp_path, preset="tiny", local_budget_s=60.0)  # no deadline: the same words each time
-    return Ensemble(settings, seed_texts=[q for q, _, _ in stream(200)])
+    return Ensemble(settings, seed_texts=[q for q, *_ in stream(200)])
 
 
 def test_a_stream_replayed_through_the_trainer_reproduces_the_request_path(ensemble, tmp_path):
@@ -102,7 +108,7 @@ def test_a_stream_replayed_through_the_trainer_reproduces_the_request_path(ensem
     assert ensemble.judge.framing.known  # framing was learned mid-stream, candidates re-embedded
     # The comparison covered what it must: attempts that stopped at a recalled or repeated answer,
     # attempts that went on to a written one, and answers that passed.
-    assert seen.compared >= 50 and seen.written >= 5 and seen.served >= 5, seen
+    assert seen.compared >= 50 and seen.written >= 5 and seen.served >= 5 and seen.withheld >= 5, seen
 
 
 @pytest.mark.slow
@@ -111,8 +117,8 @@ def test_the_replay_fails_when_one_side_keeps_an_answer_cut_short(ensemble, tmp_
     once did), the request path does not. The replay must see it."""
     propose = Ensemble.propose
 
-    def keeps_cut_answers(self, conversation, max_tokens):
-        proposal = propose(self, conversation, max_tokens)
+    def keeps_cut_answers(self, conversation, max_tokens, end_user=""):
+        proposal = propose(self, conversation, max_tokens, end_user)
         scorer = proposal.scorer
         limit = min(max_tokens, self.config.max_local_tokens)
         ids = list(scorer.generator.generate(scorer._prompt(conversation), limit, scorer.tokenizer.eos_id))

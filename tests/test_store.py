@@ -27,6 +27,7 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
         "0006_learning_seq.sql",
         "0007_max_tokens.sql",
         "0008_namespace.sql",
+        "0009_end_user.sql",
     ]
     conn.close()
 

@@ -40,7 +40,10 @@ def parse(raw: bytes) -> ParsedRequest:
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise InvalidRequest("system: must be a string or a list of blocks")
-    return ParsedRequest(model=model, max_tokens=max_tokens, stream=stream, body=body)
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    end_user = user if isinstance(user, str) and user else None
+    return ParsedRequest(model=model, max_tokens=max_tokens, stream=stream, body=body, end_user=end_user)
 
 
 def conversation(body: dict[str, Any], max_chars: int | None = None) -> tuple[Conversation | None, str]:

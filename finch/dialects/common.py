@@ -17,6 +17,7 @@ class ParsedRequest:
     max_tokens: int  # the longest answer the client will take: a local answer must fit
     stream: bool
     body: dict[str, Any]
+    end_user: str | None = None  # whom the request is for, as the body names them (finch.policy.privacy)
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

@@ -47,7 +47,9 @@ def parse(raw: bytes) -> ParsedRequest:
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise InvalidRequest("n: must be a positive integer")
-    return ParsedRequest(model=model, max_tokens=limit or _UNBOUNDED, stream=stream, body=body)
+    user = body.get("user")
+    end_user = user if isinstance(user, str) and user else None
+    return ParsedRequest(model=model, max_tokens=limit or _UNBOUNDED, stream=stream, body=body, end_user=end_user)
 
 
 def conversation(body: dict[str, Any], max_chars: int | None = None) -> tuple[Conversation | None, str]:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from finch.conversation import Conversation
+from finch.policy.privacy import DEFAULT_SHARE_AFTER_USERS, keep_holders
 from finch.text import normalise
 
 _DISAGREE_SHARE = 0.2  # of later answers that may disagree with the first before a question varies
@@ -34,6 +35,9 @@ class _Record:
     text: str  # Claude's first answer: the one repeated
     agreed: int = 0  # later answers the judge found equal to it
     disagreed: int = 0  # and those it did not
+    # The end users given the first answer or one the judge found equal (finch.policy.privacy), up
+    # to the number past which it is everyone's.
+    holders: list[str] = field(default_factory=list)
 
     @property
     def varies(self) -> bool:
@@ -41,8 +45,9 @@ class _Record:
 
 
 class Consistency:
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, share_after_users: int = DEFAULT_SHARE_AFTER_USERS) -> None:
         self.capacity = capacity
+        self.share_after_users = share_after_users
         self._records: OrderedDict[str, _Record] = OrderedDict()
 
     def __len__(self) -> int:
@@ -59,12 +64,17 @@ class Consistency:
         record = self._records.get(key)
         return record is not None and record.varies
 
-    def observe(self, key: str, answer: str, agree: Callable[[str, str], bool]) -> bool | None:
-        """Claude answered this question again. Returns whether the answer agrees with the first
-        (None for a first answer)."""
+    def holders(self, key: str) -> frozenset[str]:
+        """The end users Claude gave its stored answer to this question to."""
+        record = self._records.get(key)
+        return frozenset(record.holders) if record is not None else frozenset()
+
+    def observe(self, key: str, answer: str, agree: Callable[[str, str], bool], end_user: str = "") -> bool | None:
+        """Claude answered this question again, to ``end_user``. Returns whether the answer agrees
+        with the first (None for a first answer)."""
         record = self._records.get(key)
         if record is None:
-            self._records[key] = _Record(answer)
+            self._records[key] = _Record(answer, holders=[end_user])
             while len(self._records) > self.capacity:
                 self._records.popitem(last=False)
             return None
@@ -72,18 +82,22 @@ class Consistency:
         agrees = agree(record.text, answer)
         if agrees:
             record.agreed += 1
+            keep_holders(record.holders, end_user, self.share_after_users)
         else:
             record.disagreed += 1
         return agrees
 
     def to_state(self) -> list[list[Any]]:
-        return [[key, r.text, r.agreed, r.disagreed] for key, r in self._records.items()]
+        return [[key, r.text, r.agreed, r.disagreed, r.holders] for key, r in self._records.items()]
 
     @classmethod
-    def from_state(cls, state: list[list[Any]] | None, capacity: int = 4096) -> Consistency:
-        consistency = cls(capacity)
-        for key, text, agreed, disagreed in state or []:
-            consistency._records[key] = _Record(text, agreed, disagreed)
+    def from_state(
+        cls, state: list[list[Any]] | None, capacity: int = 4096, share_after_users: int = DEFAULT_SHARE_AFTER_USERS
+    ) -> Consistency:
+        consistency = cls(capacity, share_after_users)
+        for key, text, agreed, disagreed, *holders in state or []:
+            # A record from before end users were kept is the namespace's own ("").
+            consistency._records[key] = _Record(text, agreed, disagreed, list(holders[0] if holders else [""]))
         return consistency
 
 

@@ -24,7 +24,7 @@ from finch.learning.home import ModelHome
 from finch.learning.judge import Judge
 from finch.learning.learners import Learners
 from finch.learning.memory import Memory, question_text
-from finch.learning.pipeline import Proposal
+from finch.learning.pipeline import Audience, Proposal
 from finch.learning.scorer import Scorer
 from finch.learning.stacker import Stacker
 from finch.models.tokenizer import FinchTokenizer, load_or_build
@@ -64,7 +64,7 @@ class Ensemble:
         self.watch = Watch.from_state(state.get("watch"), stake)
         self.rollbacks: int = state.get("rollbacks", 0)
         self.judge.framing.known = frozenset(state.get("framing", []))
-        self.consistency = self.files.consistency()
+        self.consistency = self.files.consistency(config.share_after_users)
         # How far through its source (the request log) learning has come, saved with the models.
         self.position: dict[str, int] = state.get("position", {})
         self._republish()
@@ -81,6 +81,7 @@ class Ensemble:
         teacher_answer: str,
         audit: Decision | None = None,
         max_tokens: int | None = None,
+        end_user: str = "",
     ) -> Judged:
         """Learn from Claude's answer to a forwarded request.
 
@@ -91,17 +92,18 @@ class Ensemble:
         1 - its audit chance), so the bound counts that record, at the scores it was served at.
         Otherwise the bound counts this attempt, as the request path would have made it now.
         ``max_tokens``: the request's (unknown for rows logged before it was recorded).
+        ``end_user``: whom Claude gave the answer to ("" when the request named no one).
         """
         key = question_key(conversation)
         never = key in self.blocked or self.consistency.varies(key)  # forwarded before any model: not counted
-        proposal = self.propose(conversation, max_tokens or self.config.max_local_tokens)
+        proposal = self.propose(conversation, max_tokens or self.config.max_local_tokens, end_user)
         scored = list(proposal)  # every candidate, before anything below learns from this answer
         model = [s for s in scored if s.candidate.source != Source.REPEAT]  # what the models learn from
         vecs = [s.vec for s in model]
         if self.judge.framing.observe(teacher_answer):  # agreement is measured without framing
             self.memory.reembed(self.judge.embed_answers)
             vecs = list(self.judge.embed_answers([s.candidate.text for s in model])) if model else []
-        repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0])
+        repeat_agrees = self.consistency.observe(key, teacher_answer, lambda a, b: self.judge.agrees(a, b)[0], end_user)
         teacher_vec = self.judge.embed_answers([teacher_answer])[0]
         judged = [
             (s, *self.judge.agrees_embedded(s.candidate.text, teacher_answer, vec, teacher_vec))
@@ -124,7 +126,7 @@ class Ensemble:
             self.memory.features(hood, teacher_vec),  # Claude's answer, embedded once above
         )
         assert proposal.question_vec is not None
-        self.memory.add(proposal.question_vec, teacher_vec, teacher_answer)
+        self.memory.add(proposal.question_vec, teacher_vec, teacher_answer, end_user)
         self.learned += 1
         if audit_good is False:
             self.roll_back_if_worse()
@@ -172,9 +174,10 @@ class Ensemble:
         self.watch.observe(not audit_good)  # a bad audit: the served answers are watched closely again
         return audit_good
 
-    def propose(self, conversation: Conversation, max_tokens: int) -> Proposal:
-        """The decision pipeline on the models as they stand (``Learners.propose``)."""
-        return self.models.propose(self.scorer(), self.consistency, conversation, max_tokens)
+    def propose(self, conversation: Conversation, max_tokens: int, end_user: str = "") -> Proposal:
+        """The decision pipeline on the models as they stand (``Learners.propose``), for ``end_user``."""
+        audience = Audience(end_user, self.config.share_after_users)
+        return self.models.propose(self.scorer(), self.consistency, conversation, max_tokens, audience)
 
     def scorer(self) -> Scorer:
         """Inference on the learners' own modules, as the request path scores on a snapshot of them."""

@@ -25,6 +25,7 @@ class Event:
     decision: Decision | None  # a would-be-local answer's decision
     good: bool | None = None  # a user's verdict (feedback)
     max_tokens: int | None = None  # the request's (None in rows logged before it was recorded)
+    end_user: str = ""  # whom Claude's answer was given to (finch.policy.privacy)
 
     @property
     def served_locally(self) -> bool:
@@ -43,7 +44,15 @@ class Event:
             decision = Decision(row["route"], row["reason"], _attempt(json.loads(row["decision"])))
         conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
         return cls(
-            "requests", row["seq"], row["request_id"], conversation, row["answer"], decision, None, row["max_tokens"]
+            "requests",
+            row["seq"],
+            row["request_id"],
+            conversation,
+            row["answer"],
+            decision,
+            None,
+            row["max_tokens"],
+            row["end_user"] or "",
         )
 
     @classmethod

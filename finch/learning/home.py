@@ -64,8 +64,8 @@ class ModelHome:
         if (self.root / "memory.safetensors").exists():
             memory.load(self.root / "memory.safetensors")
 
-    def consistency(self) -> Consistency:
-        return Consistency.from_state(_read_json(self.root / "consistency.json"))
+    def consistency(self, share_after_users: int) -> Consistency:
+        return Consistency.from_state(_read_json(self.root / "consistency.json"), share_after_users=share_after_users)
 
     def state(self) -> dict[str, Any]:
         return _read_json(self.root / "state.json") or {}

@@ -15,7 +15,7 @@ from finch.conversation import Conversation
 from finch.learning.consistency import Consistency
 from finch.learning.home import ModelHome
 from finch.learning.memory import Memory
-from finch.learning.pipeline import Proposal, Scored
+from finch.learning.pipeline import Audience, Proposal, Scored
 from finch.learning.scorer import Scorer
 from finch.learning.stacker import Stacker
 from finch.models.learners import Generator, Router, Validator
@@ -59,7 +59,12 @@ class Learners:
         return Scorer(router, prior, validator, generator, self.tokenizer, memory, stacker, question_vec, embed_answers)
 
     def propose(
-        self, scorer: Scorer, consistency: Consistency, conversation: Conversation, max_tokens: int
+        self,
+        scorer: Scorer,
+        consistency: Consistency,
+        conversation: Conversation,
+        max_tokens: int,
+        audience: Audience,
     ) -> Proposal:
         """Every candidate the request path could try, scored as it would score them, going on past
         the router's floor (the models learn from each)."""
@@ -77,6 +82,7 @@ class Learners:
             retrieval=self.retrieval,
             write=write,
             everything=True,
+            audience=audience,
         )
 
     # -- learning ------------------------------------------------------------------------------------

@@ -78,16 +78,18 @@ class Memory:
         self._questions = torch.zeros(capacity, _DIM)
         self._answers = torch.zeros(capacity, _DIM)
         self._texts: list[str] = [""] * capacity  # Claude's answers, for recall
+        self._users: list[str] = [""] * capacity  # whom each was given to (finch.policy.privacy)
         self._count = 0  # rows written, ever; the ring holds the newest `capacity`
 
     def __len__(self) -> int:
         return min(self._count, self.capacity)
 
-    def add(self, question: torch.Tensor, answer: torch.Tensor, text: str = "") -> None:
+    def add(self, question: torch.Tensor, answer: torch.Tensor, text: str = "", end_user: str = "") -> None:
         row = self._count % self.capacity
         self._questions[row] = question
         self._answers[row] = answer
         self._texts[row] = text
+        self._users[row] = end_user
         self._count += 1  # published after the row is whole
 
     def reembed(self, embed_answers: Callable[[list[str]], torch.Tensor], batch: int = 128) -> None:
@@ -130,6 +132,15 @@ class Memory:
             return None
         return self._texts[best], self._answers[best].clone()
 
+    def holders(self, answer: torch.Tensor) -> frozenset[str]:
+        """The end users Claude gave ``answer`` to, in words the judge finds equal (its stored
+        answers that agree with it): whom it belongs to (``finch.policy.privacy``)."""
+        n = len(self)
+        if n == 0:
+            return frozenset()
+        agrees = ((self._answers[:n] @ answer) >= self.agree_cos).nonzero().flatten().tolist()
+        return frozenset(self._users[row] for row in agrees)
+
     def question_features(self, hood: Neighbourhood | None) -> list[float]:
         """The router's evidence: [similarity of the nearest past question, share of the nearest
         neighbours' weighted vote won by the leading answer, has memory, closeness of the nearest]."""
@@ -167,7 +178,8 @@ class Memory:
             "count": torch.tensor([self._count]),
         }
         tmp = path.with_suffix(".build")
-        save_file(tensors, str(tmp), metadata={"texts": json.dumps(self._texts[:n])})
+        metadata = {"texts": json.dumps(self._texts[:n]), "users": json.dumps(self._users[:n])}
+        save_file(tensors, str(tmp), metadata=metadata)
         atomic_write_bytes(path, tmp.read_bytes())
         tmp.unlink()
 
@@ -177,7 +189,7 @@ class Memory:
         # Copies of the rows in use: torch.save of a slice writes the whole ring it views (61 MB
         # for 20,000 empty rows, written at every publish).
         questions, answers = self._questions[:n].clone(), self._answers[:n].clone()
-        return {"questions": questions, "answers": answers, "texts": self._texts[:n]}
+        return {"questions": questions, "answers": answers, "texts": self._texts[:n], "users": self._users[:n]}
 
     @classmethod
     def serving(cls, state: dict[str, object], agree_threshold: float) -> Memory:
@@ -187,6 +199,8 @@ class Memory:
         memory = cls(agree_threshold, capacity=0)
         memory.capacity = memory._count = questions.shape[0]
         memory._questions, memory._answers, memory._texts = questions, answers, list(state["texts"])  # type: ignore[call-overload]
+        # A snapshot from before end users were kept: every row is the namespace's own.
+        memory._users = list(state.get("users") or [""] * memory._count)  # type: ignore[call-overload]
         return memory
 
     def load(self, path: Path) -> None:
@@ -196,5 +210,7 @@ class Memory:
         self._answers[:n] = tensors["answers"][:n]
         self._count = int(tensors["count"][0])  # equals n unless the ring had wrapped
         with safe_open(str(path), framework="pt") as f:
-            texts = json.loads((f.metadata() or {}).get("texts", "[]"))
+            metadata = f.metadata() or {}
+        texts, users = json.loads(metadata.get("texts", "[]")), json.loads(metadata.get("users", "[]"))
         self._texts[: min(n, len(texts))] = texts[:n]
+        self._users[: min(n, len(users))] = users[:n]  # none in a file from before end users were kept

@@ -15,8 +15,10 @@ answers):
   learns, and the bound counts the ``Attempt``: at every threshold, the first servable candidate
   that reaches it, which is what the request path would serve there.
 
-A candidate is servable when it fits the request's ``max_tokens`` and comes before the router's
-floor; a written answer that ran to its token limit was cut short and is no candidate at all.
+A candidate is servable when it fits the request's ``max_tokens``, comes before the router's floor,
+and may be shown to the request's end user (``Audience``: an answer Claude gave other end users is
+shared only once enough of them got it, ``finch.policy.privacy``); a written answer that ran to its
+token limit was cut short and is no candidate at all.
 ``tests/test_pipeline.py`` replays a stream through both sides and checks that they agree.
 """
 
@@ -32,6 +34,19 @@ from finch.learning.consistency import Consistency, question_key
 from finch.learning.memory import Memory, Neighbourhood
 from finch.learning.scorer import Scorer
 from finch.policy.decide import ROUTER_FLOOR, Attempt, Candidate, Source
+from finch.policy.privacy import DEFAULT_SHARE_AFTER_USERS, shareable
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Whom a question's answer is for: its end user ("" when the request named none; a digest
+    otherwise) and how many end users must have been given an answer before another one is."""
+
+    end_user: str = ""
+    share_after_users: int = DEFAULT_SHARE_AFTER_USERS
+
+    def may_see(self, holders: frozenset[str]) -> bool:
+        return shareable(holders, self.end_user, self.share_after_users)
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class Proposal:
         retrieval: bool,
         write: Callable[[], str | None],
         everything: bool = False,
+        audience: Audience = Audience(),
     ) -> None:
         self.scorer = scorer
         self.consistency = consistency
@@ -70,11 +86,13 @@ class Proposal:
         self.retrieval = retrieval
         self.write = write
         self.everything = everything
+        self.audience = audience
         self.scored: list[Scored] = []
         self.question_vec: torch.Tensor | None = None
         self.hood: Neighbourhood | None = None
         self.p_router: float | None = None
         self.timed_out = False  # the generator ran past its time
+        self.withheld: list[Candidate] = []  # candidates that were other end users' alone (``Audience``)
 
     @property
     def hopeless(self) -> bool:
@@ -89,9 +107,12 @@ class Proposal:
 
     def __iter__(self) -> Iterator[Scored]:
         scorer, conversation = self.scorer, self.conversation
-        repeated = self.consistency.answer(question_key(conversation))
+        key = question_key(conversation)
+        repeated = self.consistency.answer(key)
         if repeated is not None:  # Claude gave this answer to this question, consistently
-            yield self._add(Candidate(repeated, Source.REPEAT, 1.0), None, [], [], self._fits(repeated))
+            candidate = Candidate(repeated, Source.REPEAT, 1.0)
+            servable = self._fits(repeated) and self._may_see(candidate, self.consistency.holders(key))
+            yield self._add(candidate, None, [], [], servable)
         self.question_vec = scorer.question_vec(conversation)
         self.hood = scorer.memory.around(self.question_vec)
         self.p_router = scorer.p_router(conversation, self.hood)
@@ -118,8 +139,9 @@ class Proposal:
         p_good, p_validator, evidence, stacked = self.scorer.score(
             self.conversation, self.hood, self.p_router, text, vec
         )
-        servable = not self.hopeless and self._fits(text)
-        return self._add(Candidate(text, source, p_good, p_validator), vec, evidence, stacked, servable)
+        candidate = Candidate(text, source, p_good, p_validator)
+        servable = not self.hopeless and self._fits(text) and self._may_see(candidate, self.scorer.memory.holders(vec))
+        return self._add(candidate, vec, evidence, stacked, servable)
 
     def _add(
         self,
@@ -132,6 +154,12 @@ class Proposal:
         scored = Scored(candidate, vec, evidence, stacked, servable)
         self.scored.append(scored)
         return scored
+
+    def _may_see(self, candidate: Candidate, holders: frozenset[str]) -> bool:
+        if self.audience.may_see(holders):
+            return True
+        self.withheld.append(candidate)
+        return False
 
     def _fits(self, answer: str) -> bool:
         return len(self.scorer.tokenizer.encode(answer)) <= self.max_tokens

@@ -9,7 +9,7 @@ requests, so a decision never mixes two snapshots and never waits on the trainer
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -18,13 +18,13 @@ from finch.config import Settings
 from finch.conversation import Conversation
 from finch.learning.consistency import Consistency, question_key
 from finch.learning.memory import Memory
-from finch.learning.pipeline import Proposal
+from finch.learning.pipeline import Audience, Proposal
 from finch.learning.scorer import Scorer
 from finch.learning.stacker import Stacker
 from finch.models.inference import build_module
 from finch.models.tokenizer import FinchTokenizer
 from finch.policy import decide as policy
-from finch.policy.decide import Decision, Standing
+from finch.policy.decide import Candidate, Decision, Standing
 from finch.vocabulary import Reason, Route
 
 
@@ -75,8 +75,10 @@ class Serving:
         max_tokens: int,
         draw: Callable[[], float],
         blocked_since: Collection[str] = (),
+        end_user: str = "",
     ) -> Decision:
-        """``blocked_since``: questions blocked after this snapshot was made (a user's feedback)."""
+        """``blocked_since``: questions blocked after this snapshot was made (a user's feedback);
+        ``end_user``: whom the answer is for ("" when the request named no one)."""
         standing, scorer, config = self.standing, self.scorer, self.config
         key = question_key(conversation)
         blocked = key in self.blocked or key in blocked_since
@@ -91,6 +93,7 @@ class Serving:
             max_tokens=max_tokens,
             retrieval=config.retrieval,
             write=lambda: scorer.write(conversation, limit, time.monotonic() + config.local_budget_s),
+            audience=Audience(end_user, config.share_after_users),
         )
         threshold = standing.threshold
         assert threshold is not None  # before_models forwards while none is certified
@@ -98,8 +101,14 @@ class Serving:
             if scored.servable and scored.candidate.p_good >= threshold:
                 break
         attempt = proposal.attempt()
+        if _passes(proposal.withheld, threshold) and not _passes(attempt.candidates, threshold):
+            return Decision(Route.FORWARD, Reason.NOT_SHARED, attempt)  # only another end user's answer would do
         if proposal.hopeless and not attempt.candidates:
             return Decision(Route.FORWARD, Reason.ROUTER_FORWARD, attempt)
         if proposal.timed_out:
             return Decision(Route.FORWARD, Reason.LOCAL_TIMEOUT, attempt)
         return policy.choose(attempt, standing, draw)
+
+
+def _passes(candidates: Sequence[Candidate], threshold: float) -> bool:
+    return any(c.p_good >= threshold for c in candidates)

@@ -182,7 +182,9 @@ class Trainer:
                 ensemble.count_served(decision)  # served unaudited: it counts toward the bound
                 return None
             assert event.conversation is not None and event.answer is not None
-            return "claude", ensemble.learn_from_claude(event.conversation, event.answer, audit, event.max_tokens)
+            return "claude", ensemble.learn_from_claude(
+                event.conversation, event.answer, audit, event.max_tokens, event.end_user
+            )
         except Exception:  # one event that cannot be learned must cost only itself
             log.exception("learning from request %s failed", event.request_id)
             if audit is not None:

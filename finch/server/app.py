@@ -47,7 +47,8 @@ from finch.vocabulary import UNRESOLVED, Reason, Route
 log = logging.getLogger(__name__)
 
 # Request headers finch consumes itself or that the HTTP client must compute: never forwarded.
-_DROP_REQUEST_HEADERS = HOP_BY_HOP | {b"host", b"content-length", b"x-finch-token"}
+# finch's own headers (x-finch-token, x-finch-end-user, x-finch-opt-out) are not Claude's business.
+_DROP_REQUEST_HEADERS = HOP_BY_HOP | {b"host", b"content-length"}
 
 
 class Proxy:
@@ -103,7 +104,8 @@ class Proxy:
             status=0,
         )
         try:
-            record.namespace = self.principals.namespace(request)  # before anything is looked up
+            principal = self.principals.resolve(request)  # before anything is looked up
+            record.namespace = principal.namespace
             body = await self._read_body(request)
             if dialect is not None:
                 parsed = dialect.parse(body)
@@ -111,10 +113,16 @@ class Proxy:
                 max_chars = self.learning.max_chars if self.learning is not None else None
                 record.conversation, record.reason = dialect.conversation(parsed.body, max_chars)
                 record.max_tokens = parsed.max_tokens
-                opted_out = _opted_out(request)
+                # The body's user field names an end user only for a key marked as serving them:
+                # Claude Code, for one, puts its session in metadata.user_id.
+                named = request.headers.get("x-finch-end-user") or (parsed.end_user if principal.end_users else None)
+                record.end_user = self.principals.end_user(record.namespace, named)
+                opted_out = _opted_out(request) | principal.opt_out
                 if record.conversation is not None and opted_out:  # forwarded; kept and learned unless said
                     record.reason = Reason.OPTED_OUT
                     record.conversation = None if "learning" in opted_out else record.conversation
+                elif record.conversation is not None and principal.end_users and not record.end_user:
+                    record.reason = Reason.END_USER_MISSING  # whose answer it may see is unknown
                 elif record.conversation is not None:
                     local = await self._try_local(record, dialect, parsed, started)
                     if local is not None:
@@ -142,7 +150,7 @@ class Proxy:
             record.reason = Reason.LOG_UNAVAILABLE
             return None
         assert record.conversation is not None
-        decision = await self.learning.decide(record.conversation, parsed.max_tokens, record.namespace)
+        decision = await self.learning.decide(record.conversation, parsed.max_tokens, record.namespace, record.end_user)
         record.reason, record.attempt = decision.reason, decision.attempt
         if decision.route != Route.LOCAL:
             record.local_answer = decision.answer if decision.reason in AUDITED_REASONS else None
@@ -185,7 +193,11 @@ class Proxy:
         return b"".join(parts)
 
     def _upstream_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _DROP_REQUEST_HEADERS]
+        headers = [
+            (k, v)
+            for k, v in request.headers.raw
+            if k.lower() not in _DROP_REQUEST_HEADERS and not k.lower().startswith(b"x-finch-")
+        ]
         has_auth = any(k.lower() in (b"x-api-key", b"authorization") for k, _ in headers)
         if not has_auth and self.settings.api_key:
             headers.append((b"x-api-key", self.settings.api_key.encode()))

@@ -134,7 +134,9 @@ class LearningLoop:
 
     # -- the request path ------------------------------------------------------------------------
 
-    async def decide(self, conversation: Conversation, max_tokens: int, namespace: str = DEFAULT_NAMESPACE) -> Decision:
+    async def decide(
+        self, conversation: Conversation, max_tokens: int, namespace: str = DEFAULT_NAMESPACE, end_user: str = ""
+    ) -> Decision:
         """One local attempt at a time, on finch's one local-answer thread: under load, a request
         that would wait for the models is forwarded at once instead (``local_busy``), so the forward
         path never queues behind them. (One thread, not the server's pool of them: each thread that
@@ -150,7 +152,7 @@ class LearningLoop:
         self._attempting = True
         try:
             loop = asyncio.get_running_loop()
-            decide = functools.partial(self.decide_now, conversation, max_tokens, serving, namespace)
+            decide = functools.partial(self.decide_now, conversation, max_tokens, serving, namespace, end_user)
             return await loop.run_in_executor(self._local_thread, decide)
         finally:
             self._attempting = False
@@ -161,13 +163,15 @@ class LearningLoop:
         max_tokens: int,
         serving: Serving | None = None,
         namespace: str = DEFAULT_NAMESPACE,
+        end_user: str = "",
     ) -> Decision:
-        """The decision on this thread, from the namespace's current snapshot (or ``serving``)."""
+        """The decision on this thread, from the namespace's current snapshot (or ``serving``), for
+        ``end_user`` (``finch.policy.privacy``)."""
         tenant = self.tenant(namespace)
         serving = serving or tenant.serving
         if serving is None:
             return Decision(Route.FORWARD, Reason.COLD_START)
-        return serving.decide(conversation, max_tokens, self._draw, tenant.blocked_since)
+        return serving.decide(conversation, max_tokens, self._draw, tenant.blocked_since, end_user)
 
     def _draw(self) -> float:
         with self._rng_lock:

@@ -8,18 +8,37 @@
   token) names its namespace: the one an administrator placed it in, else its own, by its HMAC under
   the server's secret (``finch.keys``). A request with no key of its own resolves to nobody: it is
   forwarded (with the server's key, if one is set) and never answered locally.
+
+The entry that resolved it may say more (``finch.keys``): its requests must name their end user,
+or it is opted out of local answers or of learning. The end user a request names is kept as a
+digest: ``x-finch-end-user``, or for a key marked as serving end users, the body's
+``metadata.user_id`` (Messages) or ``user`` (Chat Completions).
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from finch.config import Settings
 from finch.errors import Unauthorized
-from finch.keys import TOKEN_PREFIX, Keys
+from finch.keys import TOKEN_PREFIX, Key, Keys
 from finch.vocabulary import DEFAULT_NAMESPACE, UNRESOLVED
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Whose request it is, and what an administrator said of it."""
+
+    namespace: str  # UNRESOLVED: nobody's
+    end_users: bool = False  # its requests must name their end user to be answered locally
+    opt_out: frozenset[str] = frozenset()  # "local", "learning"
+
+    @classmethod
+    def of(cls, key: Key) -> Principal:
+        return cls(key.namespace, key.end_users, frozenset(key.opt_out))
 
 
 class Principals:
@@ -29,20 +48,28 @@ class Principals:
         self.admin_token = settings.admin_token
         self.keys = Keys(settings.home)
 
-    def namespace(self, request: Request) -> str:
-        """The request's namespace; ``UNRESOLVED`` for nobody's. Raises Unauthorized for a wrong token."""
+    def resolve(self, request: Request) -> Principal:
+        """The request's principal; of namespace ``UNRESOLVED`` for nobody's. Raises Unauthorized for
+        a wrong token."""
         token = request.headers.get("x-finch-token", "")
         if token.startswith(TOKEN_PREFIX):
-            found = self.keys.namespace_of_token(token)
+            found = self.keys.token(token)
             if found is None:
                 raise Unauthorized("unknown or revoked finch token in the x-finch-token header")
-            return found
+            return Principal.of(found)
         if self.client_token is not None and not hmac.compare_digest(token.encode(), self.client_token.encode()):
             raise Unauthorized("missing or wrong x-finch-token header")
         if self.isolation == "none":
-            return DEFAULT_NAMESPACE
+            return Principal(DEFAULT_NAMESPACE)
         api_key = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization", ""))
-        return self.keys.namespace_of_upstream(api_key) if api_key else UNRESOLVED
+        return Principal.of(self.keys.upstream(api_key)) if api_key else Principal(UNRESOLVED)
+
+    def namespace(self, request: Request) -> str:
+        return self.resolve(request).namespace
+
+    def end_user(self, namespace: str, named: str | None) -> str:
+        """The digest an end user is kept as; "" when the request named none."""
+        return self.keys.end_user_digest(namespace, named) if named else ""
 
     def scope(self, request: Request) -> str | None:
         """What a caller of finch's own pages (/finch/stats, the dashboard) may see: every namespace

@@ -152,7 +152,7 @@ def namespaces(r: Reader) -> list[str]:
 _EVENTS = {
     "requests": (
         "SELECT r.{seq} AS seq, r.id AS request_id, r.route, r.reason, r.decision, e.conversation, e.answer,"
-        " e.max_tokens, r.namespace"
+        " e.max_tokens, e.end_user, r.namespace"
         " FROM requests r LEFT JOIN examples e ON e.request_id = r.id AND r.route = 'forward'"
         " WHERE r.{seq} > ? AND r.status = 200{only}"
         " AND (e.request_id IS NOT NULL OR (r.route = 'local' AND r.decision IS NOT NULL))"

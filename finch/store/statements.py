@@ -55,9 +55,17 @@ def _request_statements(entry: Summarized) -> Iterator[Statement]:
         yield "INSERT INTO namespaces (name, first_ts) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", namespace
     if record.conversation is not None and summary.text and record.status == 200:
         yield (
-            "INSERT INTO examples (request_id, ts, model, conversation, answer, max_tokens)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
-            (record.id, record.ts, record.model, record.conversation.to_json(), summary.text, record.max_tokens),
+            "INSERT INTO examples (request_id, ts, model, conversation, answer, max_tokens, end_user)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            (
+                record.id,
+                record.ts,
+                record.model,
+                record.conversation.to_json(),
+                summary.text,
+                record.max_tokens,
+                record.end_user,
+            ),
         )
     if record.route == Route.LOCAL and record.conversation is not None and record.local_answer is not None:
         yield (

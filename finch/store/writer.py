@@ -65,6 +65,7 @@ class RequestRecord:
     local_answer: str | None = field(default=None, repr=False)  # served locally, or the audited attempt
     local_usage: tuple[int, int] | None = None  # (input, output) tokens of a local answer, estimated
     namespace: str = DEFAULT_NAMESPACE  # whose it is (finch.server.principals); UNRESOLVED: nobody's
+    end_user: str = ""  # the end user it is for, as a digest ("" when it named none: the principal's own)
 
 
 @dataclass(frozen=True)

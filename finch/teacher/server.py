@@ -59,6 +59,9 @@ class TeacherConfig:
     # End each answer with who asked, "[for <the API key's last 8 characters>]": a marker the
     # isolation tests look for in answers served to anyone else.
     mark_caller: bool = False
+    # Questions whose answers are personal: each ends "[for end user <metadata.user_id>]", as "What
+    # is my balance?" would; the privacy tests look for the marker in answers served to anyone else.
+    personal: frozenset[str] = frozenset()
     seed: int = 0
 
 
@@ -104,6 +107,9 @@ class Teacher:
         if self.config.mark_caller:
             caller = request.headers.get("x-api-key") or request.headers.get("authorization", "").partition(" ")[2]
             answer = f"{answer} [for {caller[-8:]}]"
+        if question in self.config.personal:
+            user = (payload.get("metadata") or {}).get("user_id", "")
+            answer = f"{answer} [for end user {user}]"
         pieces = PIECE.findall(answer)[:max_tokens]
         stop_reason = "end_turn" if len(pieces) == len(PIECE.findall(answer)) else "max_tokens"
         input_tokens = count_tokens(json.dumps(payload.get("messages", "")) + str(payload.get("system", "")))
@@ -193,6 +199,7 @@ class Teacher:
             "anthropic-version": headers.get("anthropic-version"),
             "anthropic-beta": headers.get("anthropic-beta"),
             "body_sha256": hashlib.sha256(body).hexdigest(),
+            "finch_headers": sorted(name for name in headers if name.startswith("x-finch-")),  # none should come
         }
         self.received.append(self.last_request)
         if self.config.require_auth and auth is None:
