@@ -88,12 +88,18 @@ def database_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
+    # finch connects as a role of its own, as it should in production: no superuser, no BYPASSRLS,
+    # so the row-level security that holds each namespace to its rows binds every test.
     name = f"finch_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield server.rsplit("/", 1)[0] + "/" + name
+        admin.execute(f"CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS")
+        admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+    scheme, rest = server.split("://", 1)
+    host_and_db = rest.split("@", 1)[-1]
+    yield f"{scheme}://{name}@{host_and_db.rsplit('/', 1)[0]}/{name}"
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.execute(f"DROP ROLE {name}")
 
 
 @pytest.fixture

@@ -233,3 +233,34 @@ def test_a_namespace_reads_its_own_rows_and_nobody_elses(open_log):
     assert log.request_is_logged("b0", "team-b") and not log.request_is_logged("b0", "team-a")
     assert log.end("team-b")["requests"] < log.end("team-a")["requests"] == log.end(None)["requests"]
     assert log.backlog({}, "team-b") == 1  # b0's own end, not the log's
+
+
+def test_postgres_row_level_security_holds_a_read_to_its_namespace_whatever_its_sql(database_url):
+    """A query that forgets its namespace's WHERE still sees its namespace alone, and a transaction
+    that names no namespace sees no rows at all. finch's role here is neither superuser nor BYPASSRLS
+    (the ``database_url`` fixture), and owns the tables: forced security binds it anyway."""
+    import psycopg
+
+    log = PostgresLog(database_url)
+    log.start()
+    try:
+        for request_id, namespace in (("a0", "team-a"), ("b0", "team-b"), ("b1", "team-b")):
+            log.submit(forwarded(request_id, namespace=namespace))
+        log.submit(served("a1", namespace="team-a"))
+        log.flush()
+        tables = ("requests", "examples", "local_answers", "namespaces")
+        seen = {t: log.reader.rows(f"SELECT * FROM {t}", scope="team-b") for t in tables}  # no WHERE
+        assert {r["id"] for r in seen["requests"]} == {"b0", "b1"}
+        assert {r["request_id"] for r in seen["examples"]} == {"b0", "b1"} and seen["local_answers"] == []
+        assert [r["name"] for r in seen["namespaces"]] == ["team-b"]
+        assert len(log.reader.rows("SELECT * FROM requests", scope=None)) == 4  # every namespace's, by name
+        with psycopg.connect(database_url) as conn:
+            role = conn.execute("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
+            assert role == (False, False)
+            for table in tables:  # no namespace named: nothing
+                assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+            conn.execute("SELECT set_config('finch.namespace', 'team-a', false)")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # nor may it write another's rows
+                conn.execute("INSERT INTO feedback (request_id, ts, good, namespace) VALUES ('b0', 0, 0, 'team-b')")
+    finally:
+        log.close()

@@ -6,6 +6,11 @@ replica and trainer that names the same database.
   in the order transactions commit: a reader that has seen seq N has seen every row before it, and
   a trainer's cursor never steps over a row that committed late.
 - **Reading.** Each read is one REPEATABLE READ snapshot from a small connection pool (psycopg 3).
+- **Row-level security.** Every table is held to the namespace its transaction names
+  (``finch.namespace``, set per transaction; ``*`` for every one): a read names the namespace it is
+  for, so a query that forgot its own WHERE still sees nothing of another namespace, and a
+  transaction that names none sees no rows at all. The security is forced, so it binds the tables'
+  owner too; only a superuser or a role with BYPASSRLS passes it (migrations_postgres/0004).
 - **Waking.** A write transaction sends ``NOTIFY finch_log`` on commit; a waiting reader LISTENs on a
   connection of its own, and returns at least once a second whatever it hears (a lost connection
   costs a second, not a wake-up).
@@ -40,6 +45,8 @@ _WRITE_LOCK = 0x66696E63_68000001
 _MIGRATE_LOCK = 0x66696E63_68000002
 _REREAD_S = 1.0  # a waiting reader returns this often, whatever it heard
 _CONNECT_TIMEOUT_S = 5.0
+_EVERY_NAMESPACE = "*"  # finch.namespace for a transaction of every namespace's rows (a writer's batch)
+_SCOPE = "SELECT set_config('finch.namespace', %s, true)"  # for this transaction only
 
 
 def _pg(sql: str) -> str:
@@ -101,7 +108,8 @@ class PostgresLog(Log):
         self._listener = None
 
     def forget(self, before: float | None = None) -> int:
-        with self._pool.connection() as conn:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(_SCOPE, (_EVERY_NAMESPACE,))
             deleted = [conn.execute(_pg(sql), params).rowcount for sql, params in queries.forget_statements(before)]
         # VACUUM FULL rewrites the tables, so the forgotten text is gone from their files, not just
         # unlinked (the write-ahead log keeps it until PostgreSQL recycles its segments).
@@ -118,6 +126,7 @@ class PostgresWriter(Writer):
     def commit(self, entries: list[Entry]) -> None:
         try:
             with self._pool.connection() as conn, conn.transaction():
+                conn.execute(_SCOPE, (_EVERY_NAMESPACE,))  # a batch holds rows of many namespaces
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                 with conn.cursor() as cursor:
                     for entry in entries:
@@ -142,9 +151,10 @@ class PostgresReader(queries.Reader):
     def bucket(self) -> str:
         return "CAST(floor(ts / ?) AS bigint) * ?"
 
-    def read(self, queries: list[queries.Query]) -> list[list[dict[str, Any]]]:
+    def read(self, queries: list[queries.Query], *, scope: str | None) -> list[list[dict[str, Any]]]:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(_SCOPE, (_EVERY_NAMESPACE if scope is None else scope,))
             with conn.cursor(row_factory=dict_row) as cursor:
                 return [cursor.execute(_pg(sql), params).fetchall() for sql, params in queries]
 
@@ -157,6 +167,7 @@ def migrate(pool: ConnectionPool) -> list[str]:
     with pool.connection() as conn:
         for name in names:
             with conn.transaction():
+                conn.execute(_SCOPE, (_EVERY_NAMESPACE,))  # a migration may move rows of every namespace
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations"

@@ -22,15 +22,17 @@ class Reader(abc.ABC):
     day_label: str  # that day as YYYY-MM-DD, built on day_key
 
     @abc.abstractmethod
-    def read(self, queries: list[Query]) -> list[list[dict[str, Any]]]:
-        """Each query's rows, all read from one snapshot of the log ([] each where there is no log yet)."""
+    def read(self, queries: list[Query], *, scope: str | None) -> list[list[dict[str, Any]]]:
+        """Each query's rows, all read from one snapshot of the log ([] each where there is no log yet).
+        ``scope``: the namespace the queries read (None: every namespace). Each query names it too;
+        where the backend can, it also holds the rows to it (PostgreSQL's row-level security)."""
 
     @abc.abstractmethod
     def bucket(self) -> str:
         """``ts`` cut into buckets of ? seconds, as the bucket's start (two parameters: the width twice)."""
 
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return self.read([(sql, params)])[0]
+    def rows(self, sql: str, params: tuple[Any, ...] = (), *, scope: str | None) -> list[dict[str, Any]]:
+        return self.read([(sql, params)], scope=scope)[0]
 
 
 def _count(condition: str) -> str:
@@ -59,7 +61,7 @@ def _only(namespace: str | None, column: str = "namespace", word: str = "WHERE")
 
 def totals(r: Reader, namespace: str | None = None) -> dict[str, Any]:
     where, params = _only(namespace)
-    found = r.rows(f"SELECT {_SUMMARY_COLUMNS} FROM requests{where}", params)
+    found = r.rows(f"SELECT {_SUMMARY_COLUMNS} FROM requests{where}", params, scope=namespace)
     return found[0] if found else _empty()
 
 
@@ -72,6 +74,7 @@ def by_day(r: Reader, days: int | None = 30, namespace: str | None = None) -> li
         f"SELECT {r.day_label} AS day, {_SUMMARY_COLUMNS} FROM requests{where}"
         f" GROUP BY {r.day_key} ORDER BY day DESC{limit}",
         params if days is None else (*params, days),
+        scope=namespace,
     )
 
 
@@ -81,12 +84,15 @@ def by_reason(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
         f"SELECT route, reason, COUNT(*) AS requests FROM requests{where}"
         " GROUP BY route, reason ORDER BY requests DESC",
         params,
+        scope=namespace,
     )
 
 
 def example_count(r: Reader, namespace: str | None = None) -> int:
     where, params = _only(namespace, "q.namespace")
-    found = r.rows(f"SELECT COUNT(*) AS n FROM examples e JOIN requests q ON q.id = e.request_id{where}", params)
+    found = r.rows(
+        f"SELECT COUNT(*) AS n FROM examples e JOIN requests q ON q.id = e.request_id{where}", params, scope=namespace
+    )
     return int(found[0]["n"]) if found else 0
 
 
@@ -105,6 +111,7 @@ def learning_summary(r: Reader, namespace: str | None = None) -> dict[str, Any]:
         f" {_AUDITS_BAD} AS audits_bad,"
         f" (SELECT threshold FROM learning{where} ORDER BY id DESC LIMIT 1) AS threshold FROM learning{where}",
         params * 2,
+        scope=namespace,
     )
     row = found[0] if found else {"learned": 0, "audits": 0, "audits_bad": 0, "threshold": None}
     low, high = audit_interval(row["audits_bad"], row["audits"])
@@ -119,12 +126,17 @@ def stored_local_answer(r: Reader, request_id: str, namespace: str) -> tuple[Con
         "SELECT a.conversation, a.answer FROM local_answers a JOIN requests q ON q.id = a.request_id"
         " WHERE a.request_id = ? AND q.namespace = ?",
         (request_id, namespace),
+        scope=namespace,
     )
     return (Conversation.from_json(rows[0]["conversation"]), rows[0]["answer"]) if rows else None
 
 
 def request_is_logged(r: Reader, request_id: str, namespace: str) -> bool:
-    return bool(r.rows("SELECT 1 AS found FROM requests WHERE id = ? AND namespace = ?", (request_id, namespace)))
+    return bool(
+        r.rows(
+            "SELECT 1 AS found FROM requests WHERE id = ? AND namespace = ?", (request_id, namespace), scope=namespace
+        )
+    )
 
 
 def recent_texts(r: Reader, namespace: str, limit: int = 2000) -> Iterator[str]:
@@ -133,6 +145,7 @@ def recent_texts(r: Reader, namespace: str, limit: int = 2000) -> Iterator[str]:
         "SELECT e.conversation, e.answer FROM examples e JOIN requests q ON q.id = e.request_id"
         " WHERE q.namespace = ? ORDER BY e.ts DESC LIMIT ?",
         (namespace, limit),
+        scope=namespace,
     )
     for row in rows:
         yield from (t for _, t in Conversation.from_json(row["conversation"]).turns)
@@ -141,7 +154,7 @@ def recent_texts(r: Reader, namespace: str, limit: int = 2000) -> Iterator[str]:
 
 def namespaces(r: Reader) -> list[str]:
     """The namespaces with something to learn, oldest first."""
-    return [row["name"] for row in r.rows("SELECT name FROM namespaces ORDER BY first_ts, name")]
+    return [row["name"] for row in r.rows("SELECT name FROM namespaces ORDER BY first_ts, name", scope=None)]
 
 
 # -- the trainer's source: the log, read in the order it was written --------------------------------
@@ -174,7 +187,7 @@ def _end(r: Reader, stream: str, namespace: str | None) -> Query:
 
 def log_end(r: Reader, namespace: str | None) -> dict[str, int]:
     """How far each stream has been written (its newest seq), in ``namespace`` or in all (None)."""
-    ends = r.read([_end(r, stream, namespace) for stream in _EVENTS])
+    ends = r.read([_end(r, stream, namespace) for stream in _EVENTS], scope=namespace)
     return {stream: int(found[0]["seq"]) if found else 0 for stream, found in zip(_EVENTS, ends, strict=True)}
 
 
@@ -187,7 +200,8 @@ def backlog(r: Reader, position: dict[str, int], namespace: str) -> int:
                 (namespace, position.get(stream, 0)),
             )
             for stream in _EVENTS
-        ]
+        ],
+        scope=namespace,
     )
     return sum(int(found[0]["n"]) for found in counts if found)
 
@@ -201,7 +215,9 @@ def learning_events(
     only = "" if namespace is None else f" AND {_ALIAS[stream]}.namespace = ?"
     where = (after,) if namespace is None else (after, namespace)
     # Both from one snapshot: the end, and the rows up to it.
-    ends, rows = r.read([_end(r, stream, namespace), (_EVENTS[stream].format(seq=r.seq, only=only), (*where, limit))])
+    ends, rows = r.read(
+        [_end(r, stream, namespace), (_EVENTS[stream].format(seq=r.seq, only=only), (*where, limit))], scope=namespace
+    )
     end = int(ends[0]["seq"]) if ends else 0
     return rows, (rows[-1]["seq"] if len(rows) == limit else end)
 
@@ -228,7 +244,7 @@ def dashboard(r: Reader, namespace: str | None = None) -> dict[str, Any]:
     """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
     day (``finch.server.dashboard`` shapes them)."""
     where, params = _only(namespace)
-    found = r.rows(f"SELECT MIN(ts) AS first, MAX(ts) AS last FROM requests{where}", params)
+    found = r.rows(f"SELECT MIN(ts) AS first, MAX(ts) AS last FROM requests{where}", params, scope=namespace)
     if not found:
         return {"bucket_s": 60, "messages": [], "learning": [], "recent": [], "days": []}
     span = (found[0]["last"] or 0.0) - (found[0]["first"] or 0.0)
@@ -253,6 +269,7 @@ def messages_over_time(r: Reader, bucket_s: int, namespace: str | None = None) -
         f" FROM requests WHERE path IN ({', '.join('?' * len(paths))}) AND route != 'reject'{also}"
         " GROUP BY t ORDER BY t",
         (bucket_s, bucket_s, *paths, *params),
+        scope=namespace,
     )
 
 
@@ -265,6 +282,7 @@ def learning_over_time(r: Reader, bucket_s: int, namespace: str | None = None) -
         f" {_AUDITS_BAD} AS audits_bad, MAX(id) AS last"
         f" FROM learning{where} GROUP BY t) b JOIN learning l ON l.id = b.last ORDER BY b.t",
         (bucket_s, bucket_s, *params),
+        scope=namespace,
     )
 
 
@@ -279,6 +297,7 @@ def recent_requests(r: Reader, limit: int = 50, namespace: str | None = None) ->
         " LEFT JOIN (SELECT request_id, MIN(good) AS good FROM feedback GROUP BY request_id) f"
         " ON f.request_id = r.id ORDER BY r.ts DESC",
         (*params, limit),
+        scope=namespace,
     )
     for row in rows:
         conversation = row.pop("conversation")

@@ -67,7 +67,8 @@ class SqliteReader(queries.Reader):
     def bucket(self) -> str:
         return "CAST(ts / ? AS INTEGER) * ?"
 
-    def read(self, queries: list[queries.Query]) -> list[list[dict[str, Any]]]:
+    def read(self, queries: list[queries.Query], *, scope: str | None) -> list[list[dict[str, Any]]]:
+        """``scope`` is the queries' own business here: one file, one user's machine."""
         if not self.path.exists():  # a home that has logged nothing yet
             return [[] for _ in queries]
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
