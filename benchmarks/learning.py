@@ -11,7 +11,7 @@ the N requests in between are decided on a snapshot up to N requests old (as at 
 pace). The caches see the same stream offline.
 
 Usage:
-  python benchmarks/learning.py --stream banking77 --requests 2000 [--unique] [--drift] \\
+  python benchmarks/learning.py --stream banking77 --requests 2000 [--unique] [--drift] [--intents N] \\
       [--preset tiny] [--max-bad-local 0.02] [--rate 2 | --drain-every 20] [--history 2000] [--out benchmarks/out]
 """
 
@@ -454,6 +454,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--unique", action="store_true", help="each utterance at most once (paraphrases only)")
     parser.add_argument("--drift", action="store_true", help="popular intents change halfway")
+    parser.add_argument("--intents", type=int, help="ask about this many intents only (one person's or team's range)")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--max-bad-local", type=float, nargs="+", default=[0.02])
     parser.add_argument("--seed", type=int, default=0)
@@ -470,7 +471,14 @@ def main() -> None:
     if args.rate and args.drain_every != 1:
         parser.error("--rate never waits for the trainer: --drain-every does not apply")
 
-    whole = build_stream(args.stream, args.history + args.requests, args.seed, unique=args.unique, drift=args.drift)
+    whole = build_stream(
+        args.stream,
+        args.history + args.requests,
+        args.seed,
+        unique=args.unique,
+        drift=args.drift,
+        max_intents=args.intents,
+    )
     whole = [(q, oos_intent(q) if intent == OOS else intent) for q, intent in whole]
     # With --history the caches see the history as forwarded requests too; every figure is the live part's.
     history, stream = whole[: args.history], whole[args.history :]
