@@ -123,6 +123,9 @@ def stats(home: Path | None, days: int, as_json: bool) -> None:
     if report["by_reason"]:
         click.echo()
         click.echo(format_table(report["by_reason"], ["route", "reason", "requests", "why"]))
+    if len(report["namespaces"]) > 1:  # the team tier: how soon each namespace began to save
+        click.echo()
+        click.echo(format_table(report["namespaces"], ["namespace", "requests", "until_first_local"]))
     click.echo()
     click.echo(describe_learning(report["learning"]))
 

@@ -75,6 +75,7 @@ def stats_report(settings: Settings, days: int) -> dict[str, Any]:
         "totals": log.totals(),
         "by_day": log.by_day(days),
         "by_reason": [{**row, "why": explain(row["reason"])} for row in log.by_reason()],
+        "namespaces": log.first_local(),
         "learning": learning_status(published, settings.max_bad_local, backlog),
     }
 

@@ -183,7 +183,10 @@ def test_stats_and_metrics_show_the_learning_state(trained):
     assert learning["certified"] and learning["threshold"] is not None
     assert learning["bound"]["evidence"] >= 20 and "served" in learning["bound"]["over"]
     metrics = httpx.get(finch.url + "/metrics").text
-    assert "finch_learned_examples" in metrics and 'finch_bad_local_rate{stat="high"}' in metrics
+    assert 'finch_learned_examples{namespace="default"}' in metrics
+    assert 'finch_bad_local_rate{namespace="default",stat="high"}' in metrics
+    (namespace,) = httpx.get(finch.url + "/finch/stats").json()["namespaces"]
+    assert namespace["namespace"] == "default" and 0 < namespace["until_first_local"] <= namespace["requests"]
 
 
 def test_what_was_learned_survives_a_restart(trained, teacher):

@@ -104,4 +104,9 @@ def test_stats_and_the_dashboard_show_the_callers_namespace_and_the_admin_token_
     assert seen({"x-api-key": "fake-key-gina-7"}) == (2, 2)
     assert seen({"authorization": "Bearer fake-key-hank-8"}) == (3, 3)
     assert seen({"x-finch-token": "fake-admin-token-7"}) == (5, 5)
+    everyone = httpx.get(finch.url + "/finch/stats", headers={"x-finch-token": "fake-admin-token-7"}).json()
+    assert sorted(n["requests"] for n in everyone["namespaces"]) == [2, 3]  # each namespace's own count
+    metrics = httpx.get(finch.url + "/metrics").text
+    counted = [line for line in metrics.splitlines() if line.startswith("finch_requests_total{")]
+    assert len(counted) == 2 and {line.split()[-1] for line in counted} == {"2.0", "3.0"}  # by namespace
     assert httpx.get(finch.url + "/finch/stats").status_code == 401  # nobody's

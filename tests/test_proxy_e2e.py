@@ -272,13 +272,14 @@ def test_health_metrics_and_stats(finch, teacher):
     flush(finch)
     assert httpx.get(finch.url + "/healthz").json() == {"status": "ok"}
     metrics = httpx.get(finch.url + "/metrics").text
-    assert 'finch_requests_total{reason="cold_start",route="forward",status="200"} 2.0' in metrics
+    assert 'finch_requests_total{namespace="default",reason="cold_start",route="forward",status="200"} 2.0' in metrics
     assert "finch_request_latency_seconds_bucket" in metrics
-    assert 'finch_tokens_total{direction="output",route="forward"}' in metrics
+    assert 'finch_tokens_total{direction="output",namespace="default",route="forward"}' in metrics
     stats = httpx.get(finch.url + "/finch/stats").json()
     assert stats["totals"]["requests"] == 2 and stats["totals"]["forwarded"] == 2
     assert stats["totals"]["cost_usd"] > 0
     assert stats["examples"] == 2
+    assert stats["namespaces"] == [{"namespace": "default", "requests": 2, "until_first_local": None}]
 
 
 def test_ineligible_requests_are_forwarded_but_not_kept_as_examples(finch, teacher, home):

@@ -80,6 +80,7 @@ class Admin:
                 "totals": log.totals(scope),
                 "by_reason": log.by_reason(scope),
                 "examples": log.example_count(scope),
+                "namespaces": log.first_local(scope),
                 "log_dropped": proxy.store.dropped,
                 "learning": proxy.learning.status(scope or DEFAULT_NAMESPACE) if proxy.learning is not None else None,
             }

@@ -34,6 +34,7 @@ def report(log: Log, learning: dict[str, Any] | None, namespace: str | None = No
         "by_day": days[:30][::-1],
         "totals": totals or log.totals(namespace),
         "recent": data["recent"],
+        "namespaces": log.first_local(namespace),
         "learning": learning,
     }
 

@@ -276,15 +276,19 @@ class LearningLoop:
         return status
 
     def update_metrics(self) -> None:
-        status = self.status()
+        """The learning gauges, one series per namespace this replica has loaded."""
         m = self.metrics
-        m.trainer_backlog.set(status["trainer_backlog"])
-        m.trainer_restarts.set(status["trainer_restarts"])
-        m.learned.set(status["learned"])
-        m.audits.labels("good").set(status["audits"] - status["audits_bad"])
-        m.audits.labels("bad").set(status["audits_bad"])
-        low, high = status["bad_local_interval"]
-        m.bad_local.labels("estimate").set(status["bad_local_estimate"] or 0.0)
-        m.bad_local.labels("low").set(low)
-        m.bad_local.labels("high").set(high)
-        m.threshold.set(-1 if status["threshold"] is None else status["threshold"])
+        m.trainer_restarts.set(self.trainer.restarts)
+        with self._tenants_lock:
+            loaded = list(self._tenants)
+        for namespace in loaded:
+            status = self.status(namespace)
+            m.trainer_backlog.labels(namespace).set(status["trainer_backlog"])
+            m.learned.labels(namespace).set(status["learned"])
+            m.audits.labels(namespace, "good").set(status["audits"] - status["audits_bad"])
+            m.audits.labels(namespace, "bad").set(status["audits_bad"])
+            low, high = status["bad_local_interval"]
+            m.bad_local.labels(namespace, "estimate").set(status["bad_local_estimate"] or 0.0)
+            m.bad_local.labels(namespace, "low").set(low)
+            m.bad_local.labels(namespace, "high").set(high)
+            m.threshold.labels(namespace).set(-1 if status["threshold"] is None else status["threshold"])

@@ -148,6 +148,10 @@ class Log(abc.ABC):
         """Conversations kept with their answer (Claude's, or finch's own when served locally)."""
         return queries.example_count(self.reader, namespace)
 
+    def first_local(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Per namespace: its Messages requests, and how many it took to its first local answer."""
+        return queries.first_local(self.reader, namespace)
+
     def learning_summary(self, namespace: str | None = None) -> dict[str, Any]:
         """What the trainer has learned, and what the audits say of the answers finch serves."""
         return queries.learning_summary(self.reader, namespace)

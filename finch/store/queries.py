@@ -96,6 +96,23 @@ def example_count(r: Reader, namespace: str | None = None) -> int:
     return int(found[0]["n"]) if found else 0
 
 
+def first_local(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Per namespace (one, or None: every one): its Messages requests, and how many of them it took
+    up to and with its first local answer (None while it has served none)."""
+    where, params = _only(namespace, "r.namespace", word="AND")
+    rows = r.rows(
+        f"SELECT r.namespace, COUNT(*) AS requests,"
+        f" SUM(CASE WHEN r.{r.seq} <= f.first THEN 1 ELSE 0 END) AS until_first_local"
+        f" FROM requests r LEFT JOIN (SELECT namespace, MIN({r.seq}) AS first FROM requests"
+        f" WHERE route = 'local' GROUP BY namespace) f ON f.namespace = r.namespace"
+        f" WHERE r.path IN ('/v1/messages', '/v1/chat/completions') AND r.namespace <> ''{where}"
+        " GROUP BY r.namespace ORDER BY r.namespace",
+        params,
+        scope=namespace,
+    )
+    return [{**row, "until_first_local": row["until_first_local"] or None} for row in rows]
+
+
 def _empty() -> dict[str, Any]:
     keys = ("requests", "forwarded", "local", "rejected", "errors", "input_tokens", "output_tokens")
     return {**dict.fromkeys(keys, 0), "cost_usd": 0.0, "saved_usd": 0.0}
