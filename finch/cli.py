@@ -15,6 +15,7 @@ import click
 
 from finch.config import TRAINER_SETTINGS_ENV, Settings, env_name, load_settings
 from finch.errors import ConfigError
+from finch.forget_command import forget
 from finch.keys_command import keys
 from finch.report import describe_demo, describe_learning, format_table, stats_report
 from finch.teacher.command import teacher
@@ -168,19 +169,6 @@ def reset(home: Path | None, everything: bool) -> None:
     click.echo("models reset" + (" and request log deleted" if everything else ""))
 
 
-@main.command()
-@_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
-@click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only conversations older than this day.")
-@click.confirmation_option(prompt="Delete stored conversations?")
-def forget(home: Path | None, before: Any) -> None:
-    """Delete stored conversations and answers (all, or older than --before). Totals stay."""
-    from finch.store.log import open_log
-
-    log = open_log(_settings(home=home), writer=False)
-    deleted = log.forget(before.timestamp() if before is not None else None)
-    click.echo(f"deleted {deleted} stored conversations")
-
-
 @main.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_option("home", type=click.Path(path_type=Path), help="finch's data directory. Default ~/.finch.")
@@ -283,3 +271,4 @@ def _is_loopback(host: str) -> bool:
 
 main.add_command(teacher)
 main.add_command(keys)
+main.add_command(forget)

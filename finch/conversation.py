@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from finch.text import normalise
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -33,3 +35,8 @@ def text_of(content: Any) -> str | None:
             return None
         parts.append(block["text"])
     return "".join(parts)
+
+
+def question_key(conversation: Conversation) -> str:
+    """What "exactly this question" means: the same conversation after the judge's normalisation."""
+    return normalise(conversation.to_json())

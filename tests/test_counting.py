@@ -3,8 +3,7 @@ or Claude's answers to it differ) is kept apart, and an audit that cannot be lea
 as bad."""
 
 from finch.config import Settings
-from finch.conversation import Conversation
-from finch.learning.consistency import question_key
+from finch.conversation import Conversation, question_key
 from finch.learning.ensemble import Ensemble
 from finch.learning.events import Event
 from finch.learning.trainer import Trainer

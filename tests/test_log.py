@@ -264,3 +264,28 @@ def test_postgres_row_level_security_holds_a_read_to_its_namespace_whatever_its_
                 conn.execute("INSERT INTO feedback (request_id, ts, good, namespace) VALUES ('b0', 0, 0, 'team-b')")
     finally:
         log.close()
+
+
+def test_a_namespace_forgets_a_question_or_everything_and_nobody_elses(open_log):
+    log = open_log()
+    log.submit(forwarded("a0", "Capital of France?", namespace="team-a"))
+    log.submit(forwarded("a1", "capital  of france?", namespace="team-a"))  # the same, normalised
+    log.submit(forwarded("a2", "capital of Spain?", namespace="team-a"))
+    log.submit(forwarded("b0", "capital of France?", namespace="team-b"))
+    log.flush()
+    assert log.forget_question("team-a", ask("capital of france?")) == 2
+    log.flush()
+    assert log.example_count("team-a") == 1 and log.example_count("team-b") == 1
+    (row,), _ = log.events("forgets", 0, 10, "team-a")
+    assert Conversation.from_json(row["conversation"]) == ask("capital of france?")
+    assert log.events("forgets", 0, 10, "team-b")[0] == []
+    assert log.end("team-a")["forgets"] == row["seq"]
+    assert log.forget_question("team-b", None) == -1  # everything it taught
+    log.flush()
+    assert log.example_count("team-b") == 0 and log.example_count("team-a") == 1
+    (everything,), _ = log.events("forgets", 0, 10, "team-b")
+    assert everything["conversation"] is None
+    assert log.totals("team-b")["requests"] == 1  # the numbers stay
+    log.submit(forwarded("b1", "capital of Italy?", namespace="team-b"))
+    log.flush()
+    assert log.forget(namespace="team-a") == 1 and log.example_count("team-b") == 1  # one namespace's only

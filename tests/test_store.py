@@ -28,6 +28,7 @@ def test_migrations_apply_once_and_wal_is_on(tmp_path):
         "0007_max_tokens.sql",
         "0008_namespace.sql",
         "0009_end_user.sql",
+        "0010_forgets.sql",
     ]
     conn.close()
 

@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from finch.conversation import Conversation
 from finch.policy.privacy import DEFAULT_SHARE_AFTER_USERS, keep_holders
-from finch.text import normalise
 
 _DISAGREE_SHARE = 0.2  # of later answers that may disagree with the first before a question varies
 
@@ -64,6 +62,9 @@ class Consistency:
         record = self._records.get(key)
         return record is not None and record.varies
 
+    def forget(self, key: str) -> None:
+        self._records.pop(key, None)
+
     def holders(self, key: str) -> frozenset[str]:
         """The end users Claude gave its stored answer to this question to."""
         record = self._records.get(key)
@@ -99,8 +100,3 @@ class Consistency:
             # A record from before end users were kept is the namespace's own ("").
             consistency._records[key] = _Record(text, agreed, disagreed, list(holders[0] if holders else [""]))
         return consistency
-
-
-def question_key(conversation: Conversation) -> str:
-    """What "exactly this question" means: the same conversation after the judge's normalisation."""
-    return normalise(conversation.to_json())

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from finch.config import Settings
-from finch.conversation import Conversation
-from finch.learning.consistency import question_key
+from finch.conversation import Conversation, question_key
 from finch.learning.events import Judged
 from finch.learning.home import ModelHome
 from finch.learning.judge import Judge
@@ -133,12 +132,9 @@ class Ensemble:
         self._republish()
         if best is None:
             return Judged(good, divergence, proposal.p_router, None, losses, audit_good)
-        chosen = best[0]
-        p_good = chosen.candidate.p_good if chosen.servable else 0.0  # 0: served at no threshold
-        p_validator = chosen.candidate.p_validator
-        return Judged(
-            good, divergence, proposal.p_router, p_validator, losses, audit_good, p_good, chosen.candidate.text
-        )
+        chosen = best[0].candidate
+        p_good = chosen.p_good if best[0].servable else 0.0  # 0: served at no threshold
+        return Judged(good, divergence, proposal.p_router, chosen.p_validator, losses, audit_good, p_good, chosen.text)
 
     def _count(
         self,
@@ -246,9 +242,16 @@ class Ensemble:
         self.certifier.observe_first(attempt.options([bad] * len(attempt.candidates)), attempt.audit_chance)
         return True
 
-    def block(self, conversation: Conversation) -> None:
-        """This question forwards from now on (a user or an audit found its local answer bad)."""
-        self.blocked.add(question_key(conversation))
+    def block(self, conversation: Conversation, forget: bool = False) -> int:
+        """This question forwards from now on: a user or an audit found its local answer bad, or its
+        namespace asked to ``forget`` it: then its memory rows and Claude's repeated answer go too (the
+        block stays, as the weights may still hold its words). Returns the memory rows removed."""
+        key = question_key(conversation)
+        self.blocked.add(key)
+        if not forget:
+            return 0
+        self.consistency.forget(key)
+        return self.memory.forget(self.question_vec(question_text(conversation)))
 
     def _operating_point(self) -> float | None:
         """The loosest certified threshold; in the conservative phase, no looser than its rule."""

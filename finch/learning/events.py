@@ -17,7 +17,7 @@ from finch.vocabulary import Route
 class Event:
     """One row of the log to learn from."""
 
-    table: str  # requests or feedback
+    table: str  # requests, feedback or forgets
     seq: int  # its rowid: the log's order
     request_id: str
     conversation: Conversation | None
@@ -52,13 +52,19 @@ class Event:
             decision,
             None,
             row["max_tokens"],
-            row["end_user"] or "",
+            row.get("end_user") or "",  # absent from rows read before end users were kept
         )
 
     @classmethod
     def from_feedback(cls, row: dict[str, Any]) -> Event:
         conversation = Conversation.from_json(row["conversation"])
         return cls("feedback", row["seq"], row["request_id"], conversation, row["answer"], None, bool(row["good"]))
+
+
+def forget_event(row: dict[str, Any]) -> Event:
+    """A question its namespace asked finch to forget (conversation None: everything it taught)."""
+    conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
+    return Event("forgets", row["seq"], "", conversation, None, None)
 
 
 def _attempt(data: dict[str, Any]) -> Attempt:

@@ -92,6 +92,22 @@ class Memory:
         self._users[row] = end_user
         self._count += 1  # published after the row is whole
 
+    def forget(self, question: torch.Tensor, same: float = 0.999) -> int:
+        """Remove the rows of this very question (its embedding, to rounding); returns how many. The
+        rows kept close up, oldest first, so the ring goes on from their end."""
+        n = len(self)
+        if n == 0:
+            return 0
+        keep = ((self._questions[:n] @ question) < same).nonzero().flatten()
+        kept = int(keep.shape[0])
+        questions, answers = self._questions.clone(), self._answers.clone()
+        questions[:kept], answers[:kept] = self._questions[keep], self._answers[keep]
+        texts, users = [self._texts[i] for i in keep.tolist()], [self._users[i] for i in keep.tolist()]
+        self._texts = texts + [""] * (self.capacity - kept)
+        self._users = users + [""] * (self.capacity - kept)
+        self._questions, self._answers, self._count = questions, answers, kept
+        return n - kept
+
     def reembed(self, embed_answers: Callable[[list[str]], torch.Tensor], batch: int = 128) -> None:
         """Embed the stored answers again (the judge learned new framing to leave out)."""
         n = len(self)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from finch.conversation import Conversation
-from finch.learning.consistency import Consistency, question_key
+from finch.conversation import Conversation, question_key
+from finch.learning.consistency import Consistency
 from finch.learning.memory import Memory, Neighbourhood
 from finch.learning.scorer import Scorer
 from finch.policy.decide import ROUTER_FLOOR, Attempt, Candidate, Source

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from finch.config import Settings
-from finch.conversation import Conversation
-from finch.learning.consistency import Consistency, question_key
+from finch.conversation import Conversation, question_key
+from finch.learning.consistency import Consistency
 from finch.learning.memory import Memory
 from finch.learning.pipeline import Audience, Proposal
 from finch.learning.scorer import Scorer

@@ -128,7 +128,7 @@ def _split(snapshot: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str,
     memory = snapshot["memory"]
     tensors["memory.questions"] = memory["questions"].contiguous()
     tensors["memory.answers"] = memory["answers"].contiguous()
-    rest = {**snapshot, "models": models, "memory": {"texts": memory["texts"], "users": memory["users"]}}
+    rest = {**snapshot, "models": models, "memory": {"texts": memory["texts"], "users": memory.get("users", [])}}
     return tensors, rest
 
 

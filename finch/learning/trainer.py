@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -34,10 +35,11 @@ from typing import Any
 import torch
 
 from finch.config import Settings
+from finch.conversation import Conversation
 from finch.learning import snapshot, status
 from finch.learning.cores import FreeCores
 from finch.learning.ensemble import Ensemble
-from finch.learning.events import Event, Judged
+from finch.learning.events import Event, Judged, forget_event
 from finch.policy.decide import AUDITED_REASONS
 from finch.store.log import Log
 from finch.store.rows import forget_learning_after, learning_row
@@ -80,6 +82,7 @@ class Trainer:
         self._stop = threading.Event()
         self._cores = FreeCores()
         self._batch_limit = 4  # grows as fast as events prove cheap
+        self._wipe = False  # the namespace asked to forget everything: done at the step's end
 
     def catch_up(self, progress: Callable[[int], None] = lambda left: None) -> None:
         """Learn what the log holds now (``finch import`` with no server running). ``progress`` is
@@ -128,6 +131,8 @@ class Trainer:
         if events:  # batches of about _BATCH_S: a starved trainer still saves and publishes often
             per_event = (time.perf_counter() - started_batch) / len(events)
             self._batch_limit = max(1, min(_MAX_BATCH, int(_BATCH_S / max(per_event, 1e-3))))
+        if self._wipe:  # after the batch: forgets are read last, so nothing after it is lost
+            self._start_again()
         threshold = self.ensemble.threshold
         for event, kind, judged, seconds in learned:
             self.store.submit(_row(event, kind, judged, threshold, seconds, self.namespace))
@@ -161,7 +166,8 @@ class Trainer:
         """The log's rows after the ensemble's position, oldest first (the caller moves the position
         past each one it learns; here it moves past the rows with nothing to learn)."""
         position = self.ensemble.position
-        for table, make in (("requests", Event.from_request), ("feedback", Event.from_feedback)):
+        streams = (("requests", Event.from_request), ("feedback", Event.from_feedback), ("forgets", forget_event))
+        for table, make in streams:
             while True:
                 rows, reached = self.store.events(table, position.get(table, 0), _BATCH, self.namespace)
                 yield from (make(row) for row in rows)
@@ -169,11 +175,35 @@ class Trainer:
                 if len(rows) < _BATCH:
                     break
 
+    def _forget(self, conversation: Conversation | None) -> None:
+        """What the namespace asked to forget: one question, or (None) everything it taught, which
+        the step ends by wiping (``_start_again``)."""
+        if conversation is None:
+            self._wipe = True
+        else:
+            self.ensemble.block(conversation, forget=True)
+
+    def _start_again(self) -> None:
+        """Forget everything the namespace taught: its models, memory, tokenizer and bound start
+        again from nothing (cold start), from this place in the log on. The snapshot that replaces
+        the served one is the next generation, so every replica loads it."""
+        position = dict(self.ensemble.position)
+        shutil.rmtree(self.settings.home / "models", ignore_errors=True)
+        (self.settings.home / "tokenizer.json").unlink(missing_ok=True)
+        self.ensemble = Ensemble(self.settings, seed_texts=self.store.recent_texts(namespace=self.namespace))
+        self.ensemble.position = position
+        self.ensemble.save()
+        self._unsaved, self._wipe = 0, False
+        self.publish(force=True)
+
     def _learn(self, event: Event) -> tuple[str, Judged] | None:
         """(kind, what was learned), or None for an answer that only counts toward the bound."""
         ensemble, decision = self.ensemble, event.decision
         audit = decision if decision is not None and decision.reason in AUDITED_REASONS else None
         try:
+            if event.table == "forgets":
+                self._forget(event.conversation)
+                return None
             if event.table == "feedback":
                 assert event.conversation is not None and event.answer is not None
                 return "feedback", ensemble.learn_from_verdict(event.conversation, event.answer, bool(event.good))

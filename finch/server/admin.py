@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from finch.conversation import Conversation
 from finch.dialects.common import parse_json_object
 from finch.errors import ApiError, InvalidRequest, NotFound, error_body
 from finch.server import dashboard
@@ -87,6 +88,27 @@ class Admin:
         )
         return Response(json.dumps(body), media_type=JSON)
 
+    async def forget(self, request: Request) -> Response:
+        """POST {"question": "..."} or {"everything": true}: forget it in the caller's namespace (the
+        admin token names one: "namespace"). Its stored conversations go at once, every replica
+        stops serving it within a moment, and the trainer forgets what it learned."""
+        if isinstance(scope := self._scope(request), Response):
+            return scope
+        try:
+            named, conversation = await _forget_body(request)
+            if scope is not None and named not in (None, scope):
+                raise NotFound(f"no namespace {named!r} for this caller")
+            namespace = scope or named or (DEFAULT_NAMESPACE if self.proxy.principals.isolation == "none" else None)
+            if namespace is None:
+                raise InvalidRequest('the admin token names the namespace to forget in: "namespace"')
+            learning, log = self.proxy.learning, self.proxy.store
+            forget = learning.forget if learning is not None else log.forget_question
+            deleted = await run_in_threadpool(forget, namespace, conversation)
+        except ApiError as exc:
+            return Response(exc.body(), status_code=exc.status, media_type=JSON)
+        body = {"namespace": namespace, "forgot": "question" if conversation is not None else "everything"}
+        return Response(json.dumps({**body, "stored_conversations_deleted": deleted}), media_type=JSON)
+
     async def feedback(self, request: Request) -> Response:
         """POST {"request_id": "req_finch_...", "good": false}: a verdict on an answer."""
         learning = self.proxy.learning
@@ -104,6 +126,18 @@ class Admin:
         except ApiError as exc:
             return Response(exc.body(), status_code=exc.status, media_type=JSON)
         return Response(json.dumps(result), media_type=JSON)
+
+
+async def _forget_body(request: Request) -> tuple[str | None, Conversation | None]:
+    """(the namespace named, the question's conversation or None for everything) from a body
+    {"question": "..."} or {"everything": true}, with "namespace" for the admin token."""
+    body = parse_json_object(await request.body())
+    question, everything, named = body.get("question"), body.get("everything"), body.get("namespace")
+    if (question is None) == (everything is not True) or (question is not None and not isinstance(question, str)):
+        raise InvalidRequest('expected {"question": "<the question>"} or {"everything": true}')
+    if named is not None and not isinstance(named, str):
+        raise InvalidRequest("namespace: must be a string")
+    return named, (Conversation("", (("user", question),)) if question is not None else None)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -131,6 +165,7 @@ def build_admin(proxy: Proxy) -> Starlette:
             routing.Route("/metrics", admin.metrics, methods=["GET"]),
             routing.Route("/finch/stats", admin.stats, methods=["GET"]),
             routing.Route("/finch/feedback", admin.feedback, methods=["POST"]),
+            routing.Route("/finch/forget", admin.forget, methods=["POST"]),
             routing.Route("/finch/", admin.dashboard_page, methods=["GET"]),
             routing.Route("/finch/dashboard.json", admin.dashboard_data, methods=["GET"]),
         ],

@@ -29,8 +29,7 @@ from typing import Any
 import torch
 
 from finch.config import Settings
-from finch.conversation import Conversation
-from finch.learning.consistency import question_key
+from finch.conversation import Conversation, question_key
 from finch.learning.home import namespace_settings
 from finch.learning.serving import Serving
 from finch.learning.status import learning_status
@@ -38,6 +37,7 @@ from finch.metrics import Metrics
 from finch.models.generator import generator_config
 from finch.models.tokenizer import load_or_build
 from finch.policy.decide import Decision
+from finch.server import marks
 from finch.server.pressure import Pressure
 from finch.server.supervisor import TrainerProcess
 from finch.server.tenants import Tenant
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 _RECENT_LOCAL = 2048  # local answers kept in memory for feedback that arrives before the log is written
 _WATCH_S = 0.01  # how often the watcher looks for a new snapshot (one stat call)
-_VERDICTS_GAP_S = 0.05  # users' verdicts are read from the log at most about this often
 _MAX_TENANTS = 256  # namespaces kept loaded in one server
 # The request path's models run on one thread. With two, a decision that follows an idle moment (as
 # most do: requests come with gaps) often waits for the second thread to wake at every matrix
@@ -90,7 +89,8 @@ class LearningLoop:
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._verdicts: threading.Thread | None = None
-        self._verdicts_from = store.end(None)["feedback"]  # a tenant reads its own earlier marks on loading
+        # A tenant reads its own earlier marks and forgets on loading; the follower reads what comes after.
+        self._follow_from = {stream: store.end(None)[stream] for stream in marks.FOLLOWED}
         self.load_new_snapshot(self._tenants[default])  # what the last run learned serves from the first request
 
     @property
@@ -121,7 +121,8 @@ class LearningLoop:
             self.trainer.start()
         self._watcher = threading.Thread(target=self._watch, name="finch-snapshot-watcher", daemon=True)
         self._watcher.start()
-        self._verdicts = threading.Thread(target=self._follow_verdicts, name="finch-verdicts", daemon=True)
+        follow = functools.partial(marks.follow, self.store, self._tenants.get, self._follow_from, self._stopping)
+        self._verdicts = threading.Thread(target=follow, name="finch-verdicts", daemon=True)
         self._verdicts.start()
 
     def stop(self) -> None:
@@ -201,6 +202,18 @@ class LearningLoop:
             tenant.blocked_since.add(question_key(found[0]))  # at once: the very next ask forwards
         return {"request_id": request_id, "learned": True}
 
+    def forget(self, namespace: str, conversation: Conversation | None) -> int:
+        """Forget one question of the namespace, or (None) everything it taught
+        (``Log.forget_question``): at once on this replica, as the others read it from the log."""
+        deleted = self.store.forget_question(namespace, conversation)
+        self.store.flush(timeout=5.0)
+        tenant = self.tenant(namespace)
+        if conversation is None:
+            tenant.withdraw(self.store.end(namespace)["forgets"])
+        else:
+            tenant.blocked_since.add(question_key(conversation))
+        return deleted
+
     # -- snapshots -------------------------------------------------------------------------------
 
     def _watch(self) -> None:
@@ -214,27 +227,6 @@ class LearningLoop:
                     log.exception("could not load the serving snapshot of namespace %r", tenant.namespace)
                     self._stopping.wait(1.0)
 
-    def _follow_verdicts(self) -> None:
-        """Users' "bad answer" marks, read from the log whichever replica took them: every replica
-        stops serving that question at once, without waiting for the trainer's next snapshot."""
-        cursor = self._verdicts_from
-        while not self._stopping.is_set():
-            try:
-                rows, cursor = self.store.events("feedback", cursor, 256, namespace=None)
-                self._mark(rows)
-                if not rows:
-                    self.store.wait(self._stopping, 1.0)
-                    self._stopping.wait(_VERDICTS_GAP_S)
-            except Exception:  # the log is away: look again later
-                log.exception("could not read users' verdicts from the log")
-                self._stopping.wait(1.0)
-
-    def _mark(self, verdicts: list[dict[str, Any]]) -> None:
-        for row in verdicts:
-            tenant = self._tenants.get(row["namespace"])  # one not loaded reads its marks when it loads
-            if tenant is not None and not row["good"]:
-                tenant.blocked_since.add(question_key(Conversation.from_json(row["conversation"])))
-
     def load_new_snapshot(self, tenant: Tenant | None = None) -> bool:
         """Swap in the tenant's snapshot file (the default's) when it has changed since the last
         load. True when it did."""
@@ -242,10 +234,11 @@ class LearningLoop:
         first = tenant.serving is None
         if not tenant.load_new_snapshot(self._question_vec):
             return False
-        if first and tenant.serving is not None:  # the marks made since it, before this server followed them
-            after = tenant.serving.position.get("feedback", 0)
-            self._mark(self.store.events("feedback", after, 100_000, namespace=tenant.namespace)[0])
-        return True
+        if first and tenant.serving is not None:  # what was marked since it, before this server followed it
+            for stream in marks.FOLLOWED:
+                after = tenant.serving.position.get(stream, 0)
+                marks.apply(self._tenants.get, stream, self.store.events(stream, after, 100_000, tenant.namespace)[0])
+        return tenant.serving is not None
 
     def drain(self, timeout: float = 600.0, namespace: str = DEFAULT_NAMESPACE) -> bool:
         """Wait until everything logged so far in ``namespace`` is learned and being served from

@@ -29,6 +29,9 @@ class Tenant:
         self.serving: Serving | None = None
         self.loaded: tuple[int, int, int] | None = None  # (inode, mtime, size) of the snapshot file loaded
         self.blocked_since: set[str] = set()  # questions users reported since the snapshot being served
+        # The namespace asked to forget everything at this seq of the forgets stream: a snapshot
+        # whose learning is not past it is never served again.
+        self.forgotten_at = 0
         self.recent: OrderedDict[str, tuple[Conversation, str]] = OrderedDict()  # local answers, for feedback
 
     def load_new_snapshot(self, question_vec: Callable[[str], torch.Tensor]) -> bool:
@@ -42,12 +45,20 @@ class Tenant:
             return False
         found = snapshot.read(self.path)
         self.loaded = identity
-        if found is None:
+        if found is None or found["position"].get("forgets", 0) < self.forgotten_at:
             return False
-        if self.tokenizer is None:
+        if self.tokenizer is None or self.tokenizer.hash != found["tokenizer"]:  # new, or built again
             self.tokenizer = load_or_build(self.settings.home / "tokenizer.json")
         serving = Serving(found, self.settings, self.tokenizer, question_vec, self.judge.embed_answers)
         self.judge.framing.known = serving.framing  # one reference each: a request sees old or new
         self.serving = serving
         self.blocked_since -= serving.blocked  # the trainer has learned those verdicts
         return True
+
+    def withdraw(self, seq: int) -> None:
+        """The namespace asked to forget everything (at ``seq`` of the forgets stream): nothing is
+        served until a snapshot learned past it, the one its trainer publishes on starting again."""
+        self.forgotten_at = max(self.forgotten_at, seq)
+        if self.serving is not None and self.serving.position.get("forgets", 0) < seq:
+            self.serving = None
+            self.loaded = None  # read the file again: it may be that snapshot already

@@ -23,8 +23,10 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from finch.conversation import Conversation
-from finch.store import queries
+from finch.conversation import Conversation, question_key
+from finch.store import queries, series
+from finch.store.rows import Forget
+from finch.text import normalise
 from finch.vocabulary import DEFAULT_NAMESPACE
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 # The streams the trainer learns from: Claude's answers and local answers (requests), and users'
 # verdicts on local answers (feedback).
-STREAMS = ("requests", "feedback")
+STREAMS = ("requests", "feedback", "forgets")
 Position = dict[str, int]
 
 
@@ -95,8 +97,9 @@ class Log(abc.ABC):
         to (past rows with nothing to learn).
 
         A request row: seq, request_id, route, reason, decision (the logged attempt, JSON),
-        conversation, answer (Claude's), max_tokens and namespace. A feedback row: seq, request_id,
-        good, the conversation and answer it judges, and namespace."""
+        conversation, answer (Claude's), max_tokens, end_user and namespace. A feedback row: seq,
+        request_id, good, the conversation and answer it judges, and namespace. A forgets row: seq,
+        the conversation to forget (None: everything) and namespace."""
         return queries.learning_events(self.reader, stream, after, limit, namespace)
 
     def end(self, namespace: str | None = DEFAULT_NAMESPACE) -> Position:
@@ -152,6 +155,19 @@ class Log(abc.ABC):
         """Per namespace: its Messages requests, and how many it took to its first local answer."""
         return queries.first_local(self.reader, namespace)
 
+    def forget_question(self, namespace: str, conversation: Conversation | None) -> int:
+        """Forget one question of ``namespace`` (its stored conversations, the same after the judge's
+        normalisation, at once; what was learned of it, by the trainer), or everything the namespace
+        taught (None). Returns how many stored conversations go now (all of them, for None: -1)."""
+        if conversation is None:
+            self.submit(Forget(namespace, None))
+            return -1
+        key = question_key(conversation)
+        stored = queries.stored_with_conversation(self.reader, namespace)
+        ids = tuple(sorted({row["request_id"] for row in stored if normalise(row["conversation"]) == key}))
+        self.submit(Forget(namespace, conversation.to_json(), ids))
+        return len(ids)
+
     def learning_summary(self, namespace: str | None = None) -> dict[str, Any]:
         """What the trainer has learned, and what the audits say of the answers finch serves."""
         return queries.learning_summary(self.reader, namespace)
@@ -159,12 +175,13 @@ class Log(abc.ABC):
     def dashboard(self, namespace: str | None = None) -> dict[str, Any]:
         """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
         day (``finch.server.dashboard`` shapes them)."""
-        return queries.dashboard(self.reader, namespace)
+        return series.dashboard(self.reader, namespace)
 
     @abc.abstractmethod
-    def forget(self, before: float | None = None) -> int:
-        """Delete stored conversations, all or those older than ``before`` (unix seconds); the
-        numbers stay. Returns how many stored texts were deleted (a conversation kept with its
+    def forget(self, before: float | None = None, namespace: str | None = None) -> int:
+        """Delete stored conversations, all or those older than ``before`` (unix seconds), of every
+        namespace or of ``namespace``; the numbers stay. What was learned of them stays too
+        (``forget_question`` forgets that). Returns how many stored texts were deleted (a conversation kept with its
         answer, and a local answer kept for feedback, count one each)."""
 
 

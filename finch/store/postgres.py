@@ -107,10 +107,11 @@ class PostgresLog(Log):
             self._listener.close()
         self._listener = None
 
-    def forget(self, before: float | None = None) -> int:
+    def forget(self, before: float | None = None, namespace: str | None = None) -> int:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(_SCOPE, (_EVERY_NAMESPACE,))
-            deleted = [conn.execute(_pg(sql), params).rowcount for sql, params in queries.forget_statements(before)]
+            forgetting = queries.forget_statements(before, namespace)
+            deleted = [conn.execute(_pg(sql), params).rowcount for sql, params in forgetting]
         # VACUUM FULL rewrites the tables, so the forgotten text is gone from their files, not just
         # unlinked (the write-ahead log keeps it until PostgreSQL recycles its segments).
         with psycopg.connect(self.url, autocommit=True) as conn:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from finch.conversation import Conversation
-from finch.dialects import DIALECTS
 
 Query = tuple[str, tuple[Any, ...]]
 
@@ -39,12 +38,12 @@ def _count(condition: str) -> str:
     return f"COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0)"
 
 
-_FORWARDED, _LOCAL = _count("route = 'forward'"), _count("route = 'local'")
-_LEARNED, _AUDITS_BAD = _count("kind = 'claude'"), _count("audit = 1 AND audit_good = 0")
+FORWARDED, LOCAL = _count("route = 'forward'"), _count("route = 'local'")
+_LEARNED, AUDITS_BAD = _count("kind = 'claude'"), _count("audit = 1 AND audit_good = 0")
 _SUMMARY_COLUMNS = f"""
     COUNT(*) AS requests,
-    {_FORWARDED} AS forwarded,
-    {_LOCAL} AS local,
+    {FORWARDED} AS forwarded,
+    {LOCAL} AS local,
     {_count("route = 'reject'")} AS rejected,
     {_count("status >= 400")} AS errors,
     COALESCE(SUM(input_tokens), 0) AS input_tokens,
@@ -55,12 +54,12 @@ _SUMMARY_COLUMNS = f"""
 
 
 # What people read takes ``namespace``: one namespace's rows, or (None) every namespace's.
-def _only(namespace: str | None, column: str = "namespace", word: str = "WHERE") -> Query:
+def only(namespace: str | None, column: str = "namespace", word: str = "WHERE") -> Query:
     return ("", ()) if namespace is None else (f" {word} {column} = ?", (namespace,))
 
 
 def totals(r: Reader, namespace: str | None = None) -> dict[str, Any]:
-    where, params = _only(namespace)
+    where, params = only(namespace)
     found = r.rows(f"SELECT {_SUMMARY_COLUMNS} FROM requests{where}", params, scope=namespace)
     return found[0] if found else _empty()
 
@@ -68,7 +67,7 @@ def totals(r: Reader, namespace: str | None = None) -> dict[str, Any]:
 def by_day(r: Reader, days: int | None = 30, namespace: str | None = None) -> list[dict[str, Any]]:
     """Per UTC day, newest first; every day when ``days`` is None. (Grouped on whole days of unix
     time, which costs a third of grouping on a date on a large log.)"""
-    where, params = _only(namespace)
+    where, params = only(namespace)
     limit = "" if days is None else " LIMIT ?"
     return r.rows(
         f"SELECT {r.day_label} AS day, {_SUMMARY_COLUMNS} FROM requests{where}"
@@ -79,7 +78,7 @@ def by_day(r: Reader, days: int | None = 30, namespace: str | None = None) -> li
 
 
 def by_reason(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
-    where, params = _only(namespace)
+    where, params = only(namespace)
     return r.rows(
         f"SELECT route, reason, COUNT(*) AS requests FROM requests{where}"
         " GROUP BY route, reason ORDER BY requests DESC",
@@ -89,7 +88,7 @@ def by_reason(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
 
 
 def example_count(r: Reader, namespace: str | None = None) -> int:
-    where, params = _only(namespace, "q.namespace")
+    where, params = only(namespace, "q.namespace")
     found = r.rows(
         f"SELECT COUNT(*) AS n FROM examples e JOIN requests q ON q.id = e.request_id{where}", params, scope=namespace
     )
@@ -99,7 +98,7 @@ def example_count(r: Reader, namespace: str | None = None) -> int:
 def first_local(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
     """Per namespace (one, or None: every one): its Messages requests, and how many of them it took
     up to and with its first local answer (None while it has served none)."""
-    where, params = _only(namespace, "r.namespace", word="AND")
+    where, params = only(namespace, "r.namespace", word="AND")
     rows = r.rows(
         f"SELECT r.namespace, COUNT(*) AS requests,"
         f" SUM(CASE WHEN r.{r.seq} <= f.first THEN 1 ELSE 0 END) AS until_first_local"
@@ -122,10 +121,10 @@ def learning_summary(r: Reader, namespace: str | None = None) -> dict[str, Any]:
     """What the trainer has learned and what the audits say of the answers finch serves."""
     from finch.policy.bound import audit_interval
 
-    where, params = _only(namespace)
+    where, params = only(namespace)
     found = r.rows(
         f"SELECT {_LEARNED} AS learned, COALESCE(SUM(audit), 0) AS audits,"
-        f" {_AUDITS_BAD} AS audits_bad,"
+        f" {AUDITS_BAD} AS audits_bad,"
         f" (SELECT threshold FROM learning{where} ORDER BY id DESC LIMIT 1) AS threshold FROM learning{where}",
         params * 2,
         scope=namespace,
@@ -193,8 +192,12 @@ _EVENTS = {
         " FROM feedback f JOIN local_answers l ON l.request_id = f.request_id"
         " WHERE f.{seq} > ?{only} ORDER BY f.{seq} LIMIT ?"
     ),
+    "forgets": (
+        "SELECT g.{seq} AS seq, g.conversation, g.namespace FROM forgets g"
+        " WHERE g.{seq} > ?{only} ORDER BY g.{seq} LIMIT ?"
+    ),
 }
-_ALIAS = {"requests": "r", "feedback": "f"}
+_ALIAS = {"requests": "r", "feedback": "f", "forgets": "g"}
 
 
 def _end(r: Reader, stream: str, namespace: str | None) -> Query:
@@ -239,84 +242,34 @@ def learning_events(
     return rows, (rows[-1]["seq"] if len(rows) == limit else end)
 
 
+def stored_with_conversation(r: Reader, namespace: str) -> list[dict[str, Any]]:
+    """Every stored conversation of ``namespace``, with its request id (to find one question's)."""
+    return r.rows(
+        "SELECT e.request_id, e.conversation FROM examples e JOIN requests q ON q.id = e.request_id"
+        " WHERE q.namespace = ? UNION ALL"
+        " SELECT a.request_id, a.conversation FROM local_answers a JOIN requests q ON q.id = a.request_id"
+        " WHERE q.namespace = ?",
+        (namespace, namespace),
+        scope=namespace,
+    )
+
+
 # Deleting stored conversations (training examples, local answers, and the attempts learning
 # judged), all or those older than a time; the request log's numbers stay.
-def forget_statements(before: float | None) -> list[Query]:
-    where, params = (" WHERE ts < ?", (before,)) if before is not None else ("", ())
+def forget_statements(before: float | None, namespace: str | None = None) -> list[Query]:
+    """Of every namespace, or of ``namespace`` alone."""
+    when = ["ts < ?"] if before is not None else []
+    when_params: tuple[Any, ...] = (before,) if before is not None else ()
+    of_request = [*when, "request_id IN (SELECT id FROM requests WHERE namespace = ?)"] if namespace else when
+    of_request_params = (*when_params, namespace) if namespace else when_params
+    own = [*when, "namespace = ?"] if namespace else when
+
+    def where(conditions: list[str]) -> str:
+        return " WHERE " + " AND ".join(conditions) if conditions else ""
+
     return [
-        (f"DELETE FROM examples{where}", params),
-        (f"DELETE FROM local_answers{where}", params),
-        (f"UPDATE learning SET attempt = NULL{where}", params),
-        (f"UPDATE requests SET decision = NULL{where}", params),
+        (f"DELETE FROM examples{where(of_request)}", of_request_params),
+        (f"DELETE FROM local_answers{where(of_request)}", of_request_params),
+        (f"UPDATE learning SET attempt = NULL{where(own)}", of_request_params),
+        (f"UPDATE requests SET decision = NULL{where(own)}", of_request_params),
     ]
-
-
-# -- the dashboard ---------------------------------------------------------------------------------
-
-_BUCKETS = 60  # points on the dashboard's time axis, whatever the log's span
-_NICE_BUCKETS_S = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
-
-
-def dashboard(r: Reader, namespace: str | None = None) -> dict[str, Any]:
-    """The dashboard's series: bucket_s, messages and learning per bucket, recent requests, every
-    day (``finch.server.dashboard`` shapes them)."""
-    where, params = _only(namespace)
-    found = r.rows(f"SELECT MIN(ts) AS first, MAX(ts) AS last FROM requests{where}", params, scope=namespace)
-    if not found:
-        return {"bucket_s": 60, "messages": [], "learning": [], "recent": [], "days": []}
-    span = (found[0]["last"] or 0.0) - (found[0]["first"] or 0.0)
-    bucket_s = next((b for b in _NICE_BUCKETS_S if span / b <= _BUCKETS), _NICE_BUCKETS_S[-1])
-    return {
-        "bucket_s": bucket_s,
-        "messages": messages_over_time(r, bucket_s, namespace),
-        "learning": learning_over_time(r, bucket_s, namespace),
-        "recent": recent_requests(r, namespace=namespace),
-        "days": by_day(r, None, namespace),
-    }
-
-
-def messages_over_time(r: Reader, bucket_s: int, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Requests finch could learn from (a path some dialect speaks) per time bucket, by route, with dollars."""
-    paths = tuple(DIALECTS)
-    also, params = _only(namespace, word="AND")
-    return r.rows(
-        f"SELECT {r.bucket()} AS t, COUNT(*) AS requests,"
-        f" {_FORWARDED} AS forwarded, {_LOCAL} AS local,"
-        " SUM(cost_usd) AS cost_usd, SUM(saved_usd) AS saved_usd"
-        f" FROM requests WHERE path IN ({', '.join('?' * len(paths))}) AND route != 'reject'{also}"
-        " GROUP BY t ORDER BY t",
-        (bucket_s, bucket_s, *paths, *params),
-        scope=namespace,
-    )
-
-
-def learning_over_time(r: Reader, bucket_s: int, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Per time bucket: audits and bad audits, and the operating point at the bucket's end."""
-    where, params = _only(namespace)
-    return r.rows(
-        "SELECT b.t, b.audits, b.audits_bad, l.threshold FROM ("
-        f" SELECT {r.bucket()} AS t, SUM(audit) AS audits,"
-        f" {_AUDITS_BAD} AS audits_bad, MAX(id) AS last"
-        f" FROM learning{where} GROUP BY t) b JOIN learning l ON l.id = b.last ORDER BY b.t",
-        (bucket_s, bucket_s, *params),
-        scope=namespace,
-    )
-
-
-def recent_requests(r: Reader, limit: int = 50, namespace: str | None = None) -> list[dict[str, Any]]:
-    """The newest requests, a local answer's question and answer with it."""
-    where, params = _only(namespace)
-    rows = r.rows(
-        "SELECT r.id, r.ts, r.model, r.route, r.reason, r.status, r.latency_ms, r.input_tokens,"
-        " r.output_tokens, r.cost_usd, r.saved_usd, a.conversation, a.answer, f.good AS feedback"
-        f" FROM (SELECT * FROM requests{where} ORDER BY ts DESC LIMIT ?) r"
-        " LEFT JOIN local_answers a ON a.request_id = r.id"
-        " LEFT JOIN (SELECT request_id, MIN(good) AS good FROM feedback GROUP BY request_id) f"
-        " ON f.request_id = r.id ORDER BY r.ts DESC",
-        (*params, limit),
-        scope=namespace,
-    )
-    for row in rows:
-        conversation = row.pop("conversation")
-        row["question"] = Conversation.from_json(conversation).turns[-1][1] if conversation else None
-    return rows

@@ -60,7 +60,18 @@ class ForgetLearningAfter:
     namespace: str = DEFAULT_NAMESPACE
 
 
-Row = Learned | Verdict | ForgetLearningAfter
+@dataclass(frozen=True)
+class Forget:
+    """``namespace`` asked to forget one question (its conversation, as JSON) or, with None,
+    everything it taught. The stored conversations go at once; the trainer forgets what it learned."""
+
+    namespace: str
+    conversation: str | None
+    request_ids: tuple[str, ...] = ()  # the question's stored conversations (none: everything's)
+    ts: float = field(default_factory=time.time)
+
+
+Row = Learned | Verdict | ForgetLearningAfter | Forget
 
 
 def learning_row(**values: Any) -> Learned:

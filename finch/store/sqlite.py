@@ -41,13 +41,14 @@ class SqliteLog(Log):
     def _files(self) -> tuple[tuple[int, int] | None, ...]:
         return tuple(_stat(path) for path in (self.path, self.path.with_name(self.path.name + "-wal")))
 
-    def forget(self, before: float | None = None) -> int:
+    def forget(self, before: float | None = None, namespace: str | None = None) -> int:
         if not self.path.exists():
             return 0
         conn = sqlite3.connect(self.path)
         try:
             with conn:
-                deleted = [conn.execute(sql, params).rowcount for sql, params in queries.forget_statements(before)]
+                forgetting = queries.forget_statements(before, namespace)
+                deleted = [conn.execute(sql, params).rowcount for sql, params in forgetting]
             conn.execute("VACUUM")  # the text is gone from the file, not just unlinked
             return deleted[0] + deleted[1]  # examples and local answers
         finally:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from finch.store.rows import ForgetLearningAfter, Learned, Verdict
+from finch.store.rows import Forget, ForgetLearningAfter, Learned, Verdict
 from finch.vocabulary import UNRESOLVED, Route
 
 if TYPE_CHECKING:
@@ -43,8 +43,33 @@ def statements(entry: Entry) -> Iterator[Statement]:
             " AND ((kind = 'claude' AND seq > ?) OR (kind = 'feedback' AND seq > ?))",
             (entry.namespace, entry.position.get("requests", 0), entry.position.get("feedback", 0)),
         )
+    elif isinstance(entry, Forget):
+        yield from _forget_statements(entry)
     else:  # a request, summarized by the writer
         yield from _request_statements(entry)
+
+
+def _forget_statements(entry: Forget) -> Iterator[Statement]:
+    """The namespace's stored conversations of the question (or all of them) go now; the row tells
+    its trainer and the replicas to forget what they learned."""
+    yield (
+        "INSERT INTO forgets (namespace, conversation, ts) VALUES (?, ?, ?)",
+        (
+            entry.namespace,
+            entry.conversation,
+            entry.ts,
+        ),
+    )
+    if entry.conversation is None:
+        ids, params = "SELECT id FROM requests WHERE namespace = ?", (entry.namespace,)
+    elif entry.request_ids:
+        ids, params = ", ".join("?" * len(entry.request_ids)), entry.request_ids
+    else:
+        return
+    yield f"DELETE FROM examples WHERE request_id IN ({ids})", params
+    yield f"DELETE FROM local_answers WHERE request_id IN ({ids})", params
+    yield f"UPDATE learning SET attempt = NULL WHERE request_id IN ({ids})", params
+    yield f"UPDATE requests SET decision = NULL WHERE id IN ({ids})", params
 
 
 def _request_statements(entry: Summarized) -> Iterator[Statement]:
