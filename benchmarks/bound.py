@@ -25,6 +25,9 @@ worse model costs before the bound stops serving. ``--drift START END``: the rat
 over the whole stream instead. Both run with finch's audits at stake (``finch.policy.watch``);
 ``--stake 0`` runs them without.
 
+``--replicas K LAG`` runs finch's sequence as K replicas decide it, each on a snapshot up to LAG
+answers old (the operating point and audit chance it serves at), beside one replica.
+
 ``--no-repeats`` runs finch's sequence on streams where no answer is Claude's repeated (score 1.0),
 so the repeats' region stays empty, with its handover (``finch.policy.bound``) and without.
 
@@ -36,6 +39,7 @@ Usage: python benchmarks/bound.py [--runs 300] [--answers 3000] [--json out.json
        python benchmarks/bound.py --rise 0.002 0.05 [--stake 0] [--boost 0.5 100] [--runs 100] [--json out.json]
        python benchmarks/bound.py --drift 0.005 0.04 --answers 5000 [--stake 0] [--runs 100]
        python benchmarks/bound.py --no-repeats [--runs 300] [--json out.json]
+       python benchmarks/bound.py --replicas 3 100 --rates 0.01 0.02 0.03 [--runs 300] [--json out.json]
 """
 
 from __future__ import annotations
@@ -96,11 +100,12 @@ def betting_sequence(
     repeats: float = 0.2,
     handover: bool = True,
     stake: float | None = None,
+    **replicas: int,
 ) -> int | None:
     """The certifier with finch's sampling: uncertified regions are all judged (forwarded), answers in
     the certified region are served and audited with probability 10% (5% after 1,000 answers), or
     more while the certificate is new (``stake``)."""
-    return serve(bad, rng, weights, weighted=weighted, repeats=repeats, handover=handover, stake=stake)[1]
+    return serve(bad, rng, weights, weighted=weighted, repeats=repeats, handover=handover, stake=stake, **replicas)[1]
 
 
 def serve(
@@ -112,12 +117,17 @@ def serve(
     repeats: float = 0.2,
     handover: bool = True,
     stake: float | None = None,
+    replicas: int = 1,
+    lag: int = 0,
 ) -> tuple[np.ndarray, int | None]:
     """Which answers finch serves (not audited) over a stream, as ``betting_sequence`` runs it, and
     the answer after which it first certified. ``boost`` (rate, answers): after a bad audit, the
     next ``answers`` would-be-served answers are audited at ``rate`` at least (a variant, not finch's
     rule; the rate is chosen before each answer is seen, so the weights keep the test valid).
-    ``repeats``: the share of answers that are Claude's own repeated (score 1.0)."""
+    ``repeats``: the share of answers that are Claude's own repeated (score 1.0). ``replicas``,
+    ``lag``: each answer is decided by one of several replicas at random, on the operating point and
+    audit chance of the snapshot it last loaded, which it reloads every ``lag`` answers (staggered);
+    the trainer counts every decision in the log's order at the chance that replica used."""
     bound = certifier(weights, weighted, handover)
     scores = 1 - 0.3 * rng.random(len(bad)) ** 2  # dense near 1, as a learned P(good) is: a quarter >= 0.99
     scores[rng.random(len(bad)) < repeats] = 1.0  # Claude's own answers repeated
@@ -125,14 +135,17 @@ def serve(
     first = None
     boosted = 0  # answers left at the boosted rate
     watch = Watch(stake) if stake is not None else None
+    views: list[tuple[float | None, float]] = [(None, 1.0)] * replicas  # (point, audit chance) as loaded
+    loaded_at = [-lag * j // replicas - lag for j in range(replicas)]
     for i, (b, score) in enumerate(zip(bad, scores, strict=True)):
-        point = bound.certified()
+        j = int(rng.integers(replicas)) if replicas > 1 else 0
+        if i - loaded_at[j] >= lag:  # this replica loads the newest snapshot
+            base = 0.1 if i < 1000 else 0.05
+            views[j], loaded_at[j] = (bound.certified(), watch.audit_chance(base) if watch else base), i
+        point, p = views[j]
         if point is not None and score >= point:
-            p = 0.1 if i < 1000 else 0.05
             if boost is not None and boosted > 0:
                 p, boosted = max(p, boost[0]), boosted - 1
-            if watch is not None:
-                p = watch.audit_chance(p)
             judged = rng.random() < p
             served[i] = not judged
             bound.observe(float(score), bool(b) if judged else None, p)
@@ -221,6 +234,7 @@ def main() -> None:
     parser.add_argument("--finch-only", action="store_true", help="finch's sequence alone (with its audits at stake)")
     parser.add_argument("--weighted-estimate", action="store_true", help="the bets' estimate as before (see above)")
     parser.add_argument("--no-repeats", action="store_true", help="no answer scores 1.0: the handover (see above)")
+    parser.add_argument("--replicas", type=int, nargs=2, metavar=("K", "LAG"), help="K replicas, snapshots LAG old")
     args = parser.parse_args()
     if args.rise or args.drift:
         boost = (args.boost[0], int(args.boost[1])) if args.boost else None
@@ -246,6 +260,14 @@ def main() -> None:
         methods = {"betting, one region": methods["betting, one region"]}
     if args.finch_only:
         methods = {"betting, fallback (finch)": methods["betting, fallback (finch)"]}
+    if args.replicas:
+        k, lag = args.replicas
+        methods = {
+            "finch, one replica": methods["betting, fallback (finch)"],
+            f"finch, {k} replicas, lag {lag}": lambda bad, rng: betting_sequence(
+                bad, rng, WEIGHTS, stake=STAKE, replicas=k, lag=lag
+            ),
+        }
     if args.no_repeats:
         methods = {
             "fallback, handover (finch)": lambda bad, rng: betting_sequence(bad, rng, repeats=0.0),

@@ -175,3 +175,118 @@ def _route(finch: Finch, question: str) -> str:
         model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": question}]
     )
     return raw.headers["x-finch-source"]
+
+
+def _serve(home, upstream_url: str, database_url: str) -> tuple[subprocess.Popen, str]:
+    """A replica as `finch serve` runs it: its own process, and its own trainer process."""
+    from finch.server.runner import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "FINCH_HOME": str(home),
+        "FINCH_DATABASE_URL": database_url,
+        "FINCH_ISOLATION": "none",
+        "FINCH_PRESET": "tiny",
+        "FINCH_COLD_START": "5",
+        # Checkpoints rarer than the kills below: a trainer that takes over learns again what its
+        # killed predecessor learned past the last one, so the test sees whether that counts twice.
+        "FINCH_SAVE_EVERY": "200",
+        "FINCH_API_KEY": "fake-team-key",
+        "FINCH_TRAINER_NICE": "0",  # kills must land while the trainer learns, beside this test's load
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finch", "serve", "--port", str(port), "--upstream-url", upstream_url,
+         "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("a replica did not start")
+
+
+def _learning(url: str) -> dict:
+    return httpx.get(url + "/finch/stats", timeout=10).json()["learning"]
+
+
+@pytest.mark.timeout(600)
+def test_a_replica_and_a_trainer_killed_mid_stream_lose_no_committed_row_and_learn_nothing_twice(
+    teacher, database_url, tmp_path
+):
+    import threading
+
+    import psycopg
+
+    from tests.conftest import QA
+
+    home = tmp_path / "shared-home"
+    (a, a_url), (b, b_url) = (_serve(home, teacher.url, database_url) for _ in range(2))
+    acknowledged: list[tuple[str, str, float]] = []  # (request id, replica, when its answer came)
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                url = (a_url, b_url)[i % 2]
+                body = {"model": "claude-haiku-4-5", "max_tokens": 60, "messages": [
+                    {"role": "user", "content": QA[i % len(QA)][0]}]}  # fmt: skip
+                try:
+                    answer = client.post(url + "/v1/messages", json=body)
+                    acknowledged.append((answer.headers["x-finch-request-id"], url, time.monotonic()))
+                except httpx.HTTPError:
+                    pass  # replica B is being killed
+                i += 1
+                time.sleep(0.02)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 180
+        while _learning(a_url)["learned"] < 10:  # a trainer has started and learns
+            assert time.monotonic() < deadline, "no trainer learned"
+            time.sleep(0.2)
+        b.send_signal(signal.SIGKILL)  # replica B, and with it its trainer
+        b_killed = time.monotonic()
+        b.wait(10)
+        os.kill(_learning(a_url)["trainer_pid"], signal.SIGKILL)  # and A's trainer
+        learned_at_kill = _learning(a_url)["learned"]
+        time.sleep(3)
+    finally:
+        stop.set()
+        sender.join(30)
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # a trainer took over, learned on, and caught up with the log
+            learning = _learning(a_url)
+            if learning["learned"] > learned_at_kill and learning["trainer_backlog"] == 0:
+                break
+            assert time.monotonic() < deadline, f"no trainer took over: {learning}"
+            time.sleep(0.2)
+        assert learning["trainer_restarts"] >= 1
+        with psycopg.connect(database_url) as db:
+            db.execute("SELECT set_config('finch.namespace', '*', false)")
+            logged = {row[0] for row in db.execute("SELECT id FROM requests")}
+            twice = db.execute(
+                "SELECT request_id, kind, COUNT(*) FROM learning GROUP BY request_id, kind HAVING COUNT(*) > 1"
+            ).fetchall()
+            unlearned = db.execute(
+                "SELECT COUNT(*) FROM examples e WHERE NOT EXISTS"
+                " (SELECT 1 FROM learning l WHERE l.request_id = e.request_id AND l.kind = 'claude')"
+            ).fetchone()[0]
+    finally:
+        a.send_signal(signal.SIGTERM)
+        a.wait(30)
+    # Every row committed is there; a replica killed loses at most what its writer had not yet
+    # committed (it commits every 50 ms): here, what B answered in its last 200 ms.
+    settled = [rid for rid, url, at in acknowledged if url == a_url or at < b_killed - 0.2]
+    assert len(settled) > 50 and [rid for rid in settled if rid not in logged] == []
+    assert twice == []  # the trainer that took over learned on from the checkpoint, and its predecessor's rows went
+    assert unlearned == 0  # and learned every answer of Claude's once
