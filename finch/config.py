@@ -79,6 +79,9 @@ class Settings:
     # Retrieval: also offer the answer the nearest past questions vote for, and serve a written answer
     # in the words of the stored Claude answer it matches (measured better: BENCHMARKS.md).
     retrieval: bool = True
+    # A replica keeps the namespaces it serves loaded within this many MB of snapshots (a tiny-preset
+    # namespace's is about 13 MB), unloading the least recently asked; one asked again loads again.
+    max_loaded_mb: int = 4096
     save_every: int = 50  # learning events between checkpoints
     # The trainer's process runs at this CPU niceness (0-19): above 0 requests take the CPU first.
     trainer_nice: int = 19
@@ -185,7 +188,7 @@ def _build(values: dict[str, Any]) -> Settings:
         raise ConfigError(f"preset must be tiny, small or base, got {settings.preset!r}")
     parse_sampling(settings.sampling)
     positive = ("header_timeout", "body_timeout", "keep_alive_timeout", "max_connections", "max_local_tokens")
-    for name in (*positive, "share_after_users"):
+    for name in (*positive, "share_after_users", "max_loaded_mb"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
     if not 0 <= settings.trainer_nice <= 19:

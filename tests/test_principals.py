@@ -110,3 +110,19 @@ def test_stats_and_the_dashboard_show_the_callers_namespace_and_the_admin_token_
     counted = [line for line in metrics.splitlines() if line.startswith("finch_requests_total{")]
     assert len(counted) == 2 and {line.split()[-1] for line in counted} == {"2.0", "3.0"}  # by namespace
     assert httpx.get(finch.url + "/finch/stats").status_code == 401  # nobody's
+
+
+def test_a_replica_keeps_its_loaded_namespaces_within_the_memory_cap(start_finch, teacher):
+    finch = start_finch(teacher.url, isolation="credential", max_loaded_mb=1)
+    loop = finch.app.state.proxy.learning
+
+    def load(name: str) -> None:  # as if its snapshot of 0.4 MB had loaded, and it was asked again
+        loop.tenant(name).size = 400_000
+        loop.tenant(name)
+
+    for name in ("team-a", "team-b", "team-c"):
+        load(name)
+    assert list(loop._tenants) == [DEFAULT_NAMESPACE, "team-b", "team-c"]  # 1 MB: the oldest went
+    loop.tenant("team-b")  # asked again: now the most recent
+    load("team-d")
+    assert list(loop._tenants) == [DEFAULT_NAMESPACE, "team-b", "team-d"]

@@ -3,8 +3,9 @@ users' verdicts, and keep the trainer's process running.
 
 Each namespace (``finch.server.principals``) is a ``Tenant`` here: its own snapshot, tokenizer,
 judge's framing and users' marks. Nothing of one is consulted for another. Tenants are made on a
-namespace's first request and their snapshots loaded off the request path; at most
-``_MAX_TENANTS`` stay loaded, the least recently asked going first.
+namespace's first request and their snapshots loaded off the request path; within ``max_loaded_mb``
+of snapshots and ``_MAX_TENANTS`` namespaces, the least recently asked is unloaded first (asked again,
+it loads again, its requests forwarded meanwhile).
 
 The trainer learns in its own process (``finch.learning.trainer``, supervised by
 ``finch.server.supervisor``) from the request log the server writes. It publishes a serving
@@ -109,11 +110,19 @@ class LearningLoop:
             found = self._tenants.get(namespace)
             if found is None:
                 found = self._tenants[namespace] = Tenant(namespace, namespace_settings(self.settings, namespace))
-                while len(self._tenants) > _MAX_TENANTS:
-                    oldest = next(n for n in self._tenants if n != DEFAULT_NAMESPACE)
-                    del self._tenants[oldest]
             self._tenants.move_to_end(namespace)
+            self._unload_past_the_cap()
             return found
+
+    def _unload_past_the_cap(self) -> None:
+        """Unload the least recently asked namespaces (never the default, nor the one asked last)
+        while more are loaded than the caps allow. Called under ``_tenants_lock``."""
+        cap = self.settings.max_loaded_mb * 1024 * 1024
+        while len(self._tenants) > 2:
+            if len(self._tenants) <= _MAX_TENANTS and sum(t.size for t in self._tenants.values()) <= cap:
+                return
+            oldest = next(n for n in self._tenants if n != DEFAULT_NAMESPACE)
+            del self._tenants[oldest]
 
     def start(self) -> None:
         self.judge.embed(["warm up"])  # load the embedding model now, not on a request
@@ -222,7 +231,9 @@ class LearningLoop:
                 tenants = list(self._tenants.values())
             for tenant in tenants:
                 try:
-                    self.load_new_snapshot(tenant)
+                    if self.load_new_snapshot(tenant):
+                        with self._tenants_lock:
+                            self._unload_past_the_cap()
                 except Exception:  # a bad snapshot must not stop the next one from loading
                     log.exception("could not load the serving snapshot of namespace %r", tenant.namespace)
                     self._stopping.wait(1.0)

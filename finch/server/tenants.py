@@ -27,6 +27,7 @@ class Tenant:
         self.tokenizer = tokenizer  # else loaded with the first snapshot (the namespace's trainer builds it)
         self.judge = Judge(settings.judge_threshold)  # the framing it learned; the embedding model is shared
         self.serving: Serving | None = None
+        self.size = 0  # bytes of the snapshot loaded
         self.loaded: tuple[int, int, int] | None = None  # (inode, mtime, size) of the snapshot file loaded
         self.blocked_since: set[str] = set()  # questions users reported since the snapshot being served
         # The namespace asked to forget everything at this seq of the forgets stream: a snapshot
@@ -50,6 +51,7 @@ class Tenant:
         if self.tokenizer is None or self.tokenizer.hash != found["tokenizer"]:  # new, or built again
             self.tokenizer = load_or_build(self.settings.home / "tokenizer.json")
         serving = Serving(found, self.settings, self.tokenizer, question_vec, self.judge.embed_answers)
+        self.size = st.st_size  # about what it holds in memory: its tensors, and its texts
         self.judge.framing.known = serving.framing  # one reference each: a request sees old or new
         self.serving = serving
         self.blocked_since -= serving.blocked  # the trainer has learned those verdicts
