@@ -16,8 +16,11 @@ user who never asked it."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anthropic
 import psycopg
@@ -50,10 +53,35 @@ class Principal:
         return anthropic.Anthropic(base_url=url, api_key=self.api_key, max_retries=0, default_headers=headers)
 
 
+@contextlib.contextmanager
+def two_replicas(teacher: Teacher, home, database_url: str) -> Iterator[list[tuple[ServerThread, Any]]]:
+    """The teacher, and two replicas of finch on one log and one home: [(server, app), ...]."""
+    upstream = ServerThread(build_teacher_app(teacher)).start()
+    settings = {"home": str(home), "upstream_url": upstream.url, "database_url": database_url, **SETTINGS}
+    apps = [build_app(load_settings(settings, environ={})) for _ in range(2)]
+    servers = [ServerThread(app).start() for app in apps]
+    try:
+        yield list(zip(servers, apps, strict=True))
+    finally:
+        for server in (*servers, upstream):
+            server.stop()
+
+
+def teach_until_local(ask_a_round: Callable[[], list[str]], replicas, namespaces: set[str]) -> None:
+    """Ask rounds of questions (each returns its routes), every replica's trainers learning each
+    round, until a whole round is answered locally."""
+    for _ in range(40):
+        routes = ask_a_round()
+        for _, app in replicas:
+            for namespace in namespaces:
+                assert app.state.proxy.learning.drain(120, namespace)
+        if all(route == "local" for route in routes):
+            return
+    pytest.fail(f"{sorted(namespaces)} never answered locally")
+
+
 @pytest.fixture
 def tenants(database_url, tmp_path):
-    teacher = Teacher(Corpus(TRAIN), TeacherConfig(mark_caller=True))
-    upstream = ServerThread(build_teacher_app(teacher)).start()
     home = tmp_path / "shared-home"
     keys = Keys(home)
     _, token = keys.create_token("token-ns")
@@ -62,12 +90,8 @@ def tenants(database_url, tmp_path):
     principals = [Principal(key, keys.namespace_of_upstream(key)) for key in ALONE]
     principals.append(Principal(TOKEN_KEY, "token-ns", token))
     principals += [Principal(key, "team-shared") for key in SHARED]
-    settings = {"home": str(home), "upstream_url": upstream.url, "database_url": database_url, **SETTINGS}
-    apps = [build_app(load_settings(settings, environ={})) for _ in range(2)]
-    servers = [ServerThread(app).start() for app in apps]
-    yield principals, list(zip(servers, apps, strict=True))
-    for server in (*servers, upstream):
-        server.stop()
+    with two_replicas(Teacher(Corpus(TRAIN), TeacherConfig(mark_caller=True)), home, database_url) as replicas:
+        yield principals, replicas
 
 
 def test_a_fuzzed_stream_of_eight_principals_crosses_nothing_and_shares_what_was_shared(tenants):
@@ -90,15 +114,11 @@ def test_a_fuzzed_stream_of_eight_principals_crosses_nothing_and_shares_what_was
 
     # Two namespaces learn until they answer locally: one alone, and the shared one, from one of its two.
     questions = [q for q, _ in TRAIN]
-    for _ in range(40):
-        routes = [ask(p, q)[0] for p in teaching for q in rng.sample(questions, len(questions))]
-        for _, app in replicas:
-            for p in teaching:
-                assert app.state.proxy.learning.drain(120, p.namespace)
-        if all(route == "local" for route in routes):
-            break
-    else:
-        pytest.fail("the teaching namespaces never answered locally")
+    teach_until_local(
+        lambda: [ask(p, q)[0] for p in teaching for q in rng.sample(questions, len(questions))],
+        replicas,
+        {p.namespace for p in teaching},
+    )
     # Then everyone, at random, through either replica, the trainers learning as they go.
     asked_before: set[tuple[str, str]] = set()
     shared_on_first_ask = 0
@@ -119,16 +139,10 @@ END_USER_MARKER = re.compile(r"\[for end user ([^\]]*)\]")
 @pytest.fixture
 def shop(database_url, tmp_path):
     """Two replicas; one upstream key, marked as serving many end users."""
-    teacher = Teacher(Corpus(TRAIN), TeacherConfig(personal=PERSONAL))
-    upstream = ServerThread(build_teacher_app(teacher)).start()
     home = tmp_path / "shared-home"
     Keys(home).add_upstream("shop", "fake-key-shop-backend", end_users=True)
-    settings = {"home": str(home), "upstream_url": upstream.url, "database_url": database_url, **SETTINGS}
-    apps = [build_app(load_settings(settings, environ={})) for _ in range(2)]
-    servers = [ServerThread(app).start() for app in apps]
-    yield list(zip(servers, apps, strict=True))
-    for server in (*servers, upstream):
-        server.stop()
+    with two_replicas(Teacher(Corpus(TRAIN), TeacherConfig(personal=PERSONAL)), home, database_url) as replicas:
+        yield replicas
 
 
 def test_end_users_inside_one_key_see_no_answer_fewer_than_k_of_them_were_given(shop, database_url):
@@ -148,15 +162,12 @@ def test_end_users_inside_one_key_see_no_answer_fewer_than_k_of_them_were_given(
     # Three end users learn the common questions, and the first of them the personal ones too, until
     # the common ones are answered locally.
     common = [q for q, _ in TRAIN if q not in PERSONAL]
-    for _ in range(40):
+
+    def a_round() -> list[str]:
         routes = [ask(user, q) for user in END_USERS[:3] for q in rng.sample(common, len(common))]
-        routes += [ask(END_USERS[0], q) for q in PERSONAL]
-        for _, app in replicas:
-            assert app.state.proxy.learning.drain(120, "shop")
-        if all(route == "local" for route in routes):
-            break
-    else:
-        pytest.fail("the shared key's namespace never answered locally")
+        return routes + [ask(END_USERS[0], q) for q in PERSONAL]
+
+    teach_until_local(a_round, replicas, {"shop"})
     # Then every end user, at random, through either replica.
     asked_before: set[tuple[str, str]] = set()
     shared_on_first_ask = 0
