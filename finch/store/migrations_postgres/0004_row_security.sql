@@ -8,26 +8,17 @@ CREATE FUNCTION finch_may_see(row_namespace text) RETURNS boolean LANGUAGE sql S
     SELECT current_setting('finch.namespace', true) IN ('*', row_namespace)
 $$;
 
-ALTER TABLE requests ENABLE ROW LEVEL SECURITY;
-ALTER TABLE requests FORCE ROW LEVEL SECURITY;
-CREATE POLICY namespace_rows ON requests USING (finch_may_see(namespace));
-
-ALTER TABLE feedback ENABLE ROW LEVEL SECURITY;
-ALTER TABLE feedback FORCE ROW LEVEL SECURITY;
-CREATE POLICY namespace_rows ON feedback USING (finch_may_see(namespace));
-
-ALTER TABLE learning ENABLE ROW LEVEL SECURITY;
-ALTER TABLE learning FORCE ROW LEVEL SECURITY;
-CREATE POLICY namespace_rows ON learning USING (finch_may_see(namespace));
-
-ALTER TABLE namespaces ENABLE ROW LEVEL SECURITY;
-ALTER TABLE namespaces FORCE ROW LEVEL SECURITY;
-CREATE POLICY namespace_rows ON namespaces USING (finch_may_see(name));
-
-ALTER TABLE examples ENABLE ROW LEVEL SECURITY;
-ALTER TABLE examples FORCE ROW LEVEL SECURITY;
-CREATE POLICY namespace_rows ON examples USING (EXISTS (SELECT 1 FROM requests r WHERE r.id = request_id));
-
-ALTER TABLE local_answers ENABLE ROW LEVEL SECURITY;
-ALTER TABLE local_answers FORCE ROW LEVEL SECURITY;
-CREATE POLICY namespace_rows ON local_answers USING (EXISTS (SELECT 1 FROM requests r WHERE r.id = request_id));
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['requests', 'feedback', 'learning', 'namespaces', 'examples', 'local_answers'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY namespace_rows ON %I USING (%s)', t, CASE t
+            WHEN 'namespaces' THEN 'finch_may_see(name)'
+            WHEN 'examples' THEN 'EXISTS (SELECT 1 FROM requests r WHERE r.id = request_id)'
+            WHEN 'local_answers' THEN 'EXISTS (SELECT 1 FROM requests r WHERE r.id = request_id)'
+            ELSE 'finch_may_see(namespace)' END);
+    END LOOP;
+END $$;
