@@ -108,6 +108,7 @@ class Trainer:
         them, in one batch when there is more than one; save and publish as due. Returns how many
         events were read."""
         limit = self._batch_limit
+        before = dict(self.ensemble.position)
         events = list(itertools.islice(self._waiting(), limit))
         if events:  # an idle poll neither samples the machine nor touches torch
             torch.set_num_threads(self._cores.free())
@@ -131,8 +132,9 @@ class Trainer:
         if events:  # batches of about _BATCH_S: a starved trainer still saves and publishes often
             per_event = (time.perf_counter() - started_batch) / len(events)
             self._batch_limit = max(1, min(_MAX_BATCH, int(_BATCH_S / max(per_event, 1e-3))))
-        if self._wipe:  # after the batch: forgets are read last, so nothing after it is lost
-            self._start_again()
+        if self._wipe:  # after the batch; what this step learned is learned again, by the new models
+            self._start_again(before)
+            learned = []
         threshold = self.ensemble.threshold
         for event, kind, judged, seconds in learned:
             self.store.submit(_row(event, kind, judged, threshold, seconds, self.namespace))
@@ -183,11 +185,13 @@ class Trainer:
         else:
             self.ensemble.block(conversation, forget=True)
 
-    def _start_again(self) -> None:
+    def _start_again(self, before: dict[str, int]) -> None:
         """Forget everything the namespace taught: its models, memory, tokenizer and bound start
-        again from nothing (cold start), from this place in the log on. The snapshot that replaces
-        the served one is the next generation, so every replica loads it."""
-        position = dict(self.ensemble.position)
+        again from nothing (cold start). They read on from where this step began (``before``), but
+        past the forgets it read: rows the namespace wrote before forgetting have nothing left to
+        learn from (their conversations went with the row), and rows it wrote after are learned
+        anew. The snapshot that replaces the served one is the next generation: every replica loads it."""
+        position = {**before, "forgets": self.ensemble.position.get("forgets", 0)}
         shutil.rmtree(self.settings.home / "models", ignore_errors=True)
         (self.settings.home / "tokenizer.json").unlink(missing_ok=True)
         self.ensemble = Ensemble(self.settings, seed_texts=self.store.recent_texts(namespace=self.namespace))
