@@ -24,6 +24,8 @@ the file when it changes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -31,6 +33,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,12 +156,14 @@ class Keys:
         """A new client token for ``namespace``: its entry, and the token itself (shown once)."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = self._new(namespace, "token", token_digest(token), end_users, opt_out)
-        self._write([*self.entries(), key])
+        with self._changing() as entries:
+            entries.append(key)
         return key, token
 
     def add_upstream(self, namespace: str, api_key: str, end_users: bool = False, opt_out: tuple[str, ...] = ()) -> Key:
         key = self._new(namespace, "upstream", self.upstream_digest(api_key), end_users, opt_out)
-        self._write([*self.entries(), key])
+        with self._changing() as entries:
+            entries.append(key)
         return key
 
     @staticmethod
@@ -167,16 +172,24 @@ class Keys:
         return Key(secrets.token_hex(4), namespace, kind, digest, time.time(), None, end_users, opt_out)
 
     def revoke(self, key_id: str) -> Key:
-        entries = self.entries()
-        found = next((k for k in entries if k.id == key_id), None)
-        if found is None:
-            raise ConfigError(f"no key with id {key_id!r} (finch keys list shows them)")
-        revoked = replace(found, revoked=found.revoked or time.time())
-        self._write([revoked if k.id == key_id else k for k in entries])
-        return revoked
+        with self._changing() as entries:
+            at = next((i for i, k in enumerate(entries) if k.id == key_id), None)
+            if at is None:
+                raise ConfigError(f"no key with id {key_id!r} (finch keys list shows them)")
+            entries[at] = replace(entries[at], revoked=entries[at].revoked or time.time())
+            return entries[at]
 
-    def _write(self, entries: list[Key]) -> None:
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[list[Key]]:
+        """The entries, read under a lock that other writers of the file wait on, and written back
+        whole when the block ends without an error: two administrators' changes never lose one."""
         from finch.models.tokenizer import atomic_write_text
 
-        atomic_write_text(self.path, json.dumps([asdict(k) for k in entries], indent=1))
-        self._loaded = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._loaded = None  # read what the last writer left, not what this process saw
+            entries = list(self.entries())
+            yield entries
+            atomic_write_text(self.path, json.dumps([asdict(k) for k in entries], indent=1))
+            self._loaded = None

@@ -126,3 +126,15 @@ def test_a_replica_keeps_its_loaded_namespaces_within_the_memory_cap(start_finch
     loop.tenant("team-b")  # asked again: now the most recent
     load("team-d")
     assert list(loop._tenants) == [DEFAULT_NAMESPACE, "team-b", "team-d"]
+
+
+def test_administrators_changing_the_keys_at_once_lose_none_of_them(home):
+    """Six processes each issue ten tokens at the same moment: all sixty are kept."""
+    import subprocess
+    import sys
+
+    script = "import sys; from pathlib import Path; from finch.keys import Keys\n" \
+        "keys = Keys(Path(sys.argv[1]))\nfor _ in range(10): keys.create_token(sys.argv[2])"  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(home), f"team-{i}"]) for i in range(6)]
+    assert all(proc.wait(60) == 0 for proc in procs)
+    assert len(Keys(home).entries()) == 60
