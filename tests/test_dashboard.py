@@ -46,6 +46,7 @@ def test_the_dashboard_data_matches_stats_and_asks_for_the_token(start_finch, te
     assert [row["route"] for row in data["recent"]] == ["forward", "forward"]
     assert data["recent"][0]["why"] and data["recent"][0]["question"] is None  # forwarded: no text shown
     assert data["learning"]["phase"] == "cold_start" and data["learning"]["threshold"] is None
+    assert data["namespaces"] == [{"namespace": "default", "requests": 2, "until_first_local": None}]
     assert TOKEN not in str(data) and KEY not in str(data)
 
 
@@ -105,6 +106,8 @@ def test_the_dashboard_in_a_real_browser(trained_with_token, tmp_path):
             expect(page.locator("#threshold")).to_have_text(f"{learning['threshold']:.2f}")
             expect(page.locator("#learned")).to_have_text(f"{learning['learned']:,}")
             expect(page.locator("#phase")).to_have_text(learning["phase"].replace("_", " "))
+            (namespace,) = stats["namespaces"]  # one person's finch: its first local answer, after how many
+            expect(page.locator("#first-local")).to_have_text(f"{namespace['until_first_local']:,}")
             assert page.locator("#chart-local svg path").count() >= 1
             page.screenshot(path=os.environ.get("FINCH_DASHBOARD_SCREENSHOT", str(tmp_path / "dashboard.png")))
 
