@@ -96,16 +96,14 @@ def example_count(r: Reader, namespace: str | None = None) -> int:
 
 
 def first_local(r: Reader, namespace: str | None = None) -> list[dict[str, Any]]:
-    """Per namespace (one, or None: every one): its Messages requests, and how many of them it took
-    up to and with its first local answer (None while it has served none)."""
-    where, params = only(namespace, "r.namespace", word="AND")
+    """Per namespace (one, or None: every one): its requests, and how many of them it took up to and
+    with its first local answer (None while it has served none). Counted on the namespace index."""
+    where, params = only(namespace, word="AND")
     rows = r.rows(
-        f"SELECT r.namespace, COUNT(*) AS requests,"
-        f" SUM(CASE WHEN r.{r.seq} <= f.first THEN 1 ELSE 0 END) AS until_first_local"
-        f" FROM requests r LEFT JOIN (SELECT namespace, MIN({r.seq}) AS first FROM requests"
-        f" WHERE route = 'local' GROUP BY namespace) f ON f.namespace = r.namespace"
-        f" WHERE r.path IN ('/v1/messages', '/v1/chat/completions') AND r.namespace <> ''{where}"
-        " GROUP BY r.namespace ORDER BY r.namespace",
+        f"SELECT n.namespace, (SELECT COUNT(*) FROM requests WHERE namespace = n.namespace) AS requests,"
+        f" (SELECT COUNT(*) FROM requests WHERE namespace = n.namespace AND {r.seq} <= n.first) AS until_first_local"
+        f" FROM (SELECT namespace, MIN(CASE WHEN route = 'local' THEN {r.seq} END) AS first FROM requests"
+        f" WHERE namespace <> ''{where} GROUP BY namespace) n ORDER BY n.namespace",
         params,
         scope=namespace,
     )
