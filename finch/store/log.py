@@ -152,7 +152,7 @@ class Log(abc.ABC):
         return queries.example_count(self.reader, namespace)
 
     def first_local(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Per namespace: its Messages requests, and how many it took to its first local answer."""
+        """Per namespace: its requests, and how many it took to its first local answer."""
         return queries.first_local(self.reader, namespace)
 
     def forget_question(self, namespace: str, conversation: Conversation | None) -> int:
