@@ -158,11 +158,10 @@ def prices(home: Path | None) -> None:
 @click.confirmation_option(prompt="Delete finch's learned models?")
 def reset(home: Path | None, everything: bool) -> None:
     """Wipe the learned models and the tokenizer (and with --all, the request log). Stop finch first."""
-    import shutil
+    from finch.learning.home import wipe
 
     settings = _settings(home=home)
-    shutil.rmtree(settings.home / "models", ignore_errors=True)
-    (settings.home / "tokenizer.json").unlink(missing_ok=True)
+    wipe(settings.home)
     if everything:
         for suffix in ("", "-wal", "-shm"):
             Path(str(settings.db_path) + suffix).unlink(missing_ok=True)

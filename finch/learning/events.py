@@ -42,12 +42,11 @@ class Event:
         decision = None
         if row["decision"] is not None:
             decision = Decision(row["route"], row["reason"], _attempt(json.loads(row["decision"])))
-        conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
         return cls(
             "requests",
             row["seq"],
             row["request_id"],
-            conversation,
+            _conversation(row),
             row["answer"],
             decision,
             None,
@@ -63,8 +62,11 @@ class Event:
 
 def forget_event(row: dict[str, Any]) -> Event:
     """A question its namespace asked finch to forget (conversation None: everything it taught)."""
-    conversation = Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
-    return Event("forgets", row["seq"], "", conversation, None, None)
+    return Event("forgets", row["seq"], "", _conversation(row), None, None)
+
+
+def _conversation(row: dict[str, Any]) -> Conversation | None:
+    return Conversation.from_json(row["conversation"]) if row["conversation"] is not None else None
 
 
 def _attempt(data: dict[str, Any]) -> Attempt:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ from finch.vocabulary import DEFAULT_NAMESPACE
 log = logging.getLogger(__name__)
 
 Learner = Router | Validator | Generator
+
+
+def wipe(home: Path) -> None:
+    """Delete what was learned in ``home``: the models, memory, bound and snapshot, and the
+    tokenizer built from its texts (``finch reset``; a namespace that asked to forget everything)."""
+    shutil.rmtree(home / "models", ignore_errors=True)
+    (home / "tokenizer.json").unlink(missing_ok=True)
 
 
 def namespace_settings(settings: Settings, namespace: str) -> Settings:

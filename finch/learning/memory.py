@@ -148,14 +148,17 @@ class Memory:
             return None
         return self._texts[best], self._answers[best].clone()
 
-    def holders(self, answer: torch.Tensor) -> frozenset[str]:
+    def agreeing(self, answer: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """Which of the first ``n`` stored answers (all) agree with ``answer``, by the judge's τ:
+        (n,) bools. One scan of the memory, for ``features`` and ``holders`` alike."""
+        return (self._answers[: len(self) if n is None else n] @ answer) >= self.agree_cos
+
+    def holders(self, answer: torch.Tensor, agreeing: torch.Tensor | None = None) -> frozenset[str]:
         """The end users Claude gave ``answer`` to, in words the judge finds equal (its stored
-        answers that agree with it): whom it belongs to (``finch.policy.privacy``)."""
-        n = len(self)
-        if n == 0:
-            return frozenset()
-        agrees = ((self._answers[:n] @ answer) >= self.agree_cos).nonzero().flatten().tolist()
-        return frozenset(self._users[row] for row in agrees)
+        answers that agree with it, ``agreeing`` when already known): whom it belongs to
+        (``finch.policy.privacy``)."""
+        agrees = self.agreeing(answer) if agreeing is None else agreeing
+        return frozenset(self._users[row] for row in agrees.nonzero().flatten().tolist())
 
     def question_features(self, hood: Neighbourhood | None) -> list[float]:
         """The router's evidence: [similarity of the nearest past question, share of the nearest
@@ -174,13 +177,16 @@ class Memory:
         winner = int(votes.argmax())
         return int(hood.rows[winner]), float(votes[winner] / hood.weights.sum())
 
-    def features(self, hood: Neighbourhood | None, candidate: torch.Tensor) -> list[float]:
+    def features(
+        self, hood: Neighbourhood | None, candidate: torch.Tensor, agreeing: torch.Tensor | None = None
+    ) -> list[float]:
         """[support, conflict, support − conflict, has memory, closeness of support, closeness of
-        conflict, share of the nearest neighbours' weighted vote that backs the candidate]."""
+        conflict, share of the nearest neighbours' weighted vote that backs the candidate].
+        ``agreeing``: the rows that agree with the candidate, when already known."""
         if hood is None:
             return [0.0] * N_FEATURES
         similarity = hood.similarity
-        agrees = (self._answers[: similarity.shape[0]] @ candidate) >= self.agree_cos  # (n,)
+        agrees = self.agreeing(candidate, similarity.shape[0]) if agreeing is None else agreeing  # (n,)
         support = float(similarity[agrees].max()) if bool(agrees.any()) else 0.0
         conflict = float(similarity[~agrees].max()) if bool((~agrees).any()) else 0.0
         vote = float(hood.weights[agrees[hood.rows]].sum() / hood.weights.sum())

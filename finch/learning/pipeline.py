@@ -136,11 +136,13 @@ class Proposal:
 
     def _score(self, source: str, text: str, vec: torch.Tensor) -> Scored:
         assert self.p_router is not None
+        memory = self.scorer.memory
+        agreeing = memory.agreeing(vec)  # one scan of the memory: for its score and for whom it is
         p_good, p_validator, evidence, stacked = self.scorer.score(
-            self.conversation, self.hood, self.p_router, text, vec
+            self.conversation, self.hood, self.p_router, text, vec, agreeing
         )
         candidate = Candidate(text, source, p_good, p_validator)
-        servable = not self.hopeless and self._fits(text) and self._may_see(candidate, self.scorer.memory.holders(vec))
+        servable = not self.hopeless and self._fits(text) and self._may_see(candidate, memory.holders(vec, agreeing))
         return self._add(candidate, vec, evidence, stacked, servable)
 
     def _add(

@@ -63,12 +63,19 @@ class Scorer:
         return float(torch.sigmoid(logits + self.router_prior)[0])
 
     def score(
-        self, conversation: Conversation, hood: Neighbourhood | None, p_router: float, text: str, vec: torch.Tensor
+        self,
+        conversation: Conversation,
+        hood: Neighbourhood | None,
+        p_router: float,
+        text: str,
+        vec: torch.Tensor,
+        agreeing: torch.Tensor | None = None,
     ) -> tuple[float, float, list[float], list[float]]:
         """One candidate's (P(good), the validator's own score, the memory's evidence for it, the
         stacker's inputs). Candidates are scored one at a time, on both sides, so a score never
-        depends on what else was in its batch."""
-        evidence = self.memory.features(hood, vec)
+        depends on what else was in its batch. ``agreeing``: the memory's rows that agree with it,
+        when already known (``Memory.agreeing``)."""
+        evidence = self.memory.features(hood, vec, agreeing)
         device = next(self.validator.parameters()).device
         ids = torch.tensor([self.tokenizer.render_pair(conversation, text, self.validator_len)], device=device)
         with torch.no_grad():

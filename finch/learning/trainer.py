@@ -24,7 +24,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -40,6 +39,7 @@ from finch.learning import snapshot, status
 from finch.learning.cores import FreeCores
 from finch.learning.ensemble import Ensemble
 from finch.learning.events import Event, Judged, forget_event
+from finch.learning.home import wipe
 from finch.policy.decide import AUDITED_REASONS
 from finch.store.log import Log
 from finch.store.rows import forget_learning_after, learning_row
@@ -192,8 +192,7 @@ class Trainer:
         learn from (their conversations went with the row), and rows it wrote after are learned
         anew. The snapshot that replaces the served one is the next generation: every replica loads it."""
         position = {**before, "forgets": self.ensemble.position.get("forgets", 0)}
-        shutil.rmtree(self.settings.home / "models", ignore_errors=True)
-        (self.settings.home / "tokenizer.json").unlink(missing_ok=True)
+        wipe(self.settings.home)
         self.ensemble = Ensemble(self.settings, seed_texts=self.store.recent_texts(namespace=self.namespace))
         self.ensemble.position = position
         self.ensemble.save()
